@@ -1,0 +1,69 @@
+"""simrecorder: record simulation data fast, into the backend that suits the job.
+
+>>> from simrecorder import Recorder, InMemoryDataStore
+>>> rec = Recorder(InMemoryDataStore())
+>>> rec.record("a/b", 1.0)
+>>> rec.get_all("a/b")
+array([1.])
+>>> rec.close()
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._version import __version__
+from .datastores import DataStore, InMemoryDataStore, SeriesView, open_datastore
+from .errors import (
+    InvalidKeyError,
+    KeyConflictError,
+    KeyNotFoundError,
+    MissingDependencyError,
+    NotBuiltYetError,
+    ReadOnlyError,
+    SchemaError,
+    SimRecorderError,
+    StoreClosedError,
+    StoreFormatError,
+    StoreLockedError,
+    StoreWriteError,
+    ValueTooLargeError,
+)
+from .options import CompressionType, DatastoreType, Serialization
+from .recorder import Recorder
+
+__all__ = [
+    "CompressionType",
+    "DataStore",
+    "DatastoreType",
+    "HDF5DataStore",
+    "HDFView",
+    "InMemoryDataStore",
+    "InvalidKeyError",
+    "KeyConflictError",
+    "KeyNotFoundError",
+    "MissingDependencyError",
+    "NotBuiltYetError",
+    "ReadOnlyError",
+    "Recorder",
+    "SchemaError",
+    "Serialization",
+    "SeriesView",
+    "SimRecorderError",
+    "StoreClosedError",
+    "StoreFormatError",
+    "StoreLockedError",
+    "StoreWriteError",
+    "ValueTooLargeError",
+    "__version__",
+    "open_datastore",
+]
+
+
+def __getattr__(name: str) -> Any:
+    # backends import their library on first use, so `import simrecorder` stays light
+    if name in ("HDF5DataStore", "HDFView"):
+        from . import datastores
+
+        return getattr(datastores, name)
+    raise AttributeError(f"module 'simrecorder' has no attribute {name!r}")

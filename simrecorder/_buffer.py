@@ -1,0 +1,234 @@
+"""Per-series buffers: the hot path of :meth:`Recorder.record`.
+
+A buffer collects samples of one series until it holds a block worth writing, then
+hands the whole block over (:meth:`take`). Every buffer has
+
+``values``
+    for scalar series with a Python fast type, the list the recorder appends to
+    directly (see ``Recorder.record``);
+``fast_type``
+    the Python type whose samples need no check (``float`` for a float series),
+    or ``None`` when every sample goes through :meth:`append`;
+``limit``
+    the sample count at which the buffer is full. The recorder's flush timer sets it
+    to 0 to make the next sample trigger a flush, so the hot path never reads a clock.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from . import _codec
+from ._schema import (
+    BYTES,
+    DENSE,
+    OBJECT,
+    STR,
+    SeriesSpec,
+    check_dense_sample,
+    check_kind_sample,
+)
+
+__all__ = ["SeriesBuffer", "make_buffer"]
+
+
+class SeriesBuffer:
+    """Base of all buffers; see the module docstring for the shared attributes."""
+
+    __slots__ = ("capacity", "fast_type", "key", "limit", "nbytes", "spec", "values")
+
+    def __init__(self, key: str, spec: SeriesSpec, capacity: int) -> None:
+        self.key = key
+        self.spec = spec
+        self.capacity = capacity
+        self.limit = capacity
+        self.fast_type: type | None = None
+        self.values: list[Any] = []
+        self.nbytes = 0
+
+    def append(self, value: Any) -> bool:
+        """Check and add one sample; return True when the buffer is full."""
+        raise NotImplementedError
+
+    def take(self) -> Any:
+        """Return the buffered block and empty the buffer (None when empty)."""
+        raise NotImplementedError
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+
+_FAST_TYPES = {"f": float, "c": complex, "b": bool}
+
+
+class ScalarBuffer(SeriesBuffer):
+    """Dense series of scalars: a list of Python/numpy scalars, one array per block."""
+
+    __slots__ = ()
+
+    def __init__(self, key: str, spec: SeriesSpec, capacity: int) -> None:
+        super().__init__(key, spec, capacity)
+        # complex64 takes Python complex, float16/32 take float: same_kind allows both
+        self.fast_type = _FAST_TYPES.get(spec.dtype.kind)
+
+    def append(self, value: Any) -> bool:
+        # docstring inherited
+        check_dense_sample(self.key, self.spec, value)
+        if isinstance(value, np.ndarray):
+            value = value[()]  # a 0-d array may be changed in place later: keep the scalar
+        values = self.values
+        values.append(value)
+        return len(values) >= self.limit
+
+    def take(self) -> np.ndarray | None:
+        # docstring inherited
+        if not self.values:
+            return None
+        block = np.array(self.values, dtype=self.spec.dtype)
+        self.values = []
+        return block
+
+
+class ArrayBuffer(SeriesBuffer):
+    """Dense series of arrays: samples are copied into a preallocated block."""
+
+    __slots__ = ("block", "count")
+
+    def __init__(self, key: str, spec: SeriesSpec, capacity: int) -> None:
+        super().__init__(key, spec, capacity)
+        self.block: np.ndarray | None = None
+        self.count = 0
+
+    def append(self, value: Any) -> bool:
+        # docstring inherited
+        spec = self.spec
+        if not (
+            type(value) is np.ndarray and value.dtype == spec.dtype and value.shape == spec.shape
+        ):
+            check_dense_sample(self.key, spec, value)
+        if self.block is None:
+            self.block = np.empty((self.capacity, *spec.shape), dtype=spec.dtype)
+        # the copy into the block is the snapshot: later in-place changes don't leak in
+        self.block[self.count] = value
+        self.count += 1
+        return self.count >= self.limit or self.count >= self.capacity
+
+    def take(self) -> np.ndarray | None:
+        # docstring inherited
+        if not self.count:
+            return None
+        block = self.block if self.count == self.capacity else self.block[: self.count].copy()
+        self.block = None
+        self.count = 0
+        return block
+
+    def __len__(self) -> int:
+        return self.count
+
+
+class LargeSampleBuffer(SeriesBuffer):
+    """Dense samples at least one block large: each is written on its own."""
+
+    __slots__ = ("copy", "pending")
+
+    def __init__(self, key: str, spec: SeriesSpec, copy: bool) -> None:
+        super().__init__(key, spec, 1)
+        self.copy = copy
+        self.pending: list[np.ndarray] = []
+
+    def append(self, value: Any) -> bool:
+        # docstring inherited
+        spec = self.spec
+        if not (
+            type(value) is np.ndarray and value.dtype == spec.dtype and value.shape == spec.shape
+        ):
+            check_dense_sample(self.key, spec, value)
+            value = np.asarray(value, dtype=spec.dtype)
+        elif self.copy:
+            value = value.copy()
+        # without a copy the block is a view of the caller's array: safe only because it
+        # is written before record() returns (the recorder flushes this buffer at once)
+        self.pending.append(value[np.newaxis])
+        return True
+
+    def take(self) -> np.ndarray | None:
+        # docstring inherited
+        if not self.pending:
+            return None
+        if len(self.pending) == 1:
+            block = self.pending[0]
+        else:
+            block = np.concatenate(self.pending)
+        self.pending = []
+        return block
+
+    def __len__(self) -> int:
+        return len(self.pending)
+
+
+class ListBuffer(SeriesBuffer):
+    """str, bytes and object series: a list of items, bounded by count and bytes."""
+
+    __slots__ = ("max_bytes",)
+
+    def __init__(self, key: str, spec: SeriesSpec, capacity: int, max_bytes: int) -> None:
+        super().__init__(key, spec, capacity)
+        self.max_bytes = max_bytes
+
+    def append(self, value: Any) -> bool:
+        # docstring inherited
+        kind = self.spec.kind
+        if kind == OBJECT:
+            try:
+                item = _codec.encode(value)
+            except Exception as exc:  # SchemaError from the codec: add the key
+                raise type(exc)(f"key {self.key!r}: {exc}") from None
+            self.nbytes += len(item)
+        else:
+            check_kind_sample(self.key, self.spec, value)
+            item = bytes(value) if kind == BYTES else str(value)
+            self.nbytes += len(item)
+        self.values.append(item)
+        return len(self.values) >= self.limit or self.nbytes >= self.max_bytes
+
+    def take(self) -> list[Any] | None:
+        # docstring inherited
+        if not self.values:
+            return None
+        block = self.values
+        self.values = []
+        self.nbytes = 0
+        return block
+
+
+def make_buffer(
+    key: str, spec: SeriesSpec, *, max_records: int, max_bytes: int, copy_large: bool
+) -> SeriesBuffer:
+    """Create the buffer that suits ``spec``.
+
+    Parameters
+    ----------
+    key
+        The series key (for error messages).
+    spec
+        The series' spec.
+    max_records
+        Samples per block at most.
+    max_bytes
+        Bytes per block at most; a dense sample at least this large is written alone.
+    copy_large
+        Copy large samples (needed when a store keeps references to blocks).
+    """
+    if spec.kind == DENSE:
+        nbytes = max(spec.sample_nbytes, 1)
+        if nbytes >= max_bytes:
+            return LargeSampleBuffer(key, spec, copy=copy_large)
+        capacity = max(1, min(max_records, max_bytes // nbytes))
+        if spec.shape == ():
+            return ScalarBuffer(key, spec, capacity)
+        return ArrayBuffer(key, spec, capacity)
+    if spec.kind in (STR, BYTES, OBJECT):
+        return ListBuffer(key, spec, max_records, max_bytes)
+    raise ValueError(f"unknown series kind {spec.kind!r}")

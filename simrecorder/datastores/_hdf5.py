@@ -1,0 +1,372 @@
+"""HDF5 data store (h5py): one chunked, resizable dataset per series."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import h5py
+import numpy as np
+
+from .. import _codec
+from .._keys import validate_key
+from .._provenance import provenance
+from .._schema import BYTES, DENSE, OBJECT, STR, SeriesSpec, infer_spec
+from ..errors import (
+    KeyNotFoundError,
+    SchemaError,
+    StoreClosedError,
+    StoreFormatError,
+    StoreLockedError,
+)
+from ._view import SeriesView
+from .base import DataStore, NodeType
+
+__all__ = ["HDF5DataStore", "HDFView"]
+
+#: Version of the layout this module writes (root attribute ``simrecorder_format``).
+FORMAT_VERSION = 1
+#: Target bytes per chunk; chunks of small samples hold many rows (never one row).
+CHUNK_TARGET_BYTES = 256 << 10
+_KIND_ATTR = "simrecorder_kind"
+_VALUE_ATTR = "simrecorder_value"
+_FORMAT_ATTR = "simrecorder_format"
+_SUFFIXES = (".h5", ".hdf5", ".he5", ".hdf")
+_BYTES_DTYPE = h5py.vlen_dtype(np.uint8)
+_STR_DTYPE = h5py.string_dtype("utf-8")
+
+
+def chunk_rows(sample_nbytes: int) -> int:
+    """Rows per chunk for samples of ``sample_nbytes`` bytes (64 KiB–1 MiB chunks).
+
+    Samples above 1 MiB get one row per chunk: a chunk then is one sample.
+    """
+    if sample_nbytes <= 0:
+        return 4096
+    return max(1, CHUNK_TARGET_BYTES // sample_nbytes)
+
+
+class HDFView(SeriesView):
+    """Lazy view of a dense series in an HDF5 file (wraps an ``h5py.Dataset``).
+
+    Slicing reads only the requested rows, so series larger than memory can be
+    processed piece by piece; ``np.asarray(view)`` reads it all. The view follows the
+    dataset: rows appended later are visible. ``view.dataset`` is the h5py dataset.
+    """
+
+    def __init__(self, store: HDF5DataStore, dataset: h5py.Dataset) -> None:
+        self._store = store
+        self._dataset = dataset
+
+    @property
+    def dataset(self) -> h5py.Dataset:
+        """The underlying ``h5py.Dataset``."""
+        self._check()
+        return self._dataset
+
+    def _check(self) -> None:
+        if self._store.closed or not self._dataset.id.valid:
+            raise StoreClosedError(f"HDFView of {self._store!r}: the file is closed")
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        # docstring inherited
+        self._check()
+        return self._dataset.shape
+
+    @property
+    def dtype(self) -> np.dtype:
+        # docstring inherited
+        return self._dataset.dtype
+
+    def _read(self, index: Any) -> Any:
+        # docstring inherited
+        self._check()
+        return self._dataset[index]
+
+
+class HDF5DataStore(DataStore):
+    """Store series in an HDF5 file, one chunked resizable dataset per series.
+
+    The key ``a/b/c`` is the dataset ``c`` in group ``/a/b``: any HDF5 tool finds the
+    data where the key says. Values from ``set`` are datasets too. Root attributes
+    hold provenance and run metadata.
+
+    Parameters
+    ----------
+    path
+        File path (``~`` is expanded; missing parent directories are created).
+    mode
+        ``'a'`` (default): create the file or append to it; ``'r'``: read-only;
+        ``'w'``: truncate.
+    compression
+        h5py compression filter for new series (``None``, ``'gzip'``, ``'lzf'``).
+    compression_opts
+        Options of the filter (e.g. gzip level).
+    """
+
+    protocol = "hdf5"
+    persistent = True
+    supports_lazy_views = True
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        mode: str = "a",
+        *,
+        compression: str | None = None,
+        compression_opts: Any = None,
+    ) -> None:
+        if mode not in ("a", "r", "w"):
+            raise ValueError(f"mode must be 'a', 'r' or 'w', got {mode!r}")
+        super().__init__(read_only=(mode == "r"))
+        self.path = os.path.abspath(os.path.expanduser(os.fspath(path)))
+        self.mode = mode
+        self.compression = compression
+        self.compression_opts = compression_opts
+        self._datasets: dict[str, h5py.Dataset] = {}
+        self._file: h5py.File | None = None
+        self._open_file(mode)
+
+    # -- identity -----------------------------------------------------------------------
+    @classmethod
+    def from_url(cls, url: str, **kwargs: Any) -> HDF5DataStore:
+        # docstring inherited
+        for scheme in ("hdf5://", "h5://", "file://"):
+            if url.startswith(scheme):
+                url = url[len(scheme):]
+        return cls(url, **kwargs)
+
+    @property
+    def url(self) -> str:
+        # docstring inherited
+        if self.path.lower().endswith(_SUFFIXES):
+            return self.path
+        return "hdf5://" + self.path
+
+    # -- lifecycle ----------------------------------------------------------------------
+    def _open_file(self, mode: str) -> None:
+        if mode != "r":
+            os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        creating = mode == "w" or not os.path.exists(self.path)
+        if mode == "r" and creating:
+            raise FileNotFoundError(f"no HDF5 file at {self.path!r} to open read-only")
+        if not creating and not h5py.is_hdf5(self.path):
+            raise StoreFormatError(f"{self.path!r} exists but is not an HDF5 file")
+        try:
+            self._file = h5py.File(self.path, mode)
+        except OSError as exc:
+            if "lock" in str(exc).lower():
+                raise StoreLockedError(
+                    f"{self.path!r} is open for writing elsewhere (HDF5 file lock): {exc}"
+                ) from exc
+            raise StoreFormatError(f"cannot open {self.path!r} as HDF5: {exc}") from exc
+        root = self._file.attrs
+        if creating:
+            root[_FORMAT_ATTR] = FORMAT_VERSION
+            info = provenance(h5py_version=h5py.version.version,
+                              hdf5_version=h5py.version.hdf5_version)
+            for name, value in info.items():
+                root[name] = value
+        elif int(root.get(_FORMAT_ATTR, FORMAT_VERSION)) > FORMAT_VERSION:
+            version = int(root[_FORMAT_ATTR])
+            self._file.close()
+            raise StoreFormatError(
+                f"{self.path!r} has simrecorder format {version}; this version reads up "
+                f"to {FORMAT_VERSION}: upgrade simrecorder"
+            )
+
+    def _open(self) -> None:
+        # a store reopened after close() appends; it never truncates again
+        self._open_file("r" if self.mode == "r" else "a")
+
+    def _close(self) -> None:
+        self._datasets.clear()
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    @property
+    def file(self) -> h5py.File:
+        """The open ``h5py.File``."""
+        self._check_open()
+        return self._file
+
+    def flush(self) -> None:
+        # docstring inherited
+        self._check_open()
+        if not self.read_only:
+            self._file.flush()
+
+    # -- nodes --------------------------------------------------------------------------
+    def node_type(self, key: str) -> NodeType | None:
+        # docstring inherited
+        self._check_open(key)
+        if key in self._datasets:
+            return "series"
+        node = self._file.get(key)
+        if node is None:
+            return None
+        if isinstance(node, h5py.Group):
+            return "group"
+        if isinstance(node, h5py.Dataset):
+            return "value" if _VALUE_ATTR in node.attrs else "series"
+        return None
+
+    def _dataset(self, key: str) -> h5py.Dataset | None:
+        ds = self._datasets.get(key)
+        if ds is None:
+            node = self._file.get(key)
+            if not isinstance(node, h5py.Dataset) or _VALUE_ATTR in node.attrs:
+                return None
+            ds = self._datasets[key] = node
+        return ds
+
+    def series_spec(self, key: str) -> SeriesSpec | None:
+        # docstring inherited
+        self._check_open(key)
+        ds = self._dataset(key)
+        if ds is None:
+            return None
+        return _spec_of(ds)
+
+    # -- series -------------------------------------------------------------------------
+    def _create(self, key: str, spec: SeriesSpec) -> h5py.Dataset:
+        if spec.kind == DENSE:
+            rows = chunk_rows(spec.sample_nbytes)
+            ds = self._file.create_dataset(
+                key, shape=(0, *spec.shape), maxshape=(None, *spec.shape),
+                dtype=spec.dtype, chunks=(rows, *spec.shape),
+                compression=self.compression, compression_opts=self.compression_opts,
+            )
+        else:
+            dtype = _STR_DTYPE if spec.kind == STR else _BYTES_DTYPE
+            ds = self._file.create_dataset(
+                key, shape=(0,), maxshape=(None,), dtype=dtype, chunks=(4096,),
+                compression=self.compression, compression_opts=self.compression_opts,
+            )
+        ds.attrs[_KIND_ATTR] = spec.kind
+        self._datasets[key] = ds
+        return ds
+
+    def append_block(self, key: str, spec: SeriesSpec, block: Any) -> None:
+        # docstring inherited
+        self._check_writable(key)
+        ds = self._dataset(key) or self._create(key, spec)
+        count = len(block)
+        if not count:
+            return
+        if spec.kind in (BYTES, OBJECT):
+            data = np.empty(count, dtype=object)
+            for i, item in enumerate(block):  # item by item: numpy would broadcast
+                data[i] = np.frombuffer(item, dtype=np.uint8)
+            block = data
+        elif spec.kind == STR:
+            block = np.array(block, dtype=object)
+        start = ds.shape[0]
+        ds.resize(start + count, axis=0)
+        if count == 1 and spec.kind != DENSE:
+            ds[start] = block[0]  # h5py cannot write a 1-element vlen selection as an array
+        else:
+            ds[start:] = block
+
+    def get_all(self, key: str) -> Any:
+        # docstring inherited
+        self._check_open(key)
+        ds = self._dataset(key)
+        if ds is None:
+            raise KeyNotFoundError(f"no series {key!r} in {self!r}")
+        kind = ds.attrs.get(_KIND_ATTR, DENSE)
+        if kind == DENSE:
+            return HDFView(self, ds)
+        if kind == STR:
+            return list(ds.asstr()[:])
+        items = [row.tobytes() for row in ds[:]]
+        if kind == OBJECT:
+            return [_codec.decode(item) for item in items]
+        return items
+
+    # -- single values ------------------------------------------------------------------
+    def set(self, key: str, value: Any) -> None:
+        # docstring inherited
+        validate_key(key)
+        self._check_writable(key)
+        kind = infer_spec(value).kind
+        if kind == DENSE:
+            data, dtype = np.asarray(value), None
+        elif kind == STR:
+            data, dtype = value, _STR_DTYPE
+        elif kind == BYTES:
+            data, dtype = np.frombuffer(bytes(value), dtype=np.uint8), None
+        else:
+            try:
+                data, dtype = np.frombuffer(_codec.encode(value), dtype=np.uint8), None
+            except SchemaError as exc:
+                raise SchemaError(f"key {key!r}: {exc}") from None
+        if key in self._file:
+            del self._file[key]
+        ds = self._file.create_dataset(key, data=data, dtype=dtype)
+        ds.attrs[_VALUE_ATTR] = kind
+
+    def _get_value(self, key: str) -> Any:
+        # docstring inherited
+        ds = self._file[key]
+        kind = ds.attrs[_VALUE_ATTR]
+        if kind == DENSE:
+            return ds[()]
+        if kind == STR:
+            return ds.asstr()[()]
+        raw = ds[()].tobytes()
+        return raw if kind == BYTES else _codec.decode(raw)
+
+    def keys(self, prefix: str = "") -> list[str]:
+        # docstring inherited
+        self._check_open()
+        root = self._file
+        if prefix:
+            node = root.get(prefix)
+            if isinstance(node, h5py.Dataset):
+                return [prefix]
+            if node is None:
+                return []
+            root = node
+        found: list[str] = []
+
+        def visit(name: str, node: Any) -> None:
+            if isinstance(node, h5py.Dataset):
+                found.append(f"{prefix}/{name}" if prefix else name)
+
+        root.visititems(visit)
+        return sorted(found)
+
+    # -- metadata -----------------------------------------------------------------------
+    @property
+    def attrs(self) -> dict[str, Any]:
+        # docstring inherited
+        self._check_open()
+        return {name: _plain(value) for name, value in self._file.attrs.items()}
+
+    def update_attrs(self, attrs: Mapping[str, Any]) -> None:
+        # docstring inherited
+        self._check_writable()
+        for name, value in attrs.items():
+            self._file.attrs[name] = value
+
+
+def _spec_of(ds: h5py.Dataset) -> SeriesSpec:
+    kind = ds.attrs.get(_KIND_ATTR, DENSE)
+    if isinstance(kind, bytes):
+        kind = kind.decode()
+    if kind == DENSE:
+        return SeriesSpec(DENSE, ds.dtype, ds.shape[1:])
+    return SeriesSpec(kind)
+
+
+def _plain(value: Any) -> Any:
+    """HDF5 attribute values as plain Python values where that is lossless."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return value

@@ -1,0 +1,164 @@
+"""In-memory data store: numpy blocks, no per-sample Python objects for dense series."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from .. import _codec
+from .._keys import parent_keys, validate_key
+from .._schema import DENSE, OBJECT, SeriesSpec
+from ..errors import KeyNotFoundError
+from .base import DataStore, NodeType
+
+__all__ = ["InMemoryDataStore"]
+
+
+class _Series:
+    """Blocks of one series; dense blocks are concatenated lazily and cached."""
+
+    __slots__ = ("blocks", "length", "spec")
+
+    def __init__(self, spec: SeriesSpec) -> None:
+        self.spec = spec
+        self.blocks: list[Any] = []
+        self.length = 0
+
+    def dense(self) -> np.ndarray:
+        if len(self.blocks) != 1:
+            if self.blocks:
+                joined = np.concatenate(self.blocks)
+            else:
+                joined = np.empty((0, *self.spec.shape), dtype=self.spec.dtype)
+            self.blocks = [joined]
+        view = self.blocks[0].view()
+        view.flags.writeable = False  # callers must not change recorded data in place
+        return view
+
+    def items(self) -> list[Any]:
+        if len(self.blocks) > 1:
+            self.blocks = [[item for block in self.blocks for item in block]]
+        return list(self.blocks[0]) if self.blocks else []
+
+
+class InMemoryDataStore(DataStore):
+    """Keep everything in this process' memory.
+
+    Data survives :meth:`close`: a store closed by one recorder can be handed to the
+    next one (``Recorder(store)`` reopens it), as with SimRecorder. Dense series are
+    returned as read-only numpy arrays (copy them to modify).
+
+    Examples
+    --------
+    >>> store = InMemoryDataStore()
+    >>> store.append("x", 1.5)
+    >>> store.get_all("x")
+    array([1.5])
+    """
+
+    protocol = "memory"
+    retains_blocks = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._series: dict[str, _Series] = {}
+        self._values: dict[str, Any] = {}
+        self._groups: dict[str, int] = {}  # group key -> number of nodes below it
+        self._attrs: dict[str, Any] = {}
+
+    @classmethod
+    def from_url(cls, url: str, **kwargs: Any) -> InMemoryDataStore:
+        # docstring inherited
+        return cls(**kwargs)
+
+    @property
+    def url(self) -> str:
+        # docstring inherited
+        return "memory://"
+
+    def __repr__(self) -> str:
+        return f"InMemoryDataStore() <{len(self._series)} series at {id(self):#x}>"
+
+    def _close(self) -> None:
+        # docstring inherited; nothing to release, the data stays for the next open()
+        pass
+
+    def node_type(self, key: str) -> NodeType | None:
+        # docstring inherited
+        if key in self._series:
+            return "series"
+        if key in self._values:
+            return "value"
+        if key in self._groups:
+            return "group"
+        return None
+
+    def series_spec(self, key: str) -> SeriesSpec | None:
+        # docstring inherited
+        self._check_open(key)
+        series = self._series.get(key)
+        return series.spec if series is not None else None
+
+    def _add_node(self, key: str) -> None:
+        for parent in parent_keys(key):
+            self._groups[parent] = self._groups.get(parent, 0) + 1
+
+    def append_block(self, key: str, spec: SeriesSpec, block: Any) -> None:
+        # docstring inherited
+        self._check_writable(key)
+        series = self._series.get(key)
+        if series is None:
+            series = self._series[key] = _Series(spec)
+            self._add_node(key)
+        series.blocks.append(block)
+        series.length += len(block)
+
+    def get_all(self, key: str) -> Any:
+        # docstring inherited
+        self._check_open(key)
+        series = self._series.get(key)
+        if series is None:
+            raise KeyNotFoundError(f"no series {key!r} in {self!r}")
+        if series.spec.kind == DENSE:
+            return series.dense()
+        items = series.items()
+        if series.spec.kind == OBJECT:
+            return [_codec.decode(item) for item in items]
+        return items
+
+    def set(self, key: str, value: Any) -> None:
+        # docstring inherited
+        validate_key(key)
+        self._check_writable(key)
+        if key not in self._values:
+            self._add_node(key)
+        self._values[key] = copy.deepcopy(value)
+
+    def _get_value(self, key: str) -> Any:
+        # docstring inherited
+        return copy.deepcopy(self._values[key])
+
+    def keys(self, prefix: str = "") -> list[str]:
+        # docstring inherited
+        self._check_open()
+        names = list(self._series) + list(self._values)
+        if prefix:
+            names = [k for k in names if k == prefix or k.startswith(prefix + "/")]
+        return sorted(names)
+
+    def flush(self) -> None:
+        # docstring inherited
+        self._check_open()
+
+    @property
+    def attrs(self) -> dict[str, Any]:
+        # docstring inherited
+        return dict(self._attrs)
+
+    def update_attrs(self, attrs: Mapping[str, Any]) -> None:
+        # docstring inherited
+        self._check_writable()
+        self._attrs.update(copy.deepcopy(dict(attrs)))

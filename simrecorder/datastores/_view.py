@@ -1,0 +1,75 @@
+"""Lazy, sliceable views of dense series stored on disk or on a server."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+__all__ = ["SeriesView"]
+
+
+class SeriesView(ABC):
+    """A read-only, lazy view of a dense series of shape ``(n, *sample_shape)``.
+
+    Indexing reads only what it needs and returns numpy data; ``np.asarray(view)``
+    reads everything. Backends subclass it and implement :meth:`_read` and
+    :attr:`shape`.
+    """
+
+    @property
+    @abstractmethod
+    def shape(self) -> tuple[int, ...]:
+        """Current shape ``(n, *sample_shape)``."""
+
+    @property
+    @abstractmethod
+    def dtype(self) -> np.dtype:
+        """dtype of the samples."""
+
+    @abstractmethod
+    def _read(self, index: Any) -> Any:
+        """Read ``index`` (anything numpy basic indexing takes) from the backend."""
+
+    @property
+    def ndim(self) -> int:
+        """Number of dimensions, the sample axis included."""
+        return len(self.shape)
+
+    @property
+    def size(self) -> int:
+        """Number of elements."""
+        return int(np.prod(self.shape, dtype=np.int64))
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes the whole series takes in memory once read."""
+        return self.size * self.dtype.itemsize
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, index: Any) -> Any:
+        return self._read(index)
+
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
+        data = np.asarray(self._read(slice(None)))
+        return data if dtype is None else data.astype(dtype, copy=False)
+
+    def __iter__(self) -> Iterator[Any]:
+        step = max(1, (1 << 22) // max(1, self.nbytes // max(1, len(self))))
+        for start in range(0, len(self), step):
+            yield from self._read(slice(start, start + step))
+
+    def __eq__(self, other: object) -> Any:
+        return np.asarray(self) == other
+
+    def __ne__(self, other: object) -> Any:
+        return np.asarray(self) != other
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} shape={self.shape} dtype={self.dtype}>"

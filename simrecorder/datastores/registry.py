@@ -1,0 +1,120 @@
+"""URL → data store class, imported lazily (as fsspec's registry).
+
+``import simrecorder`` imports no backend library; a store's module is imported when
+a URL first needs it, and a missing optional dependency becomes an ``ImportError``
+naming the extra to install.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import MissingDependencyError, NotBuiltYetError
+from .base import DataStore
+
+__all__ = ["open_datastore", "known_protocols", "store_class"]
+
+
+@dataclass(frozen=True)
+class _Entry:
+    target: str  # "module:Class"
+    extra: str | None  # pip extra that installs the backend's dependencies
+
+
+_REGISTRY: dict[str, _Entry] = {
+    "memory": _Entry("simrecorder.datastores._memory:InMemoryDataStore", None),
+    "hdf5": _Entry("simrecorder.datastores._hdf5:HDF5DataStore", None),
+    "zarr": _Entry("simrecorder.datastores._zarr:ZarrDataStore", "zarr"),
+    "redis": _Entry("simrecorder.datastores._redis:RedisDataStore", "redis"),
+    "rediss": _Entry("simrecorder.datastores._redis:RedisDataStore", "redis"),
+    "redis+cluster": _Entry("simrecorder.datastores._redis:RedisClusterDataStore", "redis"),
+    "fs": _Entry("simrecorder.adapters.encore:FileSystemStore", None),
+    "mummi+simple": _Entry("simrecorder.adapters.mummi:SimpleDataStore", None),
+    "mummi+taridx": _Entry("simrecorder.adapters.mummi:TaridxDataStore", None),
+    "mummi+redis": _Entry("simrecorder.adapters.mummi:RedisNamespaceDataStore", "redis"),
+}
+_ALIASES = {"h5": "hdf5", "file": "hdf5"}
+_SUFFIXES = {
+    ".h5": "hdf5", ".hdf5": "hdf5", ".he5": "hdf5", ".hdf": "hdf5",
+    ".zarr": "zarr", ".zip": "zarr",
+}
+
+
+def known_protocols() -> list[str]:
+    """All URL schemes the registry knows (built or not)."""
+    return sorted(_REGISTRY)
+
+
+def store_class(protocol: str) -> type[DataStore]:
+    """Import and return the store class registered for ``protocol``.
+
+    Raises
+    ------
+    ValueError
+        Unknown protocol.
+    MissingDependencyError
+        The backend's optional dependency is missing (an ``ImportError``).
+    NotBuiltYetError
+        The backend is planned but not part of this release.
+    """
+    protocol = _ALIASES.get(protocol, protocol)
+    entry = _REGISTRY.get(protocol)
+    if entry is None:
+        raise ValueError(f"unknown data store protocol {protocol!r}; known: {known_protocols()}")
+    module_name, class_name = entry.target.split(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and (exc.name == module_name or module_name.startswith(exc.name + ".")):
+            raise NotBuiltYetError(
+                f"the {protocol!r} data store is not built yet in this simrecorder release"
+            ) from None
+        hint = f"pip install 'simrecorder[{entry.extra}]'" if entry.extra else "reinstall"
+        raise MissingDependencyError(
+            f"the {protocol!r} data store needs the package {exc.name!r}: {hint}"
+        ) from exc
+    try:
+        return getattr(module, class_name)
+    except AttributeError:
+        raise NotBuiltYetError(
+            f"the {protocol!r} data store is not built yet in this simrecorder release"
+        ) from None
+
+
+def _protocol_of(url: str) -> tuple[str, str]:
+    if "://" in url:
+        scheme = url.split("://", 1)[0].lower()
+        return _ALIASES.get(scheme, scheme), url
+    suffix = os.path.splitext(url.rstrip("/\\"))[1].lower()
+    if suffix in _SUFFIXES:
+        return _SUFFIXES[suffix], url
+    raise ValueError(
+        f"cannot tell the data store of {url!r}: use a URL scheme ({known_protocols()}) "
+        f"or a path ending in one of {sorted(_SUFFIXES)}"
+    )
+
+
+def open_datastore(url: str | os.PathLike[str], **kwargs: Any) -> DataStore:
+    """Open the data store a URL or path names.
+
+    Parameters
+    ----------
+    url
+        ``memory://``, ``run.h5`` / ``hdf5://path``, ``run.zarr`` / ``zarr://path``,
+        ``redis://host:port/db?prefix=run1``, ``redis+cluster://host:port``,
+        ``fs://dir``, ``mummi+simple://dir``, ``mummi+taridx://file.tar``,
+        ``mummi+redis://namespace``. ``str(store)`` of any store is such a URL.
+    **kwargs
+        Passed to the store's constructor (e.g. ``mode='r'``).
+
+    Examples
+    --------
+    >>> open_datastore("memory://")
+    InMemoryDataStore() <...>
+    """
+    url = os.fspath(url)
+    protocol, url = _protocol_of(url)
+    return store_class(protocol).from_url(url, **kwargs)

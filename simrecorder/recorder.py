@@ -1,0 +1,461 @@
+"""The :class:`Recorder`: buffered fan-out of samples to one or more data stores."""
+
+from __future__ import annotations
+
+import atexit
+import threading
+import weakref
+from collections.abc import Iterator, Mapping, MutableMapping
+from typing import Any
+
+from ._buffer import SeriesBuffer, make_buffer
+from ._keys import parent_keys, validate_key
+from ._schema import SeriesSpec, infer_spec, merge_specs
+from .datastores.base import DataStore, check_key_free
+from .errors import KeyConflictError, KeyNotFoundError, StoreClosedError, StoreWriteError
+
+__all__ = ["Recorder"]
+
+_open_recorders: weakref.WeakSet[Recorder] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_open_recorders() -> None:
+    # interpreter exit flushes and closes whatever the user left open
+    for recorder in list(_open_recorders):
+        try:
+            recorder.close()
+        except Exception:  # noqa: BLE001 - nothing left to report to at exit
+            pass
+
+
+class Recorder:
+    """Record simulation data into one or more data stores.
+
+    ``record(key, value)`` appends one sample to the series ``key``. Samples are
+    buffered per series and handed to every store as whole blocks, when a block is
+    full (``max_records`` samples or ``max_bytes`` bytes), when its oldest sample is
+    about ``max_seconds`` old, and on :meth:`get_all`, :meth:`flush`, :meth:`close`
+    and interpreter exit. A crash loses at most the samples still in the buffers.
+
+    Parameters
+    ----------
+    *datastores
+        :class:`~simrecorder.datastores.DataStore` objects, or URLs for
+        :func:`~simrecorder.open_datastore`. Reads use the first one.
+    max_records
+        Samples per block at most (per series).
+    max_bytes
+        Bytes per block at most (per series). A dense sample at least this large is
+        written directly, without buffering.
+    max_seconds
+        Flush buffered samples about this many seconds after they were recorded;
+        ``None`` disables the time limit. The check costs nothing per record: a
+        background timer arms the next ``record`` call to flush.
+    attrs
+        Run metadata written to every store (see :attr:`attrs`).
+
+    Examples
+    --------
+    >>> from simrecorder import Recorder, InMemoryDataStore
+    >>> with Recorder(InMemoryDataStore()) as rec:
+    ...     for step in range(3):
+    ...         rec.record("loss", 1.0 / (step + 1))
+    ...     rec.get_all("loss")
+    array([1.        , 0.5       , 0.33333333])
+    """
+
+    def __init__(
+        self,
+        *datastores: DataStore | str,
+        max_records: int = 65536,
+        max_bytes: int = 8 << 20,
+        max_seconds: float | None = 1.0,
+        attrs: Mapping[str, Any] | None = None,
+    ) -> None:
+        if not datastores:
+            raise TypeError("Recorder needs at least one DataStore (e.g. InMemoryDataStore())")
+        if max_records < 1 or max_bytes < 1:
+            raise ValueError("max_records and max_bytes must be at least 1")
+        if max_seconds is not None and max_seconds <= 0:
+            raise ValueError("max_seconds must be positive or None")
+        from .datastores.registry import open_datastore
+
+        stores = []
+        for store in datastores:
+            if isinstance(store, str):
+                store = open_datastore(store)
+            elif not isinstance(store, DataStore):
+                raise TypeError(f"expected a DataStore or a URL, got {type(store).__name__}")
+            store.open()
+            stores.append(store)
+        self.datastores: tuple[DataStore, ...] = tuple(stores)
+        self.max_records = int(max_records)
+        self.max_bytes = int(max_bytes)
+        self.max_seconds = max_seconds
+        self._buffers: dict[str, SeriesBuffer] = {}
+        self._buffer_groups: set[str] = set()
+        self._pending: dict[DataStore, list[tuple[str, SeriesSpec, Any]]] = {}
+        self._dirty: set[DataStore] = set()
+        self._due = False
+        self._closed = False
+        self._copy_large = any(store.retains_blocks for store in stores)
+        self._timer: _FlushTimer | None = None
+        if attrs:
+            self.attrs.update(attrs)
+        if max_seconds is not None:
+            self._timer = _FlushTimer(self, max_seconds)
+            self._timer.start()
+        _open_recorders.add(self)
+
+    # -- the hot path -------------------------------------------------------------------
+    def record(self, key: str, value: Any, datastore: DataStore | int | None = None) -> None:
+        """Append one sample to the series ``key``.
+
+        Parameters
+        ----------
+        key
+            ``/``-separated key path, e.g. ``'neurons/v'``.
+        value
+            The sample: a number, a numpy array, a str, bytes, or any object the
+            object codec encodes (lists, dicts, ragged arrays, ...). The value is
+            copied: changing it afterwards does not change what was recorded.
+        datastore
+            Record into this store only (one of :attr:`datastores`, or its index).
+
+        Raises
+        ------
+        SchemaError
+            The sample does not fit the series (dtype, shape or kind); nothing
+            recorded before is touched.
+        InvalidKeyError
+            ``key`` is not a valid key path.
+        StoreClosedError
+            The recorder is closed.
+        StoreWriteError
+            A store failed while a full block was written; the block is kept and
+            written again by the next :meth:`flush`.
+        """
+        buf = self._buffers.get(key)
+        if buf is None or datastore is not None or type(value) is not buf.fast_type:
+            return self._record_slow(key, value, datastore)
+        values = buf.values
+        values.append(value)
+        if len(values) >= buf.limit:
+            self._on_full(buf)
+
+    def _record_slow(self, key: str, value: Any, datastore: DataStore | int | None) -> None:
+        self._check_open(key)
+        if datastore is not None:
+            self._record_to(key, value, self._resolve(datastore))
+            return
+        buf = self._buffers.get(key)
+        if buf is None:
+            buf = self._new_buffer(key, value, self.datastores)
+        if buf.append(value):
+            self._on_full(buf)
+
+    def _new_buffer(self, key: str, value: Any, stores: tuple[DataStore, ...]) -> SeriesBuffer:
+        validate_key(key)
+        if key in self._buffer_groups:
+            raise KeyConflictError(f"key {key!r} is a group of recorded series, not a series")
+        for parent in parent_keys(key):
+            if parent in self._buffers:
+                raise KeyConflictError(f"key {key!r}: its parent {parent!r} is a series")
+        spec = self._spec_for(key, value, stores)
+        buf = make_buffer(
+            key, spec, max_records=self.max_records, max_bytes=self.max_bytes,
+            copy_large=self._copy_large,
+        )
+        self._buffers[key] = buf
+        self._buffer_groups.update(parent_keys(key))
+        return buf
+
+    def _spec_for(self, key: str, value: Any, stores: tuple[DataStore, ...]) -> SeriesSpec:
+        spec = None
+        for store in stores:
+            store._check_writable(key)
+            existing = store.series_spec(key)
+            if existing is None:
+                check_key_free(store, key, "series")
+            else:
+                merge_specs(key, existing, value)
+                spec = spec or existing
+        if spec is None:
+            spec = infer_spec(value)
+        merge_specs(key, spec, value)
+        return spec
+
+    def _record_to(self, key: str, value: Any, store: DataStore) -> None:
+        # Rare path: write straight through, after whatever is buffered for the key,
+        # so the store sees the samples in recording order.
+        validate_key(key)
+        shared = self._buffers.get(key)
+        if shared is not None:
+            merge_specs(key, shared.spec, value)
+            self._flush_buffer(shared)
+        spec = shared.spec if shared is not None else self._spec_for(key, value, (store,))
+        single = make_buffer(key, spec, max_records=1, max_bytes=1 << 62, copy_large=True)
+        single.append(value)
+        self._write(key, spec, single.take(), (store,))
+        self._flush_stores()
+
+    def _on_full(self, buf: SeriesBuffer) -> None:
+        if self._due:
+            self.flush()
+        else:
+            self._flush_buffer(buf)
+            self._flush_stores()
+
+    # -- flushing -----------------------------------------------------------------------
+    def _flush_buffer(self, buf: SeriesBuffer) -> None:
+        buf.limit = buf.capacity
+        block = buf.take()
+        if block is not None:
+            self._write(buf.key, buf.spec, block, self.datastores)
+
+    def _write(self, key: str, spec: SeriesSpec, block: Any, stores: tuple[DataStore, ...]) -> None:
+        failures = []
+        for store in stores:
+            queue = self._pending.get(store)
+            if queue:
+                queue.append((key, spec, block))  # keep order behind the failed blocks
+                continue
+            try:
+                store.append_block(key, spec, block)
+                self._dirty.add(store)
+            except Exception as exc:  # noqa: BLE001 - re-raised below, block kept
+                self._pending.setdefault(store, []).append((key, spec, block))
+                failures.append((store, exc))
+        if failures:
+            store, exc = failures[0]
+            raise StoreWriteError(
+                f"writing a block of key {key!r} to {store!r} failed: {exc}. "
+                "The block is kept; call flush() to write it again."
+            ) from exc
+
+    def _retry_pending(self) -> None:
+        for store, queue in list(self._pending.items()):
+            while queue:
+                key, spec, block = queue[0]
+                try:
+                    store.append_block(key, spec, block)
+                except Exception as exc:
+                    raise StoreWriteError(
+                        f"writing a kept block of key {key!r} to {store!r} failed again: "
+                        f"{exc}. {len(queue)} block(s) are kept for the next flush()."
+                    ) from exc
+                queue.pop(0)
+                self._dirty.add(store)
+            del self._pending[store]
+
+    def _flush_stores(self) -> None:
+        dirty, self._dirty = self._dirty, set()
+        for store in dirty:
+            store.flush()
+
+    def flush(self) -> None:
+        """Write every buffered sample to every store and flush the stores.
+
+        Raises
+        ------
+        StoreWriteError
+            A store failed; its blocks are kept for the next ``flush()``.
+        """
+        self._check_open()
+        self._due = False
+        if self._pending:
+            self._retry_pending()
+        error = None
+        for buf in list(self._buffers.values()):
+            try:
+                self._flush_buffer(buf)
+            except StoreWriteError as exc:
+                error = error or exc
+        self._flush_stores()
+        if error is not None:
+            raise error
+
+    def _mark_due(self) -> None:
+        """Called by the flush timer (another thread): make the next record flush."""
+        self._due = True
+        for buf in list(self._buffers.values()):
+            if len(buf):
+                buf.limit = 0
+
+    # -- reading ------------------------------------------------------------------------
+    def _resolve(self, datastore: DataStore | int | None) -> DataStore:
+        if datastore is None:
+            return self.datastores[0]
+        if isinstance(datastore, int):
+            return self.datastores[datastore]
+        if isinstance(datastore, DataStore):
+            return datastore
+        raise TypeError(f"datastore must be a DataStore or an index, got {datastore!r}")
+
+    def _flush_key(self, key: str) -> None:
+        if self._pending:
+            self._retry_pending()
+        prefix = key + "/"
+        for buf_key, buf in list(self._buffers.items()):
+            if buf_key == key or buf_key.startswith(prefix):
+                self._flush_buffer(buf)
+        self._flush_stores()
+
+    def get_all(self, key: str, datastore: DataStore | int | None = None) -> Any:
+        """Return every sample recorded under ``key``.
+
+        A dense series comes back as a numpy array (a lazy, sliceable view such as
+        ``HDFView`` on disk stores, which supports ``len``, slicing and
+        ``np.asarray``); str, bytes and object series as lists. For a group key, a
+        dict from the keys below it (relative) to their data.
+
+        Raises
+        ------
+        KeyNotFoundError
+            Nothing is stored under ``key``.
+        """
+        self._check_open(key)
+        validate_key(key)
+        self._flush_key(key)
+        store = self._resolve(datastore)
+        node = store.node_type(key)
+        if node == "series":
+            return store.get_all(key)
+        if node == "group":
+            prefix = key + "/"
+            return {k[len(prefix):]: store.get(k) for k in store.keys(key)}
+        if node == "value":
+            return store.get(key)
+        raise KeyNotFoundError(f"no series {key!r} in {store!r}")
+
+    def set(self, key: str, value: Any, datastore: DataStore | int | None = None) -> None:
+        """Store a single value under ``key`` (overwriting an earlier one).
+
+        Raises
+        ------
+        KeyConflictError
+            ``key`` is a recorded series or a group.
+        """
+        self._check_open(key)
+        validate_key(key)
+        if key in self._buffers or key in self._buffer_groups:
+            raise KeyConflictError(f"key {key!r} is a recorded series or group, cannot set it")
+        stores = self.datastores if datastore is None else (self._resolve(datastore),)
+        for store in stores:
+            store._check_writable(key)
+            check_key_free(store, key, "value")
+        for store in stores:
+            store.set(key, value)
+
+    def get(self, key: str, datastore: DataStore | int | None = None) -> Any:
+        """Return the value stored by :meth:`set` under ``key``, or None when absent."""
+        self._check_open(key)
+        validate_key(key)
+        if key in self._buffers:
+            self._flush_key(key)
+        return self._resolve(datastore).get(key)
+
+    def keys(self, prefix: str = "", datastore: DataStore | int | None = None) -> list[str]:
+        """Sorted keys of all series and values (below the key path ``prefix``)."""
+        self._check_open()
+        if prefix:
+            validate_key(prefix)
+        self.flush()
+        return self._resolve(datastore).keys(prefix)
+
+    @property
+    def attrs(self) -> RecorderAttrs:
+        """Run metadata: reads from the first store, writes go to every store."""
+        return RecorderAttrs(self)
+
+    # -- lifecycle ----------------------------------------------------------------------
+    @property
+    def closed(self) -> bool:
+        """True after :meth:`close`."""
+        return self._closed
+
+    def _check_open(self, key: str | None = None) -> None:
+        if self._closed:
+            where = f" (key {key!r})" if key is not None else ""
+            raise StoreClosedError(f"the Recorder is closed{where}")
+
+    def close(self) -> None:
+        """Flush everything and close every store. Closing twice is a no-op."""
+        if self._closed:
+            return
+        try:
+            self.flush()
+        finally:
+            if self._timer is not None:
+                self._timer.stop()
+            self._closed = True
+            self._buffers = {}  # makes the hot path fall through to the closed check
+            _open_recorders.discard(self)
+            for store in self.datastores:
+                store.close()
+
+    def __enter__(self) -> Recorder:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"{len(self._buffers)} series"
+        return f"Recorder({', '.join(map(repr, self.datastores))}) <{state}>"
+
+
+class RecorderAttrs(MutableMapping):
+    """Mapping view of run metadata: reads the first store, writes to all stores."""
+
+    def __init__(self, recorder: Recorder) -> None:
+        self._recorder = recorder
+
+    def _current(self) -> dict[str, Any]:
+        return self._recorder.datastores[0].attrs
+
+    def __getitem__(self, name: str) -> Any:
+        return self._current()[name]
+
+    def __setitem__(self, name: str, value: Any) -> None:
+        self.update({name: value})
+
+    def update(self, other: Any = (), /, **kwargs: Any) -> None:  # one write per store
+        """Write several entries to every store at once."""
+        entries = dict(other, **kwargs)
+        for store in self._recorder.datastores:
+            store.update_attrs(entries)
+
+    def __delitem__(self, name: str) -> None:
+        raise TypeError("recorder attrs cannot be deleted")
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._current())
+
+    def __len__(self) -> int:
+        return len(self._current())
+
+    def __repr__(self) -> str:
+        return f"RecorderAttrs({self._current()!r})"
+
+
+class _FlushTimer(threading.Thread):
+    """Arms the recorder's next ``record`` to flush every ``interval`` seconds."""
+
+    def __init__(self, recorder: Recorder, interval: float) -> None:
+        super().__init__(name="simrecorder-flush-timer", daemon=True)
+        self._recorder = weakref.ref(recorder)
+        self._interval = interval
+        self._stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self._stopped.wait(self._interval):
+            recorder = self._recorder()
+            if recorder is None or recorder.closed:
+                return
+            recorder._mark_due()
+            del recorder
+
+    def stop(self) -> None:
+        self._stopped.set()
