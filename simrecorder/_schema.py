@@ -172,7 +172,8 @@ def check_dense_sample(key: str, spec: SeriesSpec, value: Any) -> None:
         info = np.iinfo(spec.dtype)
         if not info.min <= value <= info.max:
             raise SchemaError(
-                f"key {key!r}: integer {value} does not fit the series dtype {spec.dtype}"
+                f"key {key!r}: expected {spec.describe()}, got the integer {value}, "
+                f"out of the range of {spec.dtype}"
             )
 
 

@@ -19,7 +19,6 @@ __all__ = ["Recorder"]
 _open_recorders: weakref.WeakSet[Recorder] = weakref.WeakSet()
 
 
-@atexit.register
 def _close_open_recorders() -> None:
     # interpreter exit flushes and closes whatever the user left open
     for recorder in list(_open_recorders):
@@ -107,6 +106,10 @@ class Recorder:
             self._timer = _FlushTimer(self, max_seconds)
             self._timer.start()
         _open_recorders.add(self)
+        # atexit runs hooks last-registered-first: registering again after the stores'
+        # libraries were imported makes our flush run before h5py closes its files
+        atexit.unregister(_close_open_recorders)
+        atexit.register(_close_open_recorders)
 
     # -- the hot path -------------------------------------------------------------------
     def record(self, key: str, value: Any, datastore: DataStore | int | None = None) -> None:
@@ -234,8 +237,10 @@ class Recorder:
                 "The block is kept; call flush() to write it again."
             ) from exc
 
-    def _retry_pending(self) -> None:
+    def _retry_pending(self, only: DataStore | None = None) -> None:
         for store, queue in list(self._pending.items()):
+            if only is not None and store is not only:
+                continue
             while queue:
                 key, spec, block = queue[0]
                 try:
@@ -293,9 +298,9 @@ class Recorder:
             return datastore
         raise TypeError(f"datastore must be a DataStore or an index, got {datastore!r}")
 
-    def _flush_key(self, key: str) -> None:
-        if self._pending:
-            self._retry_pending()
+    def _flush_key(self, key: str, store: DataStore) -> None:
+        if self._pending.get(store):
+            self._retry_pending(store)
         prefix = key + "/"
         for buf_key, buf in list(self._buffers.items()):
             if buf_key == key or buf_key.startswith(prefix):
@@ -317,8 +322,8 @@ class Recorder:
         """
         self._check_open(key)
         validate_key(key)
-        self._flush_key(key)
         store = self._resolve(datastore)
+        self._flush_key(key, store)
         node = store.node_type(key)
         if node == "series":
             return store.get_all(key)
@@ -352,9 +357,10 @@ class Recorder:
         """Return the value stored by :meth:`set` under ``key``, or None when absent."""
         self._check_open(key)
         validate_key(key)
+        store = self._resolve(datastore)
         if key in self._buffers:
-            self._flush_key(key)
-        return self._resolve(datastore).get(key)
+            self._flush_key(key, store)
+        return store.get(key)
 
     def keys(self, prefix: str = "", datastore: DataStore | int | None = None) -> list[str]:
         """Sorted keys of all series and values (below the key path ``prefix``)."""

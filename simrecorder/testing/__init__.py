@@ -1,0 +1,1 @@
+"""Test helpers shipped with simrecorder (the DataStore contract suite)."""

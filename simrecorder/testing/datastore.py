@@ -1,0 +1,327 @@
+"""The contract every :class:`~simrecorder.datastores.DataStore` must meet.
+
+Each backend's test module subclasses :class:`DataStoreTests`, says how to make and
+reopen a store, optionally how to read a series with the backend's own library (the
+back door that proves users can open the data without simrecorder), and adds only what
+is special to that backend::
+
+    class TestMyStore(DataStoreTests):
+        def make_store(self, tmp_path):
+            return MyStore(tmp_path / "data")
+
+        def reopen_store(self, store):
+            store.close()
+            return MyStore(store.path)
+
+Requires pytest (``pip install 'simrecorder[test]'``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from simrecorder import (
+    InvalidKeyError,
+    KeyConflictError,
+    KeyNotFoundError,
+    Recorder,
+    SchemaError,
+    SeriesView,
+    StoreClosedError,
+    open_datastore,
+)
+from simrecorder.datastores import DataStore
+
+__all__ = ["DataStoreTests"]
+
+DENSE_DTYPES = [
+    "bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
+    "float16", "float32", "float64", "complex64", "complex128",
+]
+
+
+def _assert_object_equal(got: Any, want: Any) -> None:
+    if isinstance(want, np.ndarray):
+        assert isinstance(got, np.ndarray)
+        assert got.dtype == want.dtype and got.shape == want.shape
+        np.testing.assert_array_equal(got, want)
+    elif isinstance(want, dict):
+        assert isinstance(got, dict) and got.keys() == want.keys()
+        for k in want:
+            _assert_object_equal(got[k], want[k])
+    elif isinstance(want, (list, tuple)):
+        assert type(got) is type(want) and len(got) == len(want)
+        for g, w in zip(got, want):
+            _assert_object_equal(g, w)
+    else:
+        assert got == want and type(got) is type(want)
+
+
+class DataStoreTests:
+    """Contract tests; subclass and implement :meth:`make_store` and :meth:`reopen_store`."""
+
+    # -- what a subclass provides -------------------------------------------------------
+    def make_store(self, tmp_path: Path) -> DataStore:
+        """Return a new, empty, open store that keeps its data under ``tmp_path``."""
+        raise NotImplementedError
+
+    def reopen_store(self, store: DataStore) -> DataStore:
+        """Close ``store`` and return a store on the same data (may be the same object)."""
+        store.close()
+        store.open()
+        return store
+
+    def read_native(self, store: DataStore, key: str) -> Any:
+        """Read the series ``key`` with the backend's own library (after ``store`` is
+        closed); return None when the backend has no native reader to check against."""
+        return None
+
+    # -- fixtures -----------------------------------------------------------------------
+    @pytest.fixture
+    def store(self, tmp_path: Path):
+        store = self.make_store(tmp_path)
+        yield store
+        store.close()
+
+    # -- helpers ------------------------------------------------------------------------
+    @staticmethod
+    def append_many(store: DataStore, key: str, samples: list[Any], block: int = 7) -> None:
+        """Record ``samples`` through a recorder with small blocks (several appends)."""
+        rec = Recorder(store, max_records=block, max_seconds=None)
+        for sample in samples:
+            rec.record(key, sample)
+        rec.flush()
+
+    # -- round trips --------------------------------------------------------------------
+    @pytest.mark.parametrize("dtype", DENSE_DTYPES)
+    def test_dense_scalars_round_trip(self, store: DataStore, dtype: str) -> None:
+        rng = np.random.default_rng(0)
+        data = (rng.random(50) * 100).astype(dtype)
+        self.append_many(store, "x", list(data))
+        got = np.asarray(store.get_all("x"))
+        assert got.dtype == np.dtype(dtype)
+        np.testing.assert_array_equal(got, data)
+
+    def test_dense_arrays_round_trip(self, store: DataStore) -> None:
+        data = np.random.default_rng(1).random((23, 4, 3)).astype("float32")
+        self.append_many(store, "grid/u", list(data))
+        got = store.get_all("grid/u")
+        assert len(got) == 23 and got.shape == (23, 4, 3) and got.dtype == np.float32
+        np.testing.assert_array_equal(np.asarray(got), data)
+
+    def test_python_scalars_get_numpy_dtypes(self, store: DataStore) -> None:
+        self.append_many(store, "f", [1.5, 2, True])
+        self.append_many(store, "i", [1, 2, 3])
+        self.append_many(store, "c", [1 + 2j])
+        assert np.asarray(store.get_all("f")).dtype == np.float64
+        assert np.asarray(store.get_all("i")).dtype == np.int64
+        assert np.asarray(store.get_all("c")).dtype == np.complex128
+        np.testing.assert_array_equal(np.asarray(store.get_all("f")), [1.5, 2.0, 1.0])
+
+    def test_nan_and_inf_round_trip(self, store: DataStore) -> None:
+        self.append_many(store, "x", [np.nan, np.inf, -np.inf, 0.0, -0.0])
+        got = np.asarray(store.get_all("x"))
+        assert np.isnan(got[0]) and got[1] == np.inf and got[2] == -np.inf
+        assert np.signbit(got[4])
+
+    def test_str_series_round_trip(self, store: DataStore) -> None:
+        samples = ["alpha", "", "ünïcødé ✓", "x" * 10_000, "tab\tnew\nline"]
+        self.append_many(store, "log/msg", samples, block=2)
+        assert store.get_all("log/msg") == samples
+
+    def test_bytes_series_round_trip(self, store: DataStore) -> None:
+        samples = [b"\x00\x01", b"", bytes(range(256)), b"abc"]
+        self.append_many(store, "raw", samples, block=3)
+        assert store.get_all("raw") == samples
+
+    def test_object_series_round_trip(self, store: DataStore) -> None:
+        rng = np.random.default_rng(2)
+        samples = [
+            [rng.random((3, 1)), rng.random((4, 1)), np.array([])],
+            {"spikes": np.array([1, 5, 7], dtype=np.int32), "t": 0.1, "tag": "x"},
+            None,
+            (1, 2**80, "three", b"four"),
+            [np.arange(6).reshape(2, 3), [np.float32(1.5), {"nested": [True, False]}]],
+        ]
+        self.append_many(store, "events", samples, block=2)
+        got = store.get_all("events")
+        assert isinstance(got, list) and len(got) == len(samples)
+        for g, w in zip(got, samples):
+            _assert_object_equal(g, w)
+
+    def test_samples_keep_order_across_blocks(self, store: DataStore) -> None:
+        self.append_many(store, "n", list(range(1000)), block=33)
+        np.testing.assert_array_equal(np.asarray(store.get_all("n")), np.arange(1000))
+
+    # -- hierarchy and listing ----------------------------------------------------------
+    def test_hierarchy(self, store: DataStore) -> None:
+        self.append_many(store, "a/b/c", [1.0])
+        self.append_many(store, "a/d", [2.0])
+        store.set("a/e", 3)
+        self.append_many(store, "ab", [4.0])
+        assert store.keys() == ["a/b/c", "a/d", "a/e", "ab"]
+        assert store.keys("a") == ["a/b/c", "a/d", "a/e"]
+        assert store.keys("a/b") == ["a/b/c"]
+        assert store.node_type("a") == "group"
+        assert store.node_type("a/b") == "group"
+        assert store.node_type("a/b/c") == "series"
+        assert store.node_type("a/e") == "value"
+        assert store.node_type("nope") is None
+        assert "a/d" in store and "a/e" in store and "zz" not in store
+
+    def test_many_keys(self, store: DataStore) -> None:
+        rec = Recorder(store, max_seconds=None)
+        for i in range(300):
+            rec.record(f"group{i % 7}/series{i}", float(i))
+        rec.flush()
+        assert len(store.keys()) == 300
+        assert np.asarray(store.get_all("group3/series10"))[0] == 10.0
+
+    # -- single values ------------------------------------------------------------------
+    @pytest.mark.parametrize(
+        "value",
+        [3.5, 7, np.arange(12.0).reshape(3, 4), "text ✓", b"\x00bytes",
+         {"lr": 0.1, "layers": [3, 4]}, [1, "two", None]],
+        ids=["float", "int", "array", "str", "bytes", "dict", "list"],
+    )
+    def test_set_twice_then_get(self, store: DataStore, value: Any) -> None:
+        store.set("params/v", "first")
+        store.set("params/v", value)
+        got = store.get("params/v")
+        if isinstance(value, np.ndarray):
+            np.testing.assert_array_equal(got, value)
+        else:
+            assert got == value
+
+    def test_get_missing_is_none(self, store: DataStore) -> None:
+        assert store.get("missing/key") is None
+
+    def test_get_all_missing_raises_key_error(self, store: DataStore) -> None:
+        with pytest.raises(KeyNotFoundError, match="missing") as info:
+            store.get_all("missing")
+        assert isinstance(info.value, KeyError)
+
+    # -- persistence --------------------------------------------------------------------
+    def test_data_survives_reopen(self, store: DataStore) -> None:
+        arrays = np.random.default_rng(3).random((10, 10, 5, 2, 6))
+        self.append_many(store, "train/what", list(arrays))
+        self.append_many(store, "log", ["a", "b"])
+        store.set("params/dt", 0.1)
+        store = self.reopen_store(store)
+        try:
+            np.testing.assert_array_equal(np.asarray(store.get_all("train/what")), arrays)
+            assert store.get_all("log") == ["a", "b"]
+            assert store.get("params/dt") == 0.1
+            # and a reopened store appends
+            self.append_many(store, "train/what", [arrays[0]])
+            assert len(store.get_all("train/what")) == 11
+        finally:
+            store.close()
+
+    def test_series_spec_after_reopen(self, store: DataStore) -> None:
+        self.append_many(store, "v", [np.zeros(3, dtype=np.int16)])
+        store = self.reopen_store(store)
+        try:
+            spec = store.series_spec("v")
+            assert spec.kind == "dense" and spec.dtype == np.int16 and spec.shape == (3,)
+            assert store.series_spec("nope") is None
+        finally:
+            store.close()
+
+    def test_native_back_door(self, store: DataStore) -> None:
+        data = np.arange(20.0).reshape(10, 2)
+        self.append_many(store, "deep/path/x", list(data))
+        store.close()
+        native = self.read_native(store, "deep/path/x")
+        if native is None:
+            pytest.skip("this store has no native reader")
+        np.testing.assert_array_equal(np.asarray(native), data)
+
+    # -- errors -------------------------------------------------------------------------
+    def test_wrong_sample_raises_and_keeps_data(self, store: DataStore) -> None:
+        store.append("x", np.zeros(3))
+        with pytest.raises(SchemaError, match="'x'"):
+            store.append("x", np.zeros(4))
+        with pytest.raises(SchemaError, match="'x'"):
+            store.append("x", "text")
+        np.testing.assert_array_equal(np.asarray(store.get_all("x")), np.zeros((1, 3)))
+
+    def test_key_conflicts(self, store: DataStore) -> None:
+        store.append("a", 1.0)
+        with pytest.raises(KeyConflictError):
+            store.append("a/b", 1.0)
+        store.set("v", 1)
+        with pytest.raises(KeyConflictError):
+            store.append("v", 1.0)
+        np.testing.assert_array_equal(np.asarray(store.get_all("a")), [1.0])
+
+    @pytest.mark.parametrize("key", ["", "a//b", "../x", "a/./b", "/abs", "a/", "nul\x00", 5])
+    def test_invalid_keys(self, store: DataStore, key: Any) -> None:
+        with pytest.raises(InvalidKeyError):
+            store.append(key, 1.0)
+        with pytest.raises(InvalidKeyError):
+            store.set(key, 1.0)
+
+    def test_closed_store_raises(self, store: DataStore) -> None:
+        store.append("x", 1.0)
+        store.close()
+        for call in (
+            lambda: store.append("x", 2.0),
+            lambda: store.get_all("x"),
+            lambda: store.set("y", 1),
+            lambda: store.keys(),
+            lambda: store.flush(),
+        ):
+            with pytest.raises(StoreClosedError, match="closed"):
+                call()
+        store.close()  # closing twice is fine
+
+    # -- larger values ------------------------------------------------------------------
+    def test_large_samples(self, store: DataStore) -> None:
+        big = np.random.default_rng(4).random((1024, 1024))  # 8 MiB
+        rec = Recorder(store, max_seconds=None)
+        rec.record("big", big)
+        rec.record("big", big * 2)
+        rec.flush()
+        got = store.get_all("big")
+        assert got.shape == (2, 1024, 1024)
+        np.testing.assert_array_equal(np.asarray(got[1]), big * 2)
+
+    # -- identity and metadata ----------------------------------------------------------
+    def test_url_round_trip(self, store: DataStore) -> None:
+        url = str(store)
+        assert repr(store).startswith(type(store).__name__ + "(")
+        assert url.startswith(store.protocol + "://") or "://" not in url
+        if store.persistent:
+            store.close()
+            again = open_datastore(url)
+            try:
+                assert type(again) is type(store) and str(again) == url
+            finally:
+                again.close()
+
+    def test_attrs(self, store: DataStore) -> None:
+        store.update_attrs({"run": "r1", "seed": 42})
+        attrs = store.attrs
+        assert attrs["run"] == "r1" and attrs["seed"] == 42
+        if store.persistent:
+            for name in ("simrecorder_version", "hostname", "created", "numpy_version"):
+                assert name in attrs
+
+    def test_lazy_view(self, store: DataStore) -> None:
+        data = np.arange(3000.0).reshape(1000, 3)
+        self.append_many(store, "v", list(data), block=100)
+        view = store.get_all("v")
+        if not store.supports_lazy_views:
+            assert isinstance(view, np.ndarray)
+            return
+        assert isinstance(view, SeriesView)
+        assert len(view) == 1000 and view.shape == (1000, 3) and view.dtype == np.float64
+        np.testing.assert_array_equal(view[10:20], data[10:20])
+        np.testing.assert_array_equal(view[-1], data[-1])
+        np.testing.assert_array_equal(np.asarray(view), data)
+        np.testing.assert_array_equal(np.array([row for row in view]), data)

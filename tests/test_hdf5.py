@@ -1,0 +1,151 @@
+"""HDF5DataStore: the contract suite plus HDF5 specifics."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import h5py
+import numpy as np
+import pytest
+
+from simrecorder import (
+    HDF5DataStore,
+    HDFView,
+    ReadOnlyError,
+    Recorder,
+    StoreClosedError,
+    StoreFormatError,
+)
+from simrecorder.datastores._hdf5 import chunk_rows
+from simrecorder.testing.datastore import DataStoreTests
+
+
+class TestHDF5DataStore(DataStoreTests):
+    def make_store(self, tmp_path):
+        return HDF5DataStore(tmp_path / "data.h5")
+
+    def reopen_store(self, store):
+        store.close()
+        return HDF5DataStore(store.path)
+
+    def read_native(self, store, key):
+        with h5py.File(store.path, "r") as f:
+            return f[key][()]
+
+
+def test_get_all_is_an_hdfview_and_lazy(tmp_path):
+    store = HDF5DataStore(tmp_path / "v.h5")
+    store.append("x", np.arange(4.0))
+    view = store.get_all("x")
+    assert isinstance(view, HDFView)
+    assert isinstance(view.dataset, h5py.Dataset)
+    store.append("x", np.arange(4.0) + 1)
+    assert len(view) == 2  # the view follows the dataset
+    store.close()
+    with pytest.raises(StoreClosedError):
+        view[0]
+
+
+def test_layout_is_where_a_user_looks(tmp_path):
+    path = tmp_path / "run.h5"
+    with Recorder(HDF5DataStore(path), attrs={"seed": 7}) as rec:
+        for i in range(10):
+            rec.record("train/what", np.full((10, 5, 2, 6), i, dtype=np.float32))
+        rec.record("train/loss", 0.5)
+        rec.set("params/dt", 0.1)
+    # a fresh interpreter without simrecorder reads the file with plain h5py
+    script = (
+        "import sys, h5py\n"
+        f"f = h5py.File({str(path)!r}, 'r')\n"
+        "assert 'simrecorder' not in sys.modules\n"
+        "d = f['train']['what']\n"
+        "print(d.shape, d.dtype, d[9, 0, 0, 0, 0], f['params/dt'][()], f.attrs['seed'])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "(10, 10, 5, 2, 6) float32 9.0 0.1 7"
+
+
+@pytest.mark.parametrize("sample_bytes", [1, 8, 800, 8000, 80_000, 1 << 20, 8 << 20])
+def test_chunks_are_sized_from_the_sample(sample_bytes):
+    rows = chunk_rows(sample_bytes)
+    chunk = rows * sample_bytes
+    if sample_bytes <= 1 << 20:
+        assert (64 << 10) <= chunk <= (1 << 20)
+        assert rows > 1 or sample_bytes >= 64 << 10
+    else:
+        assert rows == 1  # one sample per chunk
+
+
+def test_datasets_are_chunked_and_resizable(tmp_path):
+    store = HDF5DataStore(tmp_path / "c.h5")
+    store.append("s", 1.0)
+    ds = store.file["s"]
+    assert ds.maxshape == (None,) and ds.chunks[0] * 8 >= 64 << 10
+    store.close()
+
+
+def test_read_only_mode(tmp_path):
+    path = tmp_path / "ro.h5"
+    with HDF5DataStore(path) as store:
+        store.append("x", 1.0)
+    store = HDF5DataStore(path, mode="r")
+    np.testing.assert_array_equal(np.asarray(store.get_all("x")), [1.0])
+    with pytest.raises(ReadOnlyError, match="read-only"):
+        store.append("x", 2.0)
+    with pytest.raises(ReadOnlyError):
+        store.set("y", 2.0)
+    store.close()
+
+
+def test_read_only_needs_an_existing_file(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        HDF5DataStore(tmp_path / "nope.h5", mode="r")
+
+
+def test_mode_w_truncates(tmp_path):
+    path = tmp_path / "t.h5"
+    with HDF5DataStore(path) as store:
+        store.append("x", 1.0)
+    with HDF5DataStore(path, mode="w") as store:
+        assert store.keys() == []
+
+
+def test_not_an_hdf5_file(tmp_path):
+    path = tmp_path / "text.h5"
+    path.write_text("hello")
+    with pytest.raises(StoreFormatError, match="not an HDF5 file"):
+        HDF5DataStore(path)
+    assert path.read_text() == "hello"
+
+
+def test_future_format_version_is_refused(tmp_path):
+    path = tmp_path / "future.h5"
+    with h5py.File(path, "w") as f:
+        f.attrs["simrecorder_format"] = 99
+    with pytest.raises(StoreFormatError, match="upgrade"):
+        HDF5DataStore(path)
+
+
+def test_home_is_expanded_and_parents_created(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    store = HDF5DataStore("~/output/deeper/data.h5")
+    assert store.path == str(tmp_path / "output" / "deeper" / "data.h5")
+    store.close()
+
+
+def test_plain_h5py_files_are_readable(tmp_path):
+    path = tmp_path / "plain.h5"
+    with h5py.File(path, "w") as f:
+        f["grp/x"] = np.arange(6.0).reshape(3, 2)
+    with HDF5DataStore(path) as store:
+        assert store.keys() == ["grp/x"]
+        expected = np.arange(6.0).reshape(3, 2)
+        np.testing.assert_array_equal(np.asarray(store.get_all("grp/x")), expected)
+
+
+def test_compression_option(tmp_path):
+    with HDF5DataStore(tmp_path / "z.h5", compression="gzip", compression_opts=4) as store:
+        store.append("x", np.zeros(1000))
+        assert store.file["x"].compression == "gzip"

@@ -1,0 +1,340 @@
+"""Recorder: fan-out, datastore selection, flush policy, snapshots and errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from simrecorder import (
+    HDF5DataStore,
+    InMemoryDataStore,
+    InvalidKeyError,
+    KeyConflictError,
+    KeyNotFoundError,
+    Recorder,
+    SchemaError,
+    StoreClosedError,
+    StoreWriteError,
+)
+
+
+@pytest.fixture(params=["memory", "hdf5"])
+def store(request, tmp_path):
+    if request.param == "memory":
+        store = InMemoryDataStore()
+    else:
+        store = HDF5DataStore(tmp_path / "rec.h5")
+    yield store
+    store.close()
+
+
+def test_fan_out_to_two_stores(tmp_path):
+    mem, h5 = InMemoryDataStore(), HDF5DataStore(tmp_path / "f.h5")
+    with Recorder(mem, h5) as rec:
+        for i in range(100):
+            rec.record("x", float(i))
+        rec.record("name", "a")
+        for store in (mem, h5, 0, 1):
+            np.testing.assert_array_equal(np.asarray(rec.get_all("x", datastore=store)),
+                                          np.arange(100.0))
+        assert rec.get_all("name", datastore=h5) == ["a"]
+
+
+def test_record_into_one_datastore_keeps_order(tmp_path):
+    mem, h5 = InMemoryDataStore(), HDF5DataStore(tmp_path / "sel.h5")
+    with Recorder(mem, h5, max_seconds=None) as rec:
+        rec.record("k", 1.0)
+        rec.record("k", 2.0, datastore=h5)
+        rec.record("k", 3.0)
+        rec.record("only_mem", 1, datastore=mem)
+        np.testing.assert_array_equal(np.asarray(rec.get_all("k", datastore=h5)), [1, 2, 3])
+        np.testing.assert_array_equal(rec.get_all("k", datastore=mem), [1, 3])
+        assert "only_mem" in mem and "only_mem" not in h5
+
+
+def test_get_all_sees_every_earlier_record(store):
+    rec = Recorder(store, max_records=1000, max_seconds=None)
+    for i in range(10):
+        rec.record("x", i * 1.0)
+        assert len(rec.get_all("x")) == i + 1
+
+
+def test_block_is_written_when_full(store):
+    rec = Recorder(store, max_records=10, max_seconds=None)
+    for i in range(9):
+        rec.record("x", float(i))
+    assert "x" not in store  # still buffered
+    rec.record("x", 9.0)
+    np.testing.assert_array_equal(np.asarray(store.get_all("x")), np.arange(10.0))
+
+
+def test_max_bytes_bounds_a_block(store):
+    rec = Recorder(store, max_bytes=800, max_seconds=None)  # 100 float64 scalars
+    for i in range(100):
+        rec.record("x", float(i))
+    assert len(store.get_all("x")) == 100
+    rec.record("words", "x" * 500)
+    rec.record("words", "y" * 500)
+    assert store.get_all("words") == ["x" * 500, "y" * 500]
+
+
+def test_max_seconds_flushes_old_samples(store):
+    rec = Recorder(store, max_seconds=0.05)
+    rec.record("x", 1.0)
+    deadline = time.monotonic() + 5
+    while "x" not in store and time.monotonic() < deadline:
+        time.sleep(0.06)
+        rec.record("y", 2.0)  # any later record performs the armed flush
+    np.testing.assert_array_equal(np.asarray(store.get_all("x")), [1.0])
+    rec.close()
+
+
+def test_close_flushes(tmp_path):
+    path = tmp_path / "c.h5"
+    rec = Recorder(HDF5DataStore(path))
+    rec.record("x", 1.0)
+    rec.close()
+    with HDF5DataStore(path, mode="r") as store:
+        np.testing.assert_array_equal(np.asarray(store.get_all("x")), [1.0])
+
+
+def test_interpreter_exit_flushes(tmp_path):
+    path = tmp_path / "exit.h5"
+    script = (
+        "from simrecorder import Recorder, HDF5DataStore\n"
+        f"rec = Recorder(HDF5DataStore({str(path)!r}), max_seconds=None)\n"
+        "for i in range(1000):\n"
+        "    rec.record('x', float(i))\n"
+    )
+    subprocess.run([sys.executable, "-c", script], check=True)
+    with HDF5DataStore(path, mode="r") as store:
+        assert len(store.get_all("x")) == 1000
+
+
+def test_large_samples_bypass_the_buffer(store):
+    rec = Recorder(store, max_bytes=1000, max_seconds=None)
+    big = np.arange(200.0)  # 1600 bytes >= max_bytes
+    rec.record("big", big)
+    assert "big" in store  # written at once
+    big[:] = -1  # and the record was a snapshot
+    np.testing.assert_array_equal(np.asarray(store.get_all("big"))[0], np.arange(200.0))
+
+
+@pytest.mark.parametrize("kind", ["array", "zero_d", "object"])
+def test_record_snapshots_the_value(store, kind):
+    rec = Recorder(store, max_seconds=None)
+    if kind == "array":
+        state = np.zeros(5)
+        for i in range(3):
+            state[:] = i
+            rec.record("s", state)
+        expected = [[0] * 5, [1] * 5, [2] * 5]
+        np.testing.assert_array_equal(np.asarray(rec.get_all("s")), expected)
+    elif kind == "zero_d":
+        state = np.array(1.0)
+        rec.record("s", state)
+        state[()] = 5.0
+        np.testing.assert_array_equal(np.asarray(rec.get_all("s")), [1.0])
+    else:
+        state = [np.zeros(2), {"a": 1}]
+        rec.record("s", state)
+        state[0][:] = 7
+        state[1]["a"] = 2
+        got = rec.get_all("s")[0]
+        np.testing.assert_array_equal(got[0], np.zeros(2))
+        assert got[1] == {"a": 1}
+
+
+@pytest.mark.parametrize(
+    ("first", "bad", "words"),
+    [
+        (1, 1.5, "float64"),                       # float into an int series
+        (1.0, "text", "str"),                      # str into a float series
+        (np.zeros(3), np.zeros(4), "(4,)"),        # shape change
+        (np.zeros(3), 1.0, "()"),                  # scalar after array
+        (1.0, np.zeros(3), "(3,)"),                # array after scalar
+        (1.0, [1, 2], "list"),                     # object into a dense series
+        (np.int8(1), 1000, "int8"),                # out of range
+        (True, 1, "int64"),                        # int into a bool series
+        ("text", b"bytes", "bytes"),               # bytes into a str series
+        (np.zeros(2), np.array(["a", "b"]), "<U1"),  # non-numeric array
+    ],
+)
+def test_schema_errors_are_raised_by_record(store, first, bad, words):
+    rec = Recorder(store, max_seconds=None)
+    rec.record("k", first)
+    rec.record("k", first)
+    with pytest.raises(SchemaError) as info:
+        rec.record("k", bad)
+    message = str(info.value)
+    assert "'k'" in message and "expected" in message and words in message
+    assert isinstance(info.value, TypeError)
+    assert len(rec.get_all("k")) == 2  # nothing recorded before is touched
+    rec.record("k", first)
+    assert len(rec.get_all("k")) == 3
+
+
+def test_schema_is_checked_against_data_already_stored(tmp_path):
+    path = tmp_path / "s.h5"
+    with Recorder(HDF5DataStore(path)) as rec:
+        rec.record("x", np.zeros(3, dtype=np.int32))
+    with Recorder(HDF5DataStore(path)) as rec:
+        with pytest.raises(SchemaError, match="int32"):
+            rec.record("x", np.zeros(3, dtype=np.float64))
+        rec.record("x", np.ones(3, dtype=np.int16))  # same_kind: fine
+        assert len(rec.get_all("x")) == 2
+
+
+def test_int_into_float_series_is_cast(store):
+    rec = Recorder(store)
+    rec.record("x", 1.5)
+    rec.record("x", 2)
+    rec.record("x", np.float32(3.5))
+    rec.record("x", True)
+    got = np.asarray(rec.get_all("x"))
+    assert got.dtype == np.float64
+    np.testing.assert_array_equal(got, [1.5, 2.0, 3.5, 1.0])
+    rec.close()
+
+
+@pytest.mark.parametrize(
+    "key", ["", "a//b", "../x", "a/./b", "a/../b", "/abs", "tail/", "nul\x00", "x" * 2000, 3, None]
+)
+def test_invalid_keys(store, key):
+    rec = Recorder(store)
+    with pytest.raises(InvalidKeyError) as info:
+        rec.record(key, 1.0)
+    assert isinstance(info.value, ValueError)
+    with pytest.raises(InvalidKeyError):
+        rec.set(key, 1.0)
+    with pytest.raises(InvalidKeyError):
+        rec.get_all(key)
+    rec.close()
+
+
+def test_key_conflicts(store):
+    rec = Recorder(store)
+    rec.record("a", 1.0)
+    with pytest.raises(KeyConflictError, match="parent 'a'"):
+        rec.record("a/b", 1.0)
+    rec.record("g/x", 1.0)
+    with pytest.raises(KeyConflictError):
+        rec.record("g", 1.0)
+    with pytest.raises(KeyConflictError):
+        rec.set("a", 2.0)
+    rec.set("v", 1)
+    with pytest.raises(KeyConflictError):
+        rec.record("v", 1.0)
+    assert len(rec.get_all("a")) == 1
+    rec.close()
+
+
+def test_closed_recorder_raises(store):
+    rec = Recorder(store)
+    rec.record("x", 1.0)
+    rec.close()
+    for call in (
+        lambda: rec.record("x", 2.0),
+        lambda: rec.record("new", 2.0),
+        lambda: rec.get_all("x"),
+        lambda: rec.get("x"),
+        lambda: rec.set("y", 1),
+        lambda: rec.flush(),
+        lambda: rec.keys(),
+    ):
+        with pytest.raises(StoreClosedError, match="closed"):
+            call()
+    rec.close()  # twice is fine
+
+
+def test_get_and_get_all_of_missing_keys(store):
+    rec = Recorder(store)
+    assert rec.get("nothing/here") is None
+    with pytest.raises(KeyNotFoundError, match="nothing") as info:
+        rec.get_all("nothing")
+    assert isinstance(info.value, KeyError)
+    rec.close()
+
+
+def test_set_twice_then_get(store):
+    rec = Recorder(store)
+    rec.set("train/what", np.zeros(3))
+    rec.set("train/what", np.ones(3))
+    np.testing.assert_array_equal(rec.get("train/what"), np.ones(3))
+    rec.close()
+
+
+def test_get_all_of_a_group(store):
+    rec = Recorder(store)
+    rec.record("a/b", 1.0)
+    rec.record("a/b", 2.0)
+    rec.record("a/c", 3.0)
+    group = rec.get_all("a")
+    assert sorted(group) == ["b", "c"]
+    np.testing.assert_array_equal(np.asarray(group["b"]), [1.0, 2.0])
+    assert rec.keys() == ["a/b", "a/c"] and rec.keys("a") == ["a/b", "a/c"]
+    rec.close()
+
+
+def test_attrs(tmp_path):
+    path = tmp_path / "attrs.h5"
+    with Recorder(HDF5DataStore(path), attrs={"model": "lif", "n": 1000}) as rec:
+        rec.attrs["dt"] = 0.1
+        assert rec.attrs["model"] == "lif" and rec.attrs["dt"] == 0.1
+        assert "simrecorder_version" in rec.attrs
+    with HDF5DataStore(path, mode="r") as store:
+        assert store.attrs["n"] == 1000
+
+
+def test_urls_are_accepted(tmp_path):
+    with Recorder("memory://", str(tmp_path / "u.h5")) as rec:
+        rec.record("x", 1.0)
+        assert type(rec.datastores[1]).__name__ == "HDF5DataStore"
+        assert len(rec.get_all("x", datastore=1)) == 1
+
+
+def test_failed_store_keeps_blocks_until_flush_succeeds(tmp_path):
+    h5 = HDF5DataStore(tmp_path / "fail.h5")
+    mem = InMemoryDataStore()
+    rec = Recorder(mem, h5, max_records=5, max_seconds=None)
+    for i in range(5):
+        rec.record("x", float(i))
+    h5.close()  # the store goes away under the recorder
+    for i in range(5, 9):
+        rec.record("x", float(i))
+    with pytest.raises(StoreWriteError, match="fail.h5") as info:
+        rec.record("x", 9.0)
+    assert isinstance(info.value.__cause__, StoreClosedError)
+    for i in range(10, 15):
+        rec.record("x", float(i))  # queued behind the failed block for h5
+    np.testing.assert_array_equal(rec.get_all("x", datastore=mem), np.arange(15.0))
+    h5.open()
+    rec.flush()
+    np.testing.assert_array_equal(np.asarray(rec.get_all("x", datastore=h5)), np.arange(15.0))
+    rec.close()
+
+
+def test_recorder_needs_a_store():
+    with pytest.raises(TypeError, match="at least one"):
+        Recorder()
+    with pytest.raises(TypeError):
+        Recorder(object())
+    with pytest.raises(ValueError):
+        Recorder(InMemoryDataStore(), max_records=0)
+
+
+def test_object_series_reject_unencodable_values(store):
+    rec = Recorder(store)
+    rec.record("o", [1, 2])
+
+    class Custom:
+        pass
+
+    with pytest.raises(SchemaError, match="'o'.*Custom"):
+        rec.record("o", [Custom()])
+    assert rec.get_all("o") == [[1, 2]]
+    rec.close()
