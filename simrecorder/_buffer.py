@@ -30,6 +30,7 @@ from ._schema import (
     check_dense_sample,
     check_kind_sample,
 )
+from .errors import SchemaError
 
 __all__ = ["SeriesBuffer", "make_buffer"]
 
@@ -183,8 +184,8 @@ class ListBuffer(SeriesBuffer):
         if kind == OBJECT:
             try:
                 item = _codec.encode(value)
-            except Exception as exc:  # SchemaError from the codec: add the key
-                raise type(exc)(f"key {self.key!r}: {exc}") from None
+            except SchemaError as exc:
+                raise SchemaError(f"key {self.key!r}: {exc}") from None
             self.nbytes += len(item)
         else:
             check_kind_sample(self.key, self.spec, value)

@@ -169,8 +169,10 @@ def _dtype_from(descr: bytes) -> np.dtype:
 def _tuplify(descr: Any) -> Any:
     # json turns the (name, type[, shape]) tuples of a descr into lists
     if isinstance(descr, list):
-        return [tuple(_tuplify(x) for x in field) if isinstance(field, list) else field
-                for field in descr]
+        return [
+            tuple(_tuplify(x) for x in field) if isinstance(field, list) else field
+            for field in descr
+        ]
     return descr
 
 

@@ -155,13 +155,17 @@ def check_dense_sample(key: str, spec: SeriesSpec, value: Any) -> None:
     """
     found = sample_dtype_and_shape(value)
     if found is None:
-        raise SchemaError(
-            f"key {key!r}: expected {spec.describe()}, got {_describe_value(value)}"
-        )
+        raise SchemaError(f"key {key!r}: expected {spec.describe()}, got {_describe_value(value)}")
     dtype, shape = found
     if shape != spec.shape:
+        hint = ""
+        if len(shape) == len(spec.shape) and shape:
+            hint = (
+                " (for samples whose length varies, record a list or dict, e.g. "
+                "[array], to get an object series)"
+            )
         raise SchemaError(
-            f"key {key!r}: expected {spec.describe()}, got shape {shape} ({dtype})"
+            f"key {key!r}: expected {spec.describe()}, got shape {shape} ({dtype}){hint}"
         )
     if dtype != spec.dtype and not np.can_cast(dtype, spec.dtype, casting="same_kind"):
         raise SchemaError(

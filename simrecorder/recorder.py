@@ -167,7 +167,10 @@ class Recorder:
                 raise KeyConflictError(f"key {key!r}: its parent {parent!r} is a series")
         spec = self._spec_for(key, value, stores)
         buf = make_buffer(
-            key, spec, max_records=self.max_records, max_bytes=self.max_bytes,
+            key,
+            spec,
+            max_records=self.max_records,
+            max_bytes=self.max_bytes,
             copy_large=self._copy_large,
         )
         self._buffers[key] = buf
@@ -329,7 +332,7 @@ class Recorder:
             return store.get_all(key)
         if node == "group":
             prefix = key + "/"
-            return {k[len(prefix):]: store.get(k) for k in store.keys(key)}
+            return {k[len(prefix) :]: store.get(k) for k in store.keys(key)}
         if node == "value":
             return store.get(key)
         raise KeyNotFoundError(f"no series {key!r} in {store!r}")

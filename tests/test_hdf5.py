@@ -62,8 +62,9 @@ def test_layout_is_where_a_user_looks(tmp_path):
         "d = f['train']['what']\n"
         "print(d.shape, d.dtype, d[9, 0, 0, 0, 0], f['params/dt'][()], f.attrs['seed'])\n"
     )
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                         check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    ).stdout
     assert out.strip() == "(10, 10, 5, 2, 6) float32 9.0 0.1 7"
 
 

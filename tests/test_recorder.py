@@ -39,8 +39,9 @@ def test_fan_out_to_two_stores(tmp_path):
             rec.record("x", float(i))
         rec.record("name", "a")
         for store in (mem, h5, 0, 1):
-            np.testing.assert_array_equal(np.asarray(rec.get_all("x", datastore=store)),
-                                          np.arange(100.0))
+            np.testing.assert_array_equal(
+                np.asarray(rec.get_all("x", datastore=store)), np.arange(100.0)
+            )
         assert rec.get_all("name", datastore=h5) == ["a"]
 
 
@@ -152,15 +153,15 @@ def test_record_snapshots_the_value(store, kind):
 @pytest.mark.parametrize(
     ("first", "bad", "words"),
     [
-        (1, 1.5, "float64"),                       # float into an int series
-        (1.0, "text", "str"),                      # str into a float series
-        (np.zeros(3), np.zeros(4), "(4,)"),        # shape change
-        (np.zeros(3), 1.0, "()"),                  # scalar after array
-        (1.0, np.zeros(3), "(3,)"),                # array after scalar
-        (1.0, [1, 2], "list"),                     # object into a dense series
-        (np.int8(1), 1000, "int8"),                # out of range
-        (True, 1, "int64"),                        # int into a bool series
-        ("text", b"bytes", "bytes"),               # bytes into a str series
+        (1, 1.5, "float64"),  # float into an int series
+        (1.0, "text", "str"),  # str into a float series
+        (np.zeros(3), np.zeros(4), "(4,)"),  # shape change
+        (np.zeros(3), 1.0, "()"),  # scalar after array
+        (1.0, np.zeros(3), "(3,)"),  # array after scalar
+        (1.0, [1, 2], "list"),  # object into a dense series
+        (np.int8(1), 1000, "int8"),  # out of range
+        (True, 1, "int64"),  # int into a bool series
+        ("text", b"bytes", "bytes"),  # bytes into a str series
         (np.zeros(2), np.array(["a", "b"]), "<U1"),  # non-numeric array
     ],
 )
@@ -306,7 +307,7 @@ def test_failed_store_keeps_blocks_until_flush_succeeds(tmp_path):
     h5.close()  # the store goes away under the recorder
     for i in range(5, 9):
         rec.record("x", float(i))
-    with pytest.raises(StoreWriteError, match="fail.h5") as info:
+    with pytest.raises(StoreWriteError, match=r"fail\.h5") as info:
         rec.record("x", 9.0)
     assert isinstance(info.value.__cause__, StoreClosedError)
     for i in range(10, 15):
@@ -334,7 +335,7 @@ def test_object_series_reject_unencodable_values(store):
     class Custom:
         pass
 
-    with pytest.raises(SchemaError, match="'o'.*Custom"):
+    with pytest.raises(SchemaError, match=r"'o'.*Custom"):
         rec.record("o", [Custom()])
     assert rec.get_all("o") == [[1, 2]]
     rec.close()

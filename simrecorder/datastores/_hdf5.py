@@ -38,7 +38,7 @@ _STR_DTYPE = h5py.string_dtype("utf-8")
 
 
 def chunk_rows(sample_nbytes: int) -> int:
-    """Rows per chunk for samples of ``sample_nbytes`` bytes (64 KiB–1 MiB chunks).
+    """Rows per chunk for samples of ``sample_nbytes`` bytes (chunks of 64 KiB to 1 MiB).
 
     Samples above 1 MiB get one row per chunk: a chunk then is one sample.
     """
@@ -135,7 +135,7 @@ class HDF5DataStore(DataStore):
         # docstring inherited
         for scheme in ("hdf5://", "h5://", "file://"):
             if url.startswith(scheme):
-                url = url[len(scheme):]
+                url = url[len(scheme) :]
         return cls(url, **kwargs)
 
     @property
@@ -165,8 +165,9 @@ class HDF5DataStore(DataStore):
         root = self._file.attrs
         if creating:
             root[_FORMAT_ATTR] = FORMAT_VERSION
-            info = provenance(h5py_version=h5py.version.version,
-                              hdf5_version=h5py.version.hdf5_version)
+            info = provenance(
+                h5py_version=h5py.version.version, hdf5_version=h5py.version.hdf5_version
+            )
             for name, value in info.items():
                 root[name] = value
         elif int(root.get(_FORMAT_ATTR, FORMAT_VERSION)) > FORMAT_VERSION:
@@ -236,15 +237,24 @@ class HDF5DataStore(DataStore):
         if spec.kind == DENSE:
             rows = chunk_rows(spec.sample_nbytes)
             ds = self._file.create_dataset(
-                key, shape=(0, *spec.shape), maxshape=(None, *spec.shape),
-                dtype=spec.dtype, chunks=(rows, *spec.shape),
-                compression=self.compression, compression_opts=self.compression_opts,
+                key,
+                shape=(0, *spec.shape),
+                maxshape=(None, *spec.shape),
+                dtype=spec.dtype,
+                chunks=(rows, *spec.shape),
+                compression=self.compression,
+                compression_opts=self.compression_opts,
             )
         else:
             dtype = _STR_DTYPE if spec.kind == STR else _BYTES_DTYPE
             ds = self._file.create_dataset(
-                key, shape=(0,), maxshape=(None,), dtype=dtype, chunks=(4096,),
-                compression=self.compression, compression_opts=self.compression_opts,
+                key,
+                shape=(0,),
+                maxshape=(None,),
+                dtype=dtype,
+                chunks=(4096,),
+                compression=self.compression,
+                compression_opts=self.compression_opts,
             )
         ds.attrs[_KIND_ATTR] = spec.kind
         self._datasets[key] = ds

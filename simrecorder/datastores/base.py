@@ -94,7 +94,7 @@ class DataStore(ABC):
             finally:
                 self._closed = True
 
-    def _open(self) -> None:
+    def _open(self) -> None:  # noqa: B027 - optional hook, a no-op by default
         """Reacquire resources released by :meth:`_close` (backend hook)."""
 
     @abstractmethod
@@ -249,9 +249,7 @@ def check_key_free(store: DataStore, key: str, want: NodeType) -> None:
     """
     node = store.node_type(key)
     if node is not None and node != want:
-        raise KeyConflictError(
-            f"key {key!r} in {store!r} is a {node}, cannot use it as a {want}"
-        )
+        raise KeyConflictError(f"key {key!r} in {store!r} is a {node}, cannot use it as a {want}")
     parts = key.split("/")
     for i in range(1, len(parts)):
         parent = "/".join(parts[:i])

@@ -38,8 +38,12 @@ _REGISTRY: dict[str, _Entry] = {
 }
 _ALIASES = {"h5": "hdf5", "file": "hdf5"}
 _SUFFIXES = {
-    ".h5": "hdf5", ".hdf5": "hdf5", ".he5": "hdf5", ".hdf": "hdf5",
-    ".zarr": "zarr", ".zip": "zarr",
+    ".h5": "hdf5",
+    ".hdf5": "hdf5",
+    ".he5": "hdf5",
+    ".hdf": "hdf5",
+    ".zarr": "zarr",
+    ".zip": "zarr",
 }
 
 

@@ -39,8 +39,20 @@ from simrecorder.datastores import DataStore
 __all__ = ["DataStoreTests"]
 
 DENSE_DTYPES = [
-    "bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
-    "float16", "float32", "float64", "complex64", "complex128",
+    "bool",
+    "int8",
+    "int16",
+    "int32",
+    "int64",
+    "uint8",
+    "uint16",
+    "uint32",
+    "uint64",
+    "float16",
+    "float32",
+    "float64",
+    "complex64",
+    "complex128",
 ]
 
 
@@ -55,7 +67,7 @@ def _assert_object_equal(got: Any, want: Any) -> None:
             _assert_object_equal(got[k], want[k])
     elif isinstance(want, (list, tuple)):
         assert type(got) is type(want) and len(got) == len(want)
-        for g, w in zip(got, want):
+        for g, w in zip(got, want, strict=True):
             _assert_object_equal(g, w)
     else:
         assert got == want and type(got) is type(want)
@@ -150,7 +162,7 @@ class DataStoreTests:
         self.append_many(store, "events", samples, block=2)
         got = store.get_all("events")
         assert isinstance(got, list) and len(got) == len(samples)
-        for g, w in zip(got, samples):
+        for g, w in zip(got, samples, strict=True):
             _assert_object_equal(g, w)
 
     def test_samples_keep_order_across_blocks(self, store: DataStore) -> None:
@@ -184,8 +196,15 @@ class DataStoreTests:
     # -- single values ------------------------------------------------------------------
     @pytest.mark.parametrize(
         "value",
-        [3.5, 7, np.arange(12.0).reshape(3, 4), "text ✓", b"\x00bytes",
-         {"lr": 0.1, "layers": [3, 4]}, [1, "two", None]],
+        [
+            3.5,
+            7,
+            np.arange(12.0).reshape(3, 4),
+            "text ✓",
+            b"\x00bytes",
+            {"lr": 0.1, "layers": [3, 4]},
+            [1, "two", None],
+        ],
         ids=["float", "int", "array", "str", "bytes", "dict", "list"],
     )
     def test_set_twice_then_get(self, store: DataStore, value: Any) -> None:
