@@ -46,6 +46,8 @@ __all__ = [
     "NotBuiltYetError",
     "ReadOnlyError",
     "Recorder",
+    "RedisDataStore",
+    "RedisServer",
     "SchemaError",
     "Serialization",
     "SeriesView",
@@ -55,6 +57,7 @@ __all__ = [
     "StoreLockedError",
     "StoreWriteError",
     "ValueTooLargeError",
+    "ZarrDataStore",
     "__version__",
     "open_datastore",
 ]
@@ -62,8 +65,8 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     # backends import their library on first use, so `import simrecorder` stays light
-    if name in ("HDF5DataStore", "HDFView"):
-        from . import datastores
+    from . import datastores
 
+    if name in datastores.__all__ or name in datastores._LAZY:
         return getattr(datastores, name)
     raise AttributeError(f"module 'simrecorder' has no attribute {name!r}")

@@ -1,0 +1,59 @@
+"""The simrecorder command."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import h5py
+import numpy as np
+
+from simrecorder import HDF5DataStore
+from simrecorder.cli import main
+
+
+def test_demo_records_a_simulation(tmp_path, capsys):
+    out = tmp_path / "demo.h5"
+    assert main(["demo", "--out", str(out), "--steps", "300", "--neurons", "200", "--quiet"]) == 0
+    text = capsys.readouterr().out
+    assert "neurons/v" in text and "samples/s" in text and "Hz" in text
+    with h5py.File(out, "r") as f:
+        assert f["neurons/v"].shape == (300, 200)
+        assert f["population/rate_hz"].shape == (300,)
+        assert f.attrs["model"].startswith("LIF")
+    with HDF5DataStore(out, mode="r") as store:
+        spikes = store.get_all("neurons/spikes")
+        assert len(spikes) == 300 and set(spikes[0]) == {"t_ms", "ids"}
+        counts = np.asarray(store.get_all("population/spike_count"))
+        assert [len(s["ids"]) for s in spikes] == list(counts)
+
+
+def test_demo_runs_twice_on_the_same_file(tmp_path):
+    out = str(tmp_path / "again.h5")
+    for _ in range(2):
+        assert main(["demo", "--out", out, "--steps", "50", "--neurons", "50", "--quiet"]) == 0
+    with h5py.File(out, "r") as f:
+        assert f["neurons/v"].shape == (50, 50)
+
+
+def test_demo_into_memory(capsys):
+    assert main(["demo", "--out", "memory://", "--steps", "20", "--neurons", "20", "--quiet"]) == 0
+    assert "neurons/v" in capsys.readouterr().out
+
+
+def test_info_and_console_script(tmp_path):
+    out = tmp_path / "i.h5"
+    main(["demo", "--out", str(out), "--steps", "10", "--neurons", "10", "--quiet"])
+    proc = subprocess.run(
+        [sys.executable, "-m", "simrecorder", "info", str(out)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "population/spike_count" in proc.stdout and "simrecorder_version" in proc.stdout
+    proc = subprocess.run(
+        [sys.executable, "-m", "simrecorder", "info", str(tmp_path / "no.h5")],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 2 and "no such file" in proc.stderr

@@ -1,0 +1,64 @@
+"""Property test: any sequence of records reads back as a dict-of-lists model."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from simrecorder import HDF5DataStore, InMemoryDataStore, Recorder
+
+KINDS = {
+    "f": st.floats(allow_nan=False, width=64),
+    "i": st.integers(-(2**63), 2**63 - 1),
+    "a": st.lists(st.integers(-100, 100), min_size=3, max_size=3).map(
+        lambda xs: np.array(xs, dtype=np.int16)
+    ),
+    "s": st.text(max_size=8),
+    "o": st.lists(st.integers() | st.text(max_size=3) | st.none(), max_size=3),
+}
+KEYS = {"f": "x/f", "i": "x/i", "a": "arr", "s": "log/s", "o": "obj"}
+
+
+@st.composite
+def record_sequences(draw):
+    kinds = draw(st.lists(st.sampled_from(sorted(KINDS)), min_size=1, max_size=60))
+    return [(KEYS[k], draw(KINDS[k])) for k in kinds]
+
+
+def check(store_factory, sequence, max_records, flush_every):
+    model: dict[str, list] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        store = store_factory(Path(tmp))
+        rec = Recorder(store, max_records=max_records, max_seconds=None)
+        for i, (key, value) in enumerate(sequence):
+            rec.record(key, value)
+            model.setdefault(key, []).append(value)
+            if flush_every and i % flush_every == 0:
+                rec.flush()
+        for key, want in model.items():
+            got = rec.get_all(key)
+            if key in ("x/f", "x/i", "arr"):
+                np.testing.assert_array_equal(np.asarray(got), np.array(want))
+            else:
+                assert got == want
+        assert rec.keys() == sorted(model)
+        rec.close()
+
+
+settings_ = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@settings_
+@given(record_sequences(), st.integers(1, 8), st.integers(0, 5))
+def test_memory_matches_model(sequence, max_records, flush_every):
+    check(lambda tmp: InMemoryDataStore(), sequence, max_records, flush_every)
+
+
+@settings_
+@given(record_sequences(), st.integers(1, 8), st.integers(0, 5))
+def test_hdf5_matches_model(sequence, max_records, flush_every):
+    check(lambda tmp: HDF5DataStore(tmp / "p.h5"), sequence, max_records, flush_every)

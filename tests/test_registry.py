@@ -1,0 +1,90 @@
+"""open_datastore and the lazy registry."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from simrecorder import (
+    HDF5DataStore,
+    InMemoryDataStore,
+    MissingDependencyError,
+    NotBuiltYetError,
+    open_datastore,
+)
+from simrecorder.datastores.registry import known_protocols
+
+
+def test_memory_url():
+    store = open_datastore("memory://")
+    assert isinstance(store, InMemoryDataStore) and str(store) == "memory://"
+
+
+@pytest.mark.parametrize("name", ["run.h5", "run.hdf5", "RUN.H5"])
+def test_hdf5_by_suffix(tmp_path, name):
+    store = open_datastore(tmp_path / name)
+    assert isinstance(store, HDF5DataStore)
+    assert str(store) == str(tmp_path / name)
+    store.close()
+
+
+def test_hdf5_by_scheme_round_trips(tmp_path):
+    url = f"hdf5://{tmp_path}/run.data"
+    store = open_datastore(url)
+    assert isinstance(store, HDF5DataStore) and str(store) == url
+    assert repr(store) == f"HDF5DataStore({url!r})"
+    store.close()
+
+
+def test_kwargs_reach_the_store(tmp_path):
+    path = tmp_path / "r.h5"
+    HDF5DataStore(path).close()
+    store = open_datastore(str(path), mode="r")
+    assert store.read_only
+    store.close()
+
+
+def test_unknown_urls():
+    with pytest.raises(ValueError, match="unknown data store protocol"):
+        open_datastore("ftp://x")
+    with pytest.raises(ValueError, match="cannot tell"):
+        open_datastore("run.csv")
+
+
+def test_every_design_protocol_is_known():
+    for scheme in [
+        "memory",
+        "hdf5",
+        "zarr",
+        "redis",
+        "redis+cluster",
+        "fs",
+        "mummi+simple",
+        "mummi+taridx",
+        "mummi+redis",
+    ]:
+        assert scheme in known_protocols()
+
+
+@pytest.mark.parametrize("url", ["mummi+taridx://x.tar", "fs://somewhere"])
+def test_backends_not_built_yet_say_so(url):
+    with pytest.raises(NotBuiltYetError, match="not built yet") as info:
+        open_datastore(url)
+    assert isinstance(info.value, NotImplementedError)
+
+
+def test_missing_dependency_names_the_extra():
+    assert issubclass(MissingDependencyError, ImportError)
+
+
+def test_import_is_light():
+    code = (
+        "import sys, simrecorder\n"
+        "from simrecorder import Recorder, InMemoryDataStore, open_datastore\n"
+        "heavy = [m for m in ('h5py', 'zarr', 'redis') if m in sys.modules]\n"
+        "print(heavy)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
