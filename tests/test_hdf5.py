@@ -17,6 +17,7 @@ from simrecorder import (
     StoreClosedError,
     StoreFormatError,
 )
+from simrecorder._schema import infer_spec
 from simrecorder.datastores._hdf5 import chunk_rows
 from simrecorder.testing.datastore import DataStoreTests
 
@@ -150,3 +151,22 @@ def test_compression_option(tmp_path):
     with HDF5DataStore(tmp_path / "z.h5", compression="gzip", compression_opts=4) as store:
         store.append("x", np.zeros(1000))
         assert store.file["x"].compression == "gzip"
+
+
+@pytest.mark.parametrize("dtype", ["bool", "int8", "uint16", "float16", "float64", "complex64"])
+@pytest.mark.parametrize("start", [0, 3])
+def test_whole_chunk_writes_match_plain_h5py(tmp_path, dtype, start):
+    # samples of 64 KiB+ make chunks of a few rows, so a block spans whole chunks that
+    # are written with write_direct_chunk; the head and tail take the normal path
+    path = tmp_path / "direct.h5"
+    sample_shape = ((64 << 10) // np.dtype(dtype).itemsize,)  # 64 KiB: 4 rows per chunk
+    rng = np.random.default_rng(5)
+    data = (rng.random((start + 11, *sample_shape)) * 100).astype(dtype)
+    with HDF5DataStore(path) as store:
+        for row in data[:start]:
+            store.append("x", row)
+        store.append_block("x", infer_spec(data[0]), data[start:])
+        rows = store.file["x"].chunks[0]
+        assert 1 < rows < 11
+    with h5py.File(path, "r") as f:
+        np.testing.assert_array_equal(f["x"][()], data)
