@@ -172,11 +172,14 @@ class LargeSampleBuffer(SeriesBuffer):
 class ListBuffer(SeriesBuffer):
     """str, bytes and object series: a list of items, bounded by count and bytes."""
 
-    __slots__ = ("max_bytes",)
+    __slots__ = ("max_bytes", "nul_free")
 
-    def __init__(self, key: str, spec: SeriesSpec, capacity: int, max_bytes: int) -> None:
+    def __init__(
+        self, key: str, spec: SeriesSpec, capacity: int, max_bytes: int, nul_free: bool = False
+    ) -> None:
         super().__init__(key, spec, capacity)
         self.max_bytes = max_bytes
+        self.nul_free = nul_free and spec.kind == STR
 
     def append(self, value: Any) -> bool:
         # docstring inherited
@@ -190,6 +193,12 @@ class ListBuffer(SeriesBuffer):
         else:
             check_kind_sample(self.key, self.spec, value)
             item = bytes(value) if kind == BYTES else str(value)
+            if self.nul_free and "\x00" in item:
+                raise SchemaError(
+                    f"key {self.key!r}: a string with a NUL character cannot be stored by "
+                    "every data store of this recorder (HDF5 strings end at NUL); "
+                    "record it as bytes, or inside a list/dict (object series)"
+                )
             self.nbytes += len(item)
         self.values.append(item)
         return len(self.values) >= self.limit or self.nbytes >= self.max_bytes
@@ -205,7 +214,13 @@ class ListBuffer(SeriesBuffer):
 
 
 def make_buffer(
-    key: str, spec: SeriesSpec, *, max_records: int, max_bytes: int, copy_large: bool
+    key: str,
+    spec: SeriesSpec,
+    *,
+    max_records: int,
+    max_bytes: int,
+    copy_large: bool,
+    nul_free_str: bool = False,
 ) -> SeriesBuffer:
     """Create the buffer that suits ``spec``.
 
@@ -221,6 +236,8 @@ def make_buffer(
         Bytes per block at most; a dense sample at least this large is written alone.
     copy_large
         Copy large samples (needed when a store keeps references to blocks).
+    nul_free_str
+        Refuse str samples containing NUL (a store cannot keep them).
     """
     if spec.kind == DENSE:
         nbytes = max(spec.sample_nbytes, 1)
@@ -231,5 +248,5 @@ def make_buffer(
             return ScalarBuffer(key, spec, capacity)
         return ArrayBuffer(key, spec, capacity)
     if spec.kind in (STR, BYTES, OBJECT):
-        return ListBuffer(key, spec, max_records, max_bytes)
+        return ListBuffer(key, spec, max_records, max_bytes, nul_free_str)
     raise ValueError(f"unknown series kind {spec.kind!r}")

@@ -99,6 +99,7 @@ class Recorder:
         self._due = False
         self._closed = False
         self._copy_large = any(store.retains_blocks for store in stores)
+        self._nul_free_str = any(not store.supports_nul_in_str for store in stores)
         self._timer: _FlushTimer | None = None
         if attrs:
             self.attrs.update(attrs)
@@ -172,6 +173,7 @@ class Recorder:
             max_records=self.max_records,
             max_bytes=self.max_bytes,
             copy_large=self._copy_large,
+            nul_free_str=self._nul_free_str,
         )
         self._buffers[key] = buf
         self._buffer_groups.update(parent_keys(key))
@@ -201,7 +203,14 @@ class Recorder:
             merge_specs(key, shared.spec, value)
             self._flush_buffer(shared)
         spec = shared.spec if shared is not None else self._spec_for(key, value, (store,))
-        single = make_buffer(key, spec, max_records=1, max_bytes=1 << 62, copy_large=True)
+        single = make_buffer(
+            key,
+            spec,
+            max_records=1,
+            max_bytes=1 << 62,
+            copy_large=True,
+            nul_free_str=not store.supports_nul_in_str,
+        )
         single.append(value)
         self._write(key, spec, single.take(), (store,))
         self._flush_stores()

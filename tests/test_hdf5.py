@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -16,6 +17,7 @@ from simrecorder import (
     Recorder,
     StoreClosedError,
     StoreFormatError,
+    StoreLockedError,
 )
 from simrecorder._schema import infer_spec
 from simrecorder.datastores._hdf5 import chunk_rows
@@ -170,3 +172,39 @@ def test_whole_chunk_writes_match_plain_h5py(tmp_path, dtype, start):
         assert 1 < rows < 11
     with h5py.File(path, "r") as f:
         np.testing.assert_array_equal(f["x"][()], data)
+
+
+def test_a_second_writer_process_gets_store_locked_error(tmp_path):
+    path = tmp_path / "locked.h5"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\n"
+            "from simrecorder import HDF5DataStore\n"
+            f"store = HDF5DataStore({str(path)!r})\n"
+            "store.append('x', 1.0)\n"
+            "store.flush()\n"
+            "print('ready', flush=True)\n"
+            "sys.stdin.readline()\n"
+            "store.close()\n",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        with pytest.raises(StoreLockedError, match=r"locked\.h5"):
+            HDF5DataStore(path)
+    finally:
+        holder.communicate("done\n", timeout=30)
+    with HDF5DataStore(path) as store:  # free again once the writer is gone
+        assert len(store.get_all("x")) == 1
+
+
+def test_attrs_that_hdf5_cannot_hold_are_stored_as_json(tmp_path):
+    with HDF5DataStore(tmp_path / "a.h5") as store:
+        store.update_attrs({"config": {"lr": 0.1, "layers": [3, 4]}, "nothing": None})
+        assert json.loads(store.attrs["config"]) == {"lr": 0.1, "layers": [3, 4]}
+        assert store.attrs["nothing"] == "null"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -109,6 +110,7 @@ class HDF5DataStore(DataStore):
     protocol = "hdf5"
     persistent = True
     supports_lazy_views = True
+    supports_nul_in_str = False  # HDF5 variable-length strings end at NUL
 
     def __init__(
         self,
@@ -338,8 +340,10 @@ class HDF5DataStore(DataStore):
         kind = infer_spec(value).kind
         if kind == DENSE:
             data, dtype = np.asarray(value), None
-        elif kind == STR:
+        elif kind == STR and "\x00" not in value:
             data, dtype = value, _STR_DTYPE
+        elif kind == STR:  # HDF5 strings end at NUL: keep such a value as UTF-8 bytes
+            data, dtype = np.frombuffer(value.encode("utf-8", "surrogatepass"), np.uint8), None
         elif kind == BYTES:
             data, dtype = np.frombuffer(bytes(value), dtype=np.uint8), None
         else:
@@ -358,9 +362,11 @@ class HDF5DataStore(DataStore):
         kind = ds.attrs[_VALUE_ATTR]
         if kind == DENSE:
             return ds[()]
-        if kind == STR:
+        if kind == STR and ds.dtype.kind != "u":
             return ds.asstr()[()]
         raw = ds[()].tobytes()
+        if kind == STR:
+            return raw.decode("utf-8", "surrogatepass")
         return raw if kind == BYTES else _codec.decode(raw)
 
     def keys(self, prefix: str = "") -> list[str]:
@@ -394,7 +400,11 @@ class HDF5DataStore(DataStore):
         # docstring inherited
         self._check_writable()
         for name, value in attrs.items():
-            self._file.attrs[name] = value
+            try:
+                self._file.attrs[name] = value
+            except (TypeError, ValueError):
+                # dicts, None, mixed lists: HDF5 attributes cannot hold them, JSON can
+                self._file.attrs[name] = json.dumps(value, default=repr)
 
 
 def _spec_of(ds: h5py.Dataset) -> SeriesSpec:

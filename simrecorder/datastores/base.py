@@ -47,6 +47,8 @@ class DataStore(ABC):
     retains_blocks
         The store keeps references to the arrays it is handed (so a recorder must
         copy samples it would otherwise pass through without copying).
+    supports_nul_in_str
+        str samples may contain NUL characters.
     """
 
     protocol: ClassVar[str] = ""
@@ -55,6 +57,7 @@ class DataStore(ABC):
     supports_concurrent_writers: ClassVar[bool] = False
     max_value_bytes: ClassVar[int | None] = None
     retains_blocks: ClassVar[bool] = False
+    supports_nul_in_str: ClassVar[bool] = True
 
     def __init__(self, *, read_only: bool = False) -> None:
         self._closed = False
@@ -222,7 +225,14 @@ class DataStore(ABC):
             spec = infer_spec(value)
         else:
             merge_specs(key, spec, value)
-        buffer = make_buffer(key, spec, max_records=1, max_bytes=1 << 62, copy_large=True)
+        buffer = make_buffer(
+            key,
+            spec,
+            max_records=1,
+            max_bytes=1 << 62,
+            copy_large=True,
+            nul_free_str=not self.supports_nul_in_str,
+        )
         buffer.append(value)
         self.append_block(key, spec, buffer.take())
 

@@ -145,6 +145,22 @@ class DataStoreTests:
         self.append_many(store, "log/msg", samples, block=2)
         assert store.get_all("log/msg") == samples
 
+    def test_str_with_nul(self, store: DataStore) -> None:
+        store.set("v", "a\x00b")
+        assert store.get("v") == "a\x00b"
+        if store.supports_nul_in_str:
+            self.append_many(store, "s", ["a\x00b", "c"])
+            assert store.get_all("s") == ["a\x00b", "c"]
+            return
+        self.append_many(store, "s", ["ok"])
+        with pytest.raises(SchemaError, match="NUL"):
+            store.append("s", "a\x00b")
+        rec = Recorder(store)
+        with pytest.raises(SchemaError, match="NUL"):
+            rec.record("s", "a\x00b")
+        rec.record("t", ["a\x00b"])  # inside an object series it is fine
+        assert rec.get_all("s") == ["ok"] and rec.get_all("t") == [["a\x00b"]]
+
     def test_bytes_series_round_trip(self, store: DataStore) -> None:
         samples = [b"\x00\x01", b"", bytes(range(256)), b"abc"]
         self.append_many(store, "raw", samples, block=3)
