@@ -1,0 +1,523 @@
+"""zarr v3 data store: one array per series in a group hierarchy."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import uuid
+import warnings
+import zipfile
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import numpy as np
+import zarr
+import zarr.codecs
+from zarr.core.dtype import VariableLengthBytes, VariableLengthUTF8
+from zarr.storage import LocalStore, ZipStore
+
+from .. import _codec
+from .._keys import validate_key
+from .._provenance import provenance
+from .._schema import BYTES, DENSE, STR, SeriesSpec, infer_spec
+from ..errors import (
+    KeyNotFoundError,
+    NotBuiltYetError,
+    SchemaError,
+    StoreFormatError,
+)
+from ..options import CompressionType, DatastoreType
+from ._view import SeriesView
+from .base import DataStore, NodeType
+
+__all__ = ["ZarrDataStore", "ZarrView"]
+
+#: Version of the layout this module writes (root attribute ``simrecorder_format``).
+FORMAT_VERSION = 1
+_KIND_ATTR = "simrecorder_kind"
+_VALUE_ATTR = "simrecorder_value"
+_FORMAT_ATTR = "simrecorder_format"
+_VLEN_CHUNK_ROWS = 1024
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Silence zarr's notes that numcodecs codecs (LZMA) and variable-length bytes have
+    no zarr v3 specification yet: the store documents that choice once, here."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*Zarr V3 specification", module="zarr")
+        warnings.filterwarnings("ignore", message=".*Zarr version 3 specification")
+        warnings.filterwarnings("ignore", message=".*does not have a Zarr V3 specification")
+        yield
+
+
+def _compressors(compression: CompressionType) -> Any:
+    if compression == CompressionType.NONE:
+        return None
+    if compression == CompressionType.BLOSC:
+        return zarr.codecs.BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")
+    if compression == CompressionType.ZSTD:
+        return zarr.codecs.ZstdCodec(level=3)
+    if compression == CompressionType.LZMA:
+        from zarr.codecs.numcodecs import LZMA
+
+        return LZMA()
+    raise ValueError(f"unknown compression {compression!r}")
+
+
+class ZarrView(SeriesView):
+    """Lazy view of a dense series stored as a zarr array (``view.array``)."""
+
+    def __init__(self, store: ZarrDataStore, array: zarr.Array) -> None:
+        self._store = store
+        self._array = array
+
+    @property
+    def array(self) -> zarr.Array:
+        """The underlying ``zarr.Array``."""
+        return self._array
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        # docstring inherited
+        self._store._check_open()
+        return self._array.shape
+
+    @property
+    def dtype(self) -> np.dtype:
+        # docstring inherited
+        return self._array.dtype
+
+    def _read(self, index: Any) -> Any:
+        # docstring inherited
+        self._store._check_open()
+        with _quiet():
+            return self._array[index]
+
+
+class ZarrDataStore(DataStore):
+    """Store series in a zarr v3 hierarchy: one array per series at its key path.
+
+    Arrays are chunked along the sample axis with chunks of about
+    ``desired_chunk_size_bytes`` (one sample per chunk for larger samples); the other
+    axes are not split. Whole chunks of uncompressed arrays in a directory are written
+    straight to their chunk files (write to a temporary name, then rename), before the
+    array metadata grows to include them; everything else goes through zarr.
+
+    Parameters
+    ----------
+    data_dir_pth
+        Directory (``DatastoreType.DIRECTORY``) or zip file (``DatastoreType.ZIP``).
+    desired_chunk_size_bytes
+        Target size of a chunk.
+    datastore_type
+        ``DIRECTORY`` (a zarr v3 ``LocalStore``) or ``ZIP``. While a ZIP store is open
+        for writing its data lives in the directory ``<path>.partial``; ``close()``
+        packs it into the zip (atomically) and removes the directory. ``LMDB`` is not
+        available with zarr v3.
+    compression_type
+        Codec of new arrays: ``BLOSC`` (lz4, default), ``ZSTD``, ``LZMA`` (numcodecs'
+        codec, outside the zarr v3 spec) or ``NONE``.
+    mode
+        ``'a'`` create or append, ``'r'`` read-only, ``'w'`` overwrite.
+    """
+
+    protocol = "zarr"
+    persistent = True
+    supports_lazy_views = True
+
+    def __init__(
+        self,
+        data_dir_pth: str | os.PathLike[str],
+        desired_chunk_size_bytes: int = 1 << 20,
+        datastore_type: DatastoreType = DatastoreType.DIRECTORY,
+        compression_type: CompressionType = CompressionType.BLOSC,
+        mode: str = "a",
+    ) -> None:
+        if mode not in ("a", "r", "w"):
+            raise ValueError(f"mode must be 'a', 'r' or 'w', got {mode!r}")
+        datastore_type = DatastoreType(datastore_type)
+        if datastore_type == DatastoreType.LMDB:
+            raise NotBuiltYetError(
+                "DatastoreType.LMDB: zarr v3 ships no LMDB store (zarr v2's LMDBStore is "
+                "gone), so simrecorder cannot offer one yet; use DatastoreType.DIRECTORY, "
+                "or DatastoreType.ZIP for a single file"
+            )
+        super().__init__(read_only=(mode == "r"))
+        self.path = os.path.abspath(os.path.expanduser(os.fspath(data_dir_pth)))
+        self.desired_chunk_size_bytes = int(desired_chunk_size_bytes)
+        self.datastore_type = datastore_type
+        self.compression_type = CompressionType(compression_type)
+        self.mode = mode
+        self._arrays: dict[str, zarr.Array] = {}
+        self._group: zarr.Group | None = None
+        self._store: Any = None
+        self._open_group(mode)
+
+    # -- identity -----------------------------------------------------------------------
+    @classmethod
+    def from_url(cls, url: str, **kwargs: Any) -> ZarrDataStore:
+        # docstring inherited
+        if url.startswith("zarr://"):
+            url = url[len("zarr://") :]
+        if url.lower().endswith(".zip"):
+            kwargs.setdefault("datastore_type", DatastoreType.ZIP)
+        return cls(url, **kwargs)
+
+    @property
+    def url(self) -> str:
+        # docstring inherited
+        suffix = ".zip" if self.datastore_type == DatastoreType.ZIP else ".zarr"
+        if self.path.lower().endswith(suffix):
+            return self.path
+        if self.datastore_type == DatastoreType.ZIP:
+            raise ValueError(f"a ZIP zarr store needs a path ending in .zip, got {self.path!r}")
+        return "zarr://" + self.path
+
+    # -- lifecycle ----------------------------------------------------------------------
+    @property
+    def _workdir(self) -> str:
+        return self.path + ".partial" if self.datastore_type == DatastoreType.ZIP else self.path
+
+    def _open_group(self, mode: str) -> None:
+        is_zip = self.datastore_type == DatastoreType.ZIP
+        if is_zip and os.path.exists(self.path) and not _looks_like_zarr(self.path, True):
+            raise StoreFormatError(f"{self.path!r} exists but is not a zarr v3 zip store")
+        if not is_zip and os.path.exists(self.path) and not os.path.isdir(self.path):
+            raise StoreFormatError(f"{self.path!r} exists but is not a zarr v3 directory")
+        workdir = self._workdir
+        if os.path.isdir(workdir) and os.listdir(workdir) and not _looks_like_zarr(workdir, False):
+            raise StoreFormatError(f"{workdir!r} is a non-empty directory without zarr.json")
+        if mode == "w":  # only ever deletes what was checked above to be a zarr store
+            for old in {self.path, workdir}:
+                if os.path.isdir(old):
+                    shutil.rmtree(old)
+                elif os.path.exists(old):
+                    os.remove(old)
+        if mode == "r":
+            if not os.path.exists(self.path):
+                raise FileNotFoundError(f"no zarr store at {self.path!r} to open read-only")
+            if is_zip:
+                store = ZipStore(self.path, mode="r")
+            else:
+                store = LocalStore(self.path, read_only=True)
+        else:
+            if is_zip and os.path.isfile(self.path) and not os.path.isdir(workdir):
+                _unpack(self.path, workdir)  # else: resume from a crashed run's directory
+            os.makedirs(workdir, exist_ok=True)
+            store = LocalStore(workdir)
+        self._store = store
+        creating = mode != "r" and not os.path.exists(os.path.join(workdir, "zarr.json"))
+        try:
+            with _quiet():
+                group_mode = "r" if mode == "r" else "a"
+                self._group = zarr.open_group(store, mode=group_mode, zarr_format=3)
+        except Exception as exc:
+            store.close()
+            raise StoreFormatError(f"cannot open {self.path!r} as a zarr v3 group: {exc}") from exc
+        attrs = self._group.attrs
+        if creating:
+            info = provenance(zarr_version=zarr.__version__)
+            info[_FORMAT_ATTR] = FORMAT_VERSION
+            self._group.attrs.update(info)
+        elif int(attrs.get(_FORMAT_ATTR, FORMAT_VERSION)) > FORMAT_VERSION:
+            version = int(attrs[_FORMAT_ATTR])
+            self._release()
+            raise StoreFormatError(
+                f"{self.path!r} has simrecorder format {version}; this version reads up "
+                f"to {FORMAT_VERSION}: upgrade simrecorder"
+            )
+
+    def _open(self) -> None:
+        self._open_group("r" if self.mode == "r" else "a")
+
+    def _release(self) -> None:
+        self._arrays.clear()
+        self._group = None
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+    def _close(self) -> None:
+        self._release()
+        if self.datastore_type == DatastoreType.ZIP and self.mode != "r":
+            _pack(self._workdir, self.path)
+            shutil.rmtree(self._workdir)
+
+    @property
+    def group(self) -> zarr.Group:
+        """The open root ``zarr.Group``."""
+        self._check_open()
+        return self._group
+
+    def flush(self) -> None:
+        # docstring inherited: every write already went to the files
+        self._check_open()
+
+    # -- nodes --------------------------------------------------------------------------
+    def _node(self, key: str) -> Any:
+        array = self._arrays.get(key)
+        if array is not None:
+            return array
+        with _quiet():
+            try:
+                node = self._group[key]
+            except KeyError:
+                return None
+        if isinstance(node, zarr.Array) and _VALUE_ATTR not in node.attrs:
+            self._arrays[key] = node
+        return node
+
+    def node_type(self, key: str) -> NodeType | None:
+        # docstring inherited
+        self._check_open(key)
+        node = self._node(key)
+        if node is None:
+            return None
+        if isinstance(node, zarr.Group):
+            return "group"
+        return "value" if _VALUE_ATTR in node.attrs else "series"
+
+    def _array(self, key: str) -> zarr.Array | None:
+        node = self._node(key)
+        if isinstance(node, zarr.Array) and _VALUE_ATTR not in node.attrs:
+            return node
+        return None
+
+    def series_spec(self, key: str) -> SeriesSpec | None:
+        # docstring inherited
+        self._check_open(key)
+        array = self._array(key)
+        if array is None:
+            return None
+        kind = array.attrs.get(_KIND_ATTR, DENSE)
+        if kind == DENSE:
+            return SeriesSpec(DENSE, array.dtype, array.shape[1:])
+        return SeriesSpec(kind)
+
+    # -- series -------------------------------------------------------------------------
+    def _create(self, key: str, spec: SeriesSpec) -> zarr.Array:
+        with _quiet():
+            if spec.kind == DENSE:
+                rows = max(1, self.desired_chunk_size_bytes // max(1, spec.sample_nbytes))
+                array = self._group.create_array(
+                    key,
+                    shape=(0, *spec.shape),
+                    chunks=(rows, *spec.shape),
+                    dtype=spec.dtype,
+                    fill_value=0,
+                    compressors=_compressors(self.compression_type),
+                    attributes={_KIND_ATTR: DENSE},
+                )
+            else:
+                dtype = VariableLengthUTF8() if spec.kind == STR else VariableLengthBytes()
+                array = self._group.create_array(
+                    key,
+                    shape=(0,),
+                    chunks=(_VLEN_CHUNK_ROWS,),
+                    dtype=dtype,
+                    compressors=_compressors(self.compression_type),
+                    attributes={_KIND_ATTR: spec.kind},
+                )
+        self._arrays[key] = array
+        return array
+
+    def append_block(self, key: str, spec: SeriesSpec, block: Any) -> None:
+        # docstring inherited
+        self._check_writable(key)
+        array = self._array(key) or self._create(key, spec)
+        count = len(block)
+        if not count:
+            return
+        start = array.shape[0]
+        if spec.kind == DENSE:
+            if self._raw_chunks_ok(array):
+                self._append_raw(key, array, start, block)
+                return
+        else:
+            data = np.empty(count, dtype=object)
+            data[:] = list(block)
+            block = data
+        with _quiet():
+            array.append(block, axis=0)
+
+    def _raw_chunks_ok(self, array: zarr.Array) -> bool:
+        """True when chunks are plain little-endian bytes this store may write itself."""
+        meta = array.metadata
+        return (
+            isinstance(self._store, LocalStore)
+            and len(meta.codecs) == 1
+            and isinstance(meta.codecs[0], zarr.codecs.BytesCodec)
+            and (meta.codecs[0].endian is None or meta.codecs[0].endian.value == "little")
+            and array.dtype.byteorder in ("<", "=", "|")
+            and np.little_endian
+            and array.dtype.kind in "biufc"
+            and array.chunks[1:] == array.shape[1:]
+            and not np.any(meta.fill_value)
+        )
+
+    def _append_raw(self, key: str, array: zarr.Array, start: int, block: np.ndarray) -> None:
+        # Crash order: every chunk file is complete on disk (temp + rename) before the
+        # metadata grows to cover it, so a reader never sees rows that were not written.
+        rows = array.chunks[0]
+        end = start + len(block)
+        base = os.path.join(self._workdir, *key.split("/"))
+        zeros = (0,) * (array.ndim - 1)
+        dtype = array.dtype
+        sample = array.shape[1:]
+        for first in range(start - start % rows, end, rows):
+            lo, hi = max(first, start), min(first + rows, end)
+            path = os.path.join(
+                base, *array.metadata.encode_chunk_key((first // rows, *zeros)).split("/")
+            )
+            if hi - lo == rows:
+                chunk = np.ascontiguousarray(block[lo - start : hi - start], dtype=dtype)
+            else:  # a partial chunk: keep the rows already written in it
+                chunk = np.zeros((rows, *sample), dtype=dtype)
+                if lo > first and os.path.exists(path):
+                    with open(path, "rb") as f:
+                        old = np.frombuffer(f.read(), dtype=dtype)
+                    chunk.reshape(-1)[: old.size] = old
+                chunk[lo - first : hi - first] = block[lo - start : hi - start]
+            _write_atomic(path, chunk)
+        with _quiet():
+            array.resize((end, *sample))
+
+    def get_all(self, key: str) -> Any:
+        # docstring inherited
+        self._check_open(key)
+        array = self._array(key)
+        if array is None:
+            raise KeyNotFoundError(f"no series {key!r} in {self!r}")
+        kind = array.attrs.get(_KIND_ATTR, DENSE)
+        if kind == DENSE:
+            return ZarrView(self, array)
+        with _quiet():
+            items = array[:]
+        if kind == STR:
+            return [str(item) for item in items]
+        if kind == BYTES:
+            return [bytes(item) for item in items]
+        return [_codec.decode(item) for item in items]
+
+    # -- single values ------------------------------------------------------------------
+    def set(self, key: str, value: Any) -> None:
+        # docstring inherited
+        validate_key(key)
+        self._check_writable(key)
+        kind = infer_spec(value).kind
+        if kind == DENSE:
+            data = np.asarray(value)
+        elif kind == STR:
+            data = np.frombuffer(value.encode("utf-8", "surrogatepass"), dtype=np.uint8)
+        elif kind == BYTES:
+            data = np.frombuffer(bytes(value), dtype=np.uint8)
+        else:
+            try:
+                data = np.frombuffer(_codec.encode(value), dtype=np.uint8)
+            except SchemaError as exc:
+                raise SchemaError(f"key {key!r}: {exc}") from None
+        self._arrays.pop(key, None)
+        with _quiet():
+            array = self._group.create_array(
+                key,
+                shape=data.shape,
+                dtype=data.dtype,
+                chunks=data.shape or (),
+                compressors=None,
+                fill_value=0,
+                overwrite=True,
+                attributes={_VALUE_ATTR: kind},
+            )
+            if data.size:
+                array[...] = data
+
+    def _get_value(self, key: str) -> Any:
+        # docstring inherited
+        with _quiet():
+            array = self._group[key]
+            kind = array.attrs[_VALUE_ATTR]
+            data = array[...]
+        if kind == DENSE:
+            return data[()] if data.ndim == 0 else data
+        raw = np.asarray(data, dtype=np.uint8).tobytes()
+        if kind == STR:
+            return raw.decode("utf-8", "surrogatepass")
+        return raw if kind == BYTES else _codec.decode(raw)
+
+    def keys(self, prefix: str = "") -> list[str]:
+        # docstring inherited
+        self._check_open()
+        group = self._group
+        if prefix:
+            node = self._node(prefix)
+            if isinstance(node, zarr.Array):
+                return [prefix]
+            if node is None:
+                return []
+            group = node
+        with _quiet():
+            members = list(group.members(max_depth=None))
+        found = [
+            f"{prefix}/{name}" if prefix else name
+            for name, node in members
+            if isinstance(node, zarr.Array)
+        ]
+        return sorted(found)
+
+    # -- metadata -----------------------------------------------------------------------
+    @property
+    def attrs(self) -> dict[str, Any]:
+        # docstring inherited
+        self._check_open()
+        return dict(self._group.attrs)
+
+    def update_attrs(self, attrs: Mapping[str, Any]) -> None:
+        # docstring inherited
+        self._check_writable()
+        self._group.attrs.update({name: _jsonable(value) for name, value in attrs.items()})
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return value
+
+
+def _write_atomic(path: str, data: np.ndarray) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.{uuid.uuid4().hex}.tmp"
+    with open(tmp, "wb") as f:
+        f.write(memoryview(data).cast("B"))
+    os.replace(tmp, path)
+
+
+def _looks_like_zarr(path: str, is_zip: bool) -> bool:
+    if is_zip:
+        try:
+            with zipfile.ZipFile(path) as zf:
+                return "zarr.json" in zf.namelist()
+        except (OSError, zipfile.BadZipFile):
+            return False
+    return os.path.isdir(path) and os.path.isfile(os.path.join(path, "zarr.json"))
+
+
+def _unpack(zip_path: str, directory: str) -> None:
+    tmp = directory + ".unpacking"
+    shutil.rmtree(tmp, ignore_errors=True)
+    with zipfile.ZipFile(zip_path) as zf:
+        zf.extractall(tmp)  # names come from our own archives; zipfile strips '..'
+    os.replace(tmp, directory)
+
+
+def _pack(directory: str, zip_path: str) -> None:
+    tmp = f"{zip_path}.{uuid.uuid4().hex}.tmp"
+    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+        for root, _dirs, files in os.walk(directory):
+            for name in sorted(files):
+                full = os.path.join(root, name)
+                zf.write(full, os.path.relpath(full, directory).replace(os.sep, "/"))
+    os.replace(tmp, zip_path)

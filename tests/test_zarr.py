@@ -1,0 +1,251 @@
+"""ZarrDataStore: the contract suite (directory and zip) plus zarr specifics."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import zipfile
+
+import numpy as np
+import pytest
+import zarr
+
+from simrecorder import (
+    CompressionType,
+    DatastoreType,
+    NotBuiltYetError,
+    ReadOnlyError,
+    Recorder,
+    StoreFormatError,
+    ZarrDataStore,
+    open_datastore,
+)
+from simrecorder.datastores._zarr import ZarrView
+from simrecorder.testing.datastore import DataStoreTests
+
+
+class TestZarrDirectory(DataStoreTests):
+    def make_store(self, tmp_path):
+        return ZarrDataStore(tmp_path / "data.zarr")
+
+    def reopen_store(self, store):
+        store.close()
+        return ZarrDataStore(store.path)
+
+    def read_native(self, store, key):
+        return zarr.open_group(store.path, mode="r")[key][...]
+
+
+class TestZarrUncompressed(TestZarrDirectory):
+    """Uncompressed arrays take the raw chunk-file path."""
+
+    def make_store(self, tmp_path):
+        return ZarrDataStore(tmp_path / "raw.zarr", compression_type=CompressionType.NONE)
+
+
+class TestZarrZip(DataStoreTests):
+    def make_store(self, tmp_path):
+        return ZarrDataStore(tmp_path / "data.zip", datastore_type=DatastoreType.ZIP)
+
+    def reopen_store(self, store):
+        store.close()
+        return ZarrDataStore(store.path, datastore_type=DatastoreType.ZIP)
+
+    def read_native(self, store, key):
+        zstore = zarr.storage.ZipStore(store.path, mode="r")
+        try:
+            return zarr.open_group(zstore, mode="r")[key][...]
+        finally:
+            zstore.close()
+
+
+# -- SimRecorder's zarr usage, unmodified ---------------------------------------------------
+def test_simrecorder_zarr_list(tmp_path):
+    arrays = np.random.rand(10, 10, 5, 2, 6)
+    path = os.path.join(tmp_path, "test.mdb")
+    store = ZarrDataStore(
+        path, datastore_type=DatastoreType.DIRECTORY, compression_type=CompressionType.LZMA
+    )
+    recorder = Recorder(store)
+    for i in range(10):
+        recorder.record("train/what", arrays[i])
+    recorder.close()
+    recorder = Recorder(
+        ZarrDataStore(
+            path, datastore_type=DatastoreType.DIRECTORY, compression_type=CompressionType.LZMA
+        )
+    )
+    assert (np.array(recorder.get_all("train/what")) == arrays).all()
+    recorder.close()
+
+
+def test_simrecorder_zarr_scalars_lists_and_values(tmp_path):
+    path = str(tmp_path / "s.zarr")
+    recorder = Recorder(ZarrDataStore(path))
+    recorder.record("x", 10.0)
+    recorder.record("x", 20.0)
+    lists = [[np.random.rand(3, 1), np.random.rand(4, 1), np.array([])] for _ in range(2)]
+    for value in lists:
+        recorder.record("l", value)
+    recorder.set("v", np.zeros(3))
+    recorder.set("v", np.ones(3))
+    recorder.close()
+    recorder = Recorder(ZarrDataStore(path))
+    np.testing.assert_array_equal(np.array(recorder.get_all("x")), [10.0, 20.0])
+    for got, want in zip(recorder.get_all("l"), lists, strict=True):
+        for g, w in zip(got, want, strict=True):
+            np.testing.assert_array_equal(g, w)
+    np.testing.assert_array_equal(recorder.get("v"), np.ones(3))
+    recorder.close()
+
+
+# -- layout ---------------------------------------------------------------------------------
+def test_plain_zarr_reads_the_store_without_simrecorder(tmp_path):
+    path = tmp_path / "plain.zarr"
+    with Recorder(ZarrDataStore(path), attrs={"seed": 3}) as rec:
+        for i in range(5):
+            rec.record("train/what", np.full((4, 2), i, dtype=np.int32))
+        rec.record("log", "hello")
+    script = (
+        "import sys, zarr\n"
+        f"g = zarr.open_group({str(path)!r}, mode='r')\n"
+        "assert 'simrecorder' not in sys.modules\n"
+        "a = g['train']['what']\n"
+        "print(a.shape, a.dtype, int(a[4, 0, 0]), g.attrs['seed'], str(g['log'][0]))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip() == "(5, 4, 2) int32 4 3 hello"
+
+
+@pytest.mark.parametrize("compression", list(CompressionType))
+def test_every_codec_round_trips(tmp_path, compression):
+    path = tmp_path / f"{compression.value}.zarr"
+    data = np.random.default_rng(0).random((50, 7))
+    with Recorder(ZarrDataStore(path, compression_type=compression), max_records=16) as rec:
+        for row in data:
+            rec.record("x", row)
+    with ZarrDataStore(path, mode="r") as store:
+        np.testing.assert_array_equal(np.asarray(store.get_all("x")), data)
+
+
+def test_chunks_follow_the_desired_size(tmp_path):
+    with ZarrDataStore(tmp_path / "c.zarr", desired_chunk_size_bytes=4096) as store:
+        store.append("scalars", 1.0)
+        store.append("big", np.zeros(2048))
+        assert store.group["scalars"].chunks == (512,)
+        assert store.group["big"].chunks == (1, 2048)
+
+
+def test_file_count_is_proportional_to_chunks(tmp_path):
+    path = tmp_path / "n.zarr"
+    with Recorder(ZarrDataStore(path, compression_type=CompressionType.NONE)) as rec:
+        for i in range(1_000_000):
+            rec.record("x", float(i))
+    files = [f for _, _, names in os.walk(path) for f in names]
+    assert len(files) <= 4 + 8  # metadata + 8 chunks of 1 MiB
+    size = sum(os.path.getsize(os.path.join(r, f)) for r, _, names in os.walk(path) for f in names)
+    assert size <= 1.1 * 8_000_000
+    with ZarrDataStore(path, mode="r") as store:
+        np.testing.assert_array_equal(np.asarray(store.get_all("x")), np.arange(1e6))
+
+
+@pytest.mark.parametrize("dtype", ["bool", "int8", "uint16", "float16", "float64", "complex64"])
+@pytest.mark.parametrize("start", [0, 3])
+def test_raw_chunk_writes_match_zarr(tmp_path, dtype, start):
+    path = tmp_path / "raw.zarr"
+    rng = np.random.default_rng(1)
+    data = (rng.random((start + 11, 5)) * 100).astype(dtype)
+    sample_bytes = 5 * np.dtype(dtype).itemsize
+    with ZarrDataStore(
+        path, desired_chunk_size_bytes=4 * sample_bytes, compression_type=CompressionType.NONE
+    ) as store:
+        for row in data[:start]:
+            store.append("x", row)
+        rec = Recorder(store, max_records=11, max_seconds=None)
+        for row in data[start:]:
+            rec.record("x", row)
+        rec.flush()
+        assert store.group["x"].chunks == (4, 5)
+    np.testing.assert_array_equal(zarr.open_group(path, mode="r")["x"][...], data)
+
+
+def test_lazy_view(tmp_path):
+    with ZarrDataStore(tmp_path / "v.zarr") as store:
+        store.append("x", np.arange(3.0))
+        view = store.get_all("x")
+        assert isinstance(view, ZarrView) and isinstance(view.array, zarr.Array)
+
+
+# -- modes, formats, errors -----------------------------------------------------------------
+def test_read_only(tmp_path):
+    path = tmp_path / "ro.zarr"
+    with ZarrDataStore(path) as store:
+        store.append("x", 1.0)
+    with ZarrDataStore(path, mode="r") as store:
+        assert len(store.get_all("x")) == 1
+        with pytest.raises(ReadOnlyError):
+            store.append("x", 2.0)
+
+
+def test_mode_w_overwrites_a_zarr_store_only(tmp_path):
+    path = tmp_path / "w.zarr"
+    with ZarrDataStore(path) as store:
+        store.append("x", 1.0)
+    with ZarrDataStore(path, mode="w") as store:
+        assert store.keys() == []
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "thesis.tex").write_text("do not delete")
+    with pytest.raises(StoreFormatError, match="without zarr.json"):
+        ZarrDataStore(precious, mode="w")
+    assert (precious / "thesis.tex").exists()
+
+
+def test_not_a_zarr_store(tmp_path):
+    (tmp_path / "file.zarr").write_text("x")
+    with pytest.raises(StoreFormatError):
+        ZarrDataStore(tmp_path / "file.zarr")
+    (tmp_path / "bad.zip").write_text("not a zip")
+    with pytest.raises(StoreFormatError):
+        ZarrDataStore(tmp_path / "bad.zip", datastore_type=DatastoreType.ZIP)
+
+
+def test_future_format_version_is_refused(tmp_path):
+    path = tmp_path / "f.zarr"
+    zarr.open_group(path, mode="w").attrs["simrecorder_format"] = 99
+    with pytest.raises(StoreFormatError, match="upgrade"):
+        ZarrDataStore(path)
+
+
+def test_lmdb_says_what_to_use_instead(tmp_path):
+    with pytest.raises(NotBuiltYetError, match="DIRECTORY"):
+        ZarrDataStore(tmp_path / "x.mdb", datastore_type=DatastoreType.LMDB)
+
+
+def test_zip_is_a_single_standard_file_after_close(tmp_path):
+    path = tmp_path / "run.zip"
+    with Recorder(ZarrDataStore(path, datastore_type=DatastoreType.ZIP)) as rec:
+        rec.record("a/b", 1.0)
+        assert os.path.isdir(f"{path}.partial")
+    assert not os.path.exists(f"{path}.partial")
+    with zipfile.ZipFile(path) as zf:
+        assert "zarr.json" in zf.namelist() and "a/b/zarr.json" in zf.namelist()
+    with Recorder(ZarrDataStore(path, datastore_type=DatastoreType.ZIP)) as rec:
+        rec.record("a/b", 2.0)  # appending to an existing zip
+    with ZarrDataStore(path, datastore_type=DatastoreType.ZIP, mode="r") as store:
+        np.testing.assert_array_equal(np.asarray(store.get_all("a/b")), [1.0, 2.0])
+
+
+def test_urls(tmp_path):
+    store = open_datastore(tmp_path / "u.zarr")
+    assert isinstance(store, ZarrDataStore) and str(store) == str(tmp_path / "u.zarr")
+    store.close()
+    store = open_datastore(f"zarr://{tmp_path}/plain-dir")
+    assert str(store) == f"zarr://{tmp_path}/plain-dir"
+    store.close()
+    store = open_datastore(tmp_path / "u.zip")
+    assert store.datastore_type == DatastoreType.ZIP
+    store.close()
