@@ -199,7 +199,7 @@ def test_mode_w_overwrites_a_zarr_store_only(tmp_path):
     precious = tmp_path / "precious"
     precious.mkdir()
     (precious / "thesis.tex").write_text("do not delete")
-    with pytest.raises(StoreFormatError, match="without zarr.json"):
+    with pytest.raises(StoreFormatError, match=r"without zarr\.json"):
         ZarrDataStore(precious, mode="w")
     assert (precious / "thesis.tex").exists()
 
