@@ -61,6 +61,8 @@ def scalar_records(backends: list[str], tmp: Path, n: int, repeats: int) -> list
         def teardown(rec: Recorder, holder: dict = holder) -> None:
             holder["read_s"] = median_time(lambda: np.asarray(rec.get_all("loss")), 1)
             rec.close()
+            path = getattr(holder["store"], "path", None)
+            holder["disk"] = _disk_bytes(Path(path)) / (8 * n) if path else None
 
         us = median_time(run, repeats, setup, teardown) / n * 1e6
         rows.append(
@@ -71,12 +73,56 @@ def scalar_records(backends: list[str], tmp: Path, n: int, repeats: int) -> list
                 "vs": "dict-of-lists",
                 "ratio": us / base,
                 "read_all_s": holder["read_s"],
+                "disk_over_payload": holder["disk"],
             }
         )
 
     if "hdf5" in backends:
         rows += _h5py_scalar_baselines(tmp, min(n, 20_000), repeats)
+    if "zarr" in backends:
+        rows += _zarr_scalar_baselines(tmp, repeats)
     return rows
+
+
+def _zarr_scalar_baselines(tmp: Path, repeats: int) -> list[Row]:
+    import zarr
+
+    def run(n: int, block: int) -> None:
+        shutil.rmtree(tmp / "raw.zarr", ignore_errors=True)
+        array = zarr.create_array(
+            tmp / "raw.zarr",
+            shape=(0,),
+            chunks=(131072,),
+            dtype="f8",
+            compressors=None,
+            fill_value=0,
+        )
+        buf: list[float] = []
+        for i in range(n):
+            buf.append(float(i))
+            if len(buf) == block:
+                array.append(np.array(buf))
+                buf = []
+        if buf:
+            array.append(np.array(buf))
+
+    per_sample_n, buffered_n = 500, 200_000
+    return [
+        {
+            "workload": "scalar",
+            "subject": "baseline/zarr Array.append per sample",
+            "us_per_record": median_time(lambda: run(per_sample_n, 1), repeats)
+            / per_sample_n
+            * 1e6,
+            "samples": per_sample_n,
+        },
+        {
+            "workload": "scalar",
+            "subject": "baseline/zarr hand-buffered 1024",
+            "us_per_record": median_time(lambda: run(buffered_n, 1024), repeats) / buffered_n * 1e6,
+            "samples": buffered_n,
+        },
+    ]
 
 
 def _h5py_scalar_baselines(tmp: Path, n: int, repeats: int) -> list[Row]:
@@ -222,9 +268,29 @@ def large_arrays(backends: list[str], tmp: Path, count: int, repeats: int) -> li
         "limit/plain write": lambda: plain_run(False),
         "limit/plain write+fsync": lambda: plain_run(True),
     }
+
+    def zarr_run() -> float:
+        import zarr
+
+        start = time.perf_counter()
+        shape = arrays[0].shape
+        array = zarr.create_array(
+            tmp / "large_raw.zarr",
+            shape=(0, *shape),
+            chunks=(1, *shape),
+            dtype=arrays[0].dtype,
+            compressors=None,
+            fill_value=0,
+        )
+        for a in arrays:
+            array.append(a[np.newaxis])
+        return time.perf_counter() - start
+
     if "hdf5" in backends:
         subjects["baseline/h5py resize+write"] = lambda: h5py_run(False)
         subjects["baseline/h5py write_direct_chunk"] = lambda: h5py_run(True)
+    if "zarr" in backends:
+        subjects["baseline/zarr Array.append"] = zarr_run
     for backend in backends:
         if backend != "memory":
             subjects[f"simrecorder/{backend}"] = lambda backend=backend: recorder_run(backend)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import uuid
@@ -67,33 +68,36 @@ def _compressors(compression: CompressionType) -> Any:
 
 
 class ZarrView(SeriesView):
-    """Lazy view of a dense series stored as a zarr array (``view.array``)."""
+    """Lazy view of a dense series stored as a zarr array (``view.array``).
 
-    def __init__(self, store: ZarrDataStore, array: zarr.Array) -> None:
+    The view follows the series: rows appended later are visible.
+    """
+
+    def __init__(self, store: ZarrDataStore, key: str) -> None:
         self._store = store
-        self._array = array
+        self._key = key
 
     @property
     def array(self) -> zarr.Array:
-        """The underlying ``zarr.Array``."""
-        return self._array
+        """The underlying ``zarr.Array`` (as of now)."""
+        self._store._check_open(self._key)
+        return self._store._array(self._key)
 
     @property
     def shape(self) -> tuple[int, ...]:
         # docstring inherited
-        self._store._check_open()
-        return self._array.shape
+        return self.array.shape
 
     @property
     def dtype(self) -> np.dtype:
         # docstring inherited
-        return self._array.dtype
+        return self.array.dtype
 
     def _read(self, index: Any) -> Any:
         # docstring inherited
-        self._store._check_open()
+        array = self.array
         with _quiet():
-            return self._array[index]
+            return array[index]
 
 
 class ZarrDataStore(DataStore):
@@ -151,6 +155,7 @@ class ZarrDataStore(DataStore):
         self.compression_type = CompressionType(compression_type)
         self.mode = mode
         self._arrays: dict[str, zarr.Array] = {}
+        self._raw: dict[str, _RawChunkWriter] = {}
         self._group: zarr.Group | None = None
         self._store: Any = None
         self._open_group(mode)
@@ -234,6 +239,7 @@ class ZarrDataStore(DataStore):
 
     def _release(self) -> None:
         self._arrays.clear()
+        self._raw.clear()
         self._group = None
         if self._store is not None:
             self._store.close()
@@ -326,63 +332,23 @@ class ZarrDataStore(DataStore):
     def append_block(self, key: str, spec: SeriesSpec, block: Any) -> None:
         # docstring inherited
         self._check_writable(key)
-        array = self._array(key) or self._create(key, spec)
-        count = len(block)
-        if not count:
+        raw = self._raw.get(key)
+        if raw is None:
+            array = self._array(key) or self._create(key, spec)
+            if spec.kind == DENSE and _raw_chunks_ok(self._store, array):
+                raw = self._raw[key] = _RawChunkWriter(self._workdir, key, array)
+        if not len(block):
             return
-        start = array.shape[0]
-        if spec.kind == DENSE:
-            if self._raw_chunks_ok(array):
-                self._append_raw(key, array, start, block)
-                return
-        else:
-            data = np.empty(count, dtype=object)
+        if raw is not None:
+            raw.append(block)
+            self._arrays.pop(key, None)  # the next read opens the array with its new shape
+            return
+        if spec.kind != DENSE:
+            data = np.empty(len(block), dtype=object)
             data[:] = list(block)
             block = data
         with _quiet():
             array.append(block, axis=0)
-
-    def _raw_chunks_ok(self, array: zarr.Array) -> bool:
-        """True when chunks are plain little-endian bytes this store may write itself."""
-        meta = array.metadata
-        return (
-            isinstance(self._store, LocalStore)
-            and len(meta.codecs) == 1
-            and isinstance(meta.codecs[0], zarr.codecs.BytesCodec)
-            and (meta.codecs[0].endian is None or meta.codecs[0].endian.value == "little")
-            and array.dtype.byteorder in ("<", "=", "|")
-            and np.little_endian
-            and array.dtype.kind in "biufc"
-            and array.chunks[1:] == array.shape[1:]
-            and not np.any(meta.fill_value)
-        )
-
-    def _append_raw(self, key: str, array: zarr.Array, start: int, block: np.ndarray) -> None:
-        # Crash order: every chunk file is complete on disk (temp + rename) before the
-        # metadata grows to cover it, so a reader never sees rows that were not written.
-        rows = array.chunks[0]
-        end = start + len(block)
-        base = os.path.join(self._workdir, *key.split("/"))
-        zeros = (0,) * (array.ndim - 1)
-        dtype = array.dtype
-        sample = array.shape[1:]
-        for first in range(start - start % rows, end, rows):
-            lo, hi = max(first, start), min(first + rows, end)
-            path = os.path.join(
-                base, *array.metadata.encode_chunk_key((first // rows, *zeros)).split("/")
-            )
-            if hi - lo == rows:
-                chunk = np.ascontiguousarray(block[lo - start : hi - start], dtype=dtype)
-            else:  # a partial chunk: keep the rows already written in it
-                chunk = np.zeros((rows, *sample), dtype=dtype)
-                if lo > first and os.path.exists(path):
-                    with open(path, "rb") as f:
-                        old = np.frombuffer(f.read(), dtype=dtype)
-                    chunk.reshape(-1)[: old.size] = old
-                chunk[lo - first : hi - first] = block[lo - start : hi - start]
-            _write_atomic(path, chunk)
-        with _quiet():
-            array.resize((end, *sample))
 
     def get_all(self, key: str) -> Any:
         # docstring inherited
@@ -392,7 +358,7 @@ class ZarrDataStore(DataStore):
             raise KeyNotFoundError(f"no series {key!r} in {self!r}")
         kind = array.attrs.get(_KIND_ATTR, DENSE)
         if kind == DENSE:
-            return ZarrView(self, array)
+            return ZarrView(self, key)
         with _quiet():
             items = array[:]
         if kind == STR:
@@ -419,6 +385,7 @@ class ZarrDataStore(DataStore):
             except SchemaError as exc:
                 raise SchemaError(f"key {key!r}: {exc}") from None
         self._arrays.pop(key, None)
+        self._raw.pop(key, None)
         with _quiet():
             array = self._group.create_array(
                 key,
@@ -479,6 +446,70 @@ class ZarrDataStore(DataStore):
         self._group.attrs.update({name: _jsonable(value) for name, value in attrs.items()})
 
 
+def _raw_chunks_ok(store: Any, array: zarr.Array) -> bool:
+    """True when the chunks of ``array`` are plain little-endian bytes in a directory,
+    which :class:`_RawChunkWriter` can write without zarr's codec pipeline."""
+    meta = array.metadata
+    codecs = getattr(meta, "codecs", ())
+    return (
+        isinstance(store, LocalStore)
+        and len(codecs) == 1
+        and isinstance(codecs[0], zarr.codecs.BytesCodec)
+        and (codecs[0].endian is None or codecs[0].endian.value == "little")
+        and np.little_endian
+        and array.dtype.byteorder in ("<", "=", "|")
+        and array.dtype.kind in "biufc"
+        and array.chunks[1:] == array.shape[1:]
+        and not np.any(meta.fill_value)
+    )
+
+
+class _RawChunkWriter:
+    """Appends rows to an uncompressed zarr v3 array by writing its files directly.
+
+    Each chunk file is written to a temporary name and renamed into place, and the
+    array's ``zarr.json`` grows only after every chunk it newly covers is complete,
+    so a reader (or a crash) never sees rows that were not written. zarr's own
+    ``append`` costs ~3 ms per call (resize + async round trips), which caps 8 MiB
+    samples at ~30 % of disk bandwidth; this path reaches plain-write speed.
+    """
+
+    def __init__(self, root: str, key: str, array: zarr.Array) -> None:
+        self.base = os.path.join(root, *key.split("/"))
+        self.rows = array.chunks[0]
+        self.dtype = array.dtype
+        self.sample = array.shape[1:]
+        self.encode_key = array.metadata.encode_chunk_key
+        self.meta_path = os.path.join(self.base, "zarr.json")
+        with open(self.meta_path, "rb") as f:
+            self.meta = json.load(f)
+        self.length = int(self.meta["shape"][0])
+
+    def _chunk_path(self, index: int) -> str:
+        coords = (index, *(0,) * len(self.sample))
+        return os.path.join(self.base, *self.encode_key(coords).split("/"))
+
+    def append(self, block: np.ndarray) -> None:
+        rows, start = self.rows, self.length
+        end = start + len(block)
+        for first in range(start - start % rows, end, rows):
+            lo, hi = max(first, start), min(first + rows, end)
+            path = self._chunk_path(first // rows)
+            if hi - lo == rows:
+                chunk = np.ascontiguousarray(block[lo - start : hi - start], dtype=self.dtype)
+            else:  # a partial chunk keeps the rows already written in it
+                chunk = np.zeros((rows, *self.sample), dtype=self.dtype)
+                if lo > first and os.path.exists(path):
+                    with open(path, "rb") as f:
+                        old = np.frombuffer(f.read(), dtype=self.dtype)
+                    chunk.reshape(-1)[: old.size] = old
+                chunk[lo - first : hi - first] = block[lo - start : hi - start]
+            _write_atomic(path, chunk)
+        self.meta["shape"][0] = end
+        _write_atomic(self.meta_path, json.dumps(self.meta, indent=2).encode())
+        self.length = end
+
+
 def _jsonable(value: Any) -> Any:
     if isinstance(value, np.generic):
         return value.item()
@@ -487,7 +518,7 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def _write_atomic(path: str, data: np.ndarray) -> None:
+def _write_atomic(path: str, data: np.ndarray | bytes) -> None:
     os.makedirs(os.path.dirname(path), exist_ok=True)
     tmp = f"{path}.{uuid.uuid4().hex}.tmp"
     with open(tmp, "wb") as f:
