@@ -111,6 +111,8 @@ class ArrayBuffer(SeriesBuffer):
             check_dense_sample(self.key, spec, value)
         if self.block is None:
             self.block = np.empty((self.capacity, *spec.shape), dtype=spec.dtype)
+        elif self.count == len(self.block):  # only if an earlier flush of it failed
+            self.block = np.concatenate([self.block, np.empty_like(self.block)])
         # the copy into the block is the snapshot: later in-place changes don't leak in
         self.block[self.count] = value
         self.count += 1
@@ -193,6 +195,15 @@ class ListBuffer(SeriesBuffer):
         else:
             check_kind_sample(self.key, self.spec, value)
             item = bytes(value) if kind == BYTES else str(value)
+            if kind == STR and not item.isascii():
+                try:
+                    item.encode("utf-8")
+                except UnicodeEncodeError as exc:
+                    raise SchemaError(
+                        f"key {self.key!r}: a str series holds valid Unicode text; this "
+                        f"sample has an unpaired surrogate ({exc.reason}). Record bytes, or "
+                        "the string inside a list (object series)"
+                    ) from None
             if self.nul_free and "\x00" in item:
                 raise SchemaError(
                     f"key {self.key!r}: a string with a NUL character cannot be stored by "

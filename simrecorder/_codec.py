@@ -78,9 +78,9 @@ def _encode_into(value: Any, out: list[bytes], depth: int) -> None:
     elif cls is int:
         if _INT64_MIN <= value <= _INT64_MAX:
             out.append(b"q" + _I64.pack(value))
-        else:
-            text = str(value).encode()
-            out.append(b"I" + _U32.pack(len(text)) + text)
+        else:  # two's complement bytes: no limit on digits, unlike str(int)
+            data = value.to_bytes((value.bit_length() + 8) // 8, "little", signed=True)
+            out.append(b"I" + _U32.pack(len(data)) + data)
     elif cls is float:
         out.append(b"d" + _F64.pack(value))
     elif cls is complex:
@@ -106,12 +106,13 @@ def _encode_into(value: Any, out: list[bytes], depth: int) -> None:
         if value.dtype.kind == "O":
             _encode_into(value.item(), out, depth + 1)
             return
+        _check_plain_dtype(value.dtype)
         descr = _dtype_descr(value.dtype)
         data = np.asarray(value).tobytes()
         out.append(b"g" + _U32.pack(len(descr)) + descr + _U32.pack(len(data)) + data)
-    elif isinstance(value, (bool, int, float, complex, str, bytes, list, tuple, dict)):
+    elif isinstance(value, (bool, int, float, complex, str, bytes, list, tuple, dict, set)):
         # subclasses (IntEnum, OrderedDict, namedtuple...) are stored as their base type
-        for base in (bool, int, float, complex, str, bytes, list, tuple, dict):
+        for base in (bool, int, float, complex, str, bytes, list, tuple, dict, set, frozenset):
             if isinstance(value, base):
                 _encode_into(base(value), out, depth)
                 return
@@ -123,6 +124,14 @@ def _encode_into(value: Any, out: list[bytes], depth: int) -> None:
         )
 
 
+def _check_plain_dtype(dtype: np.dtype) -> None:
+    if dtype.hasobject:
+        raise SchemaError(
+            f"cannot encode numpy data of dtype {dtype}: structured fields of dtype object "
+            "hold Python objects, not bytes (use a dict of arrays instead)"
+        )
+
+
 def _encode_array(value: np.ndarray, out: list[bytes], depth: int) -> None:
     shape = value.shape
     head = _U32.pack(len(shape)) + b"".join(_I64.pack(n) for n in shape)
@@ -131,6 +140,7 @@ def _encode_array(value: np.ndarray, out: list[bytes], depth: int) -> None:
         for item in value.ravel(order="C"):
             _encode_into(item, out, depth + 1)
         return
+    _check_plain_dtype(value.dtype)
     descr = _dtype_descr(value.dtype)
     data = np.ascontiguousarray(value).tobytes()
     out.append(b"a" + _U32.pack(len(descr)) + descr + head + _I64.pack(len(data)) + data)
@@ -167,13 +177,16 @@ def _dtype_from(descr: bytes) -> np.dtype:
 
 
 def _tuplify(descr: Any) -> Any:
-    # json turns the (name, type[, shape]) tuples of a descr into lists
-    if isinstance(descr, list):
-        return [
-            tuple(_tuplify(x) for x in field) if isinstance(field, list) else field
-            for field in descr
-        ]
-    return descr
+    """Undo what JSON did to a numpy descr: fields ``(name, type[, shape])`` and titled
+    names ``(title, name)`` came back as lists; a nested type is itself a descr list."""
+    if not isinstance(descr, list):
+        return descr
+    fields = []
+    for name, kind, *shape in descr:
+        name = tuple(name) if isinstance(name, list) else name
+        kind = _tuplify(kind) if isinstance(kind, list) else kind
+        fields.append((name, kind, *(tuple(s) for s in shape)))
+    return fields
 
 
 def _decode_at(buf: memoryview, pos: int) -> tuple[Any, int]:
@@ -197,7 +210,7 @@ def _decode_at(buf: memoryview, pos: int) -> tuple[Any, int]:
         raw = buf[pos + 4 : pos + 4 + n].tobytes()
         pos += 4 + n
         if tag == b"I":
-            return int(raw.decode()), pos
+            return int.from_bytes(raw, "little", signed=True), pos
         if tag == b"s":
             return raw.decode("utf-8", "surrogatepass"), pos
         return (raw if tag == b"b" else bytearray(raw)), pos
@@ -224,6 +237,8 @@ def _decode_at(buf: memoryview, pos: int) -> tuple[Any, int]:
         dtype = _dtype_from(buf[pos + 4 : pos + 4 + n].tobytes())
         pos += 4 + n
         (m,) = _U32.unpack_from(buf, pos)
+        if dtype.itemsize == 0:  # np.str_("") and np.bytes_(b""): nothing to read
+            return np.zeros((), dtype=dtype)[()], pos + 4 + m
         arr = np.frombuffer(buf[pos + 4 : pos + 4 + m].tobytes(), dtype=dtype)
         return arr[0], pos + 4 + m
     if tag == b"a":
@@ -233,6 +248,8 @@ def _decode_at(buf: memoryview, pos: int) -> tuple[Any, int]:
         shape, pos = _decode_shape(buf, pos)
         (m,) = _I64.unpack_from(buf, pos)
         pos += 8
+        if dtype.itemsize == 0:
+            return np.zeros(shape, dtype=dtype), pos + m
         # copy: the caller owns the array and may write to it
         arr = np.frombuffer(buf[pos : pos + m], dtype=dtype).reshape(shape).copy()
         return arr, pos + m

@@ -123,6 +123,7 @@ def infer_spec(value: Any) -> SeriesSpec:
         return SeriesSpec(DENSE, value.dtype, value.shape)
     if isinstance(value, str):
         return SeriesSpec(STR)
+
     if isinstance(value, (bytes, bytearray)):
         return SeriesSpec(BYTES)
     return SeriesSpec(OBJECT)
@@ -172,11 +173,17 @@ def check_dense_sample(key: str, spec: SeriesSpec, value: Any) -> None:
             f"key {key!r}: expected {spec.describe()}, got dtype {dtype}, "
             f"which does not cast to {spec.dtype} under numpy's 'same_kind' rule"
         )
-    if isinstance(value, int) and not isinstance(value, bool) and spec.dtype.kind in "iu":
+    if spec.dtype.kind in "iu" and dtype.kind in "iu" and not np.can_cast(dtype, spec.dtype):
+        # same_kind lets int64 into int8 (and uint64 into int64) wrap around: check values
         info = np.iinfo(spec.dtype)
-        if not info.min <= value <= info.max:
+        if isinstance(value, np.ndarray):
+            low, high = (int(value.min()), int(value.max())) if value.size else (0, 0)
+        else:
+            low = high = int(value)
+        if low < info.min or high > info.max:
+            bad = low if low < info.min else high
             raise SchemaError(
-                f"key {key!r}: expected {spec.describe()}, got the integer {value}, "
+                f"key {key!r}: expected {spec.describe()}, got the integer {bad}, "
                 f"out of the range of {spec.dtype}"
             )
 

@@ -8,6 +8,8 @@ import weakref
 from collections.abc import Iterator, Mapping, MutableMapping
 from typing import Any
 
+import numpy as np
+
 from ._buffer import SeriesBuffer, make_buffer
 from ._keys import parent_keys, validate_key
 from ._schema import SeriesSpec, infer_spec, merge_specs
@@ -156,16 +158,38 @@ class Recorder:
         buf = self._buffers.get(key)
         if buf is None:
             buf = self._new_buffer(key, value, self.datastores)
-        if buf.append(value):
+            try:
+                full = buf.append(value)
+            except BaseException:
+                # a rejected first sample must not fix the series' kind
+                del self._buffers[key]
+                self._buffer_groups = {p for k in self._buffers for p in parent_keys(k)}
+                raise
+        else:
+            full = buf.append(value)
+        if full:
             self._on_full(buf)
 
-    def _new_buffer(self, key: str, value: Any, stores: tuple[DataStore, ...]) -> SeriesBuffer:
+    def _check_key_usable(self, key: str, want: str, stores: tuple[DataStore, ...]) -> None:
+        """Raise unless ``key`` can be a ``want`` (series or value) here and in ``stores``.
+
+        Buffered series count too: they may not have reached any store yet.
+        """
         validate_key(key)
         if key in self._buffer_groups:
-            raise KeyConflictError(f"key {key!r} is a group of recorded series, not a series")
+            raise KeyConflictError(f"key {key!r} is a group of recorded series, not a {want}")
+        if want == "value" and key in self._buffers:
+            raise KeyConflictError(f"key {key!r} is a recorded series, cannot set a value there")
         for parent in parent_keys(key):
             if parent in self._buffers:
                 raise KeyConflictError(f"key {key!r}: its parent {parent!r} is a series")
+        for store in stores:
+            if store.closed:
+                continue  # a store that is away is checked when its blocks are written
+            store._check_writable(key)
+            check_key_free(store, key, want)
+
+    def _new_buffer(self, key: str, value: Any, stores: tuple[DataStore, ...]) -> SeriesBuffer:
         spec = self._spec_for(key, value, stores)
         buf = make_buffer(
             key,
@@ -180,13 +204,11 @@ class Recorder:
         return buf
 
     def _spec_for(self, key: str, value: Any, stores: tuple[DataStore, ...]) -> SeriesSpec:
+        self._check_key_usable(key, "series", stores)
         spec = None
         for store in stores:
-            store._check_writable(key)
-            existing = store.series_spec(key)
-            if existing is None:
-                check_key_free(store, key, "series")
-            else:
+            existing = None if store.closed else store.series_spec(key)
+            if existing is not None:
                 merge_specs(key, existing, value)
                 spec = spec or existing
         if spec is None:
@@ -201,8 +223,9 @@ class Recorder:
         shared = self._buffers.get(key)
         if shared is not None:
             merge_specs(key, shared.spec, value)
-            self._flush_buffer(shared)
-        spec = shared.spec if shared is not None else self._spec_for(key, value, (store,))
+            spec = shared.spec
+        else:
+            spec = self._spec_for(key, value, (store,))
         single = make_buffer(
             key,
             spec,
@@ -211,7 +234,9 @@ class Recorder:
             copy_large=True,
             nul_free_str=not store.supports_nul_in_str,
         )
-        single.append(value)
+        single.append(value)  # checks the sample before anything is written
+        if shared is not None:
+            self._flush_buffer(shared)
         self._write(key, spec, single.take(), (store,))
         self._flush_stores()
 
@@ -223,6 +248,8 @@ class Recorder:
             self._flush_stores()
 
     # -- flushing -----------------------------------------------------------------------
+    # A store that fails gets its blocks queued in self._pending (in order); every other
+    # store keeps receiving blocks, and each flush() retries the queue first.
     def _flush_buffer(self, buf: SeriesBuffer) -> None:
         buf.limit = buf.capacity
         block = buf.take()
@@ -234,13 +261,13 @@ class Recorder:
         for store in stores:
             queue = self._pending.get(store)
             if queue:
-                queue.append((key, spec, block))  # keep order behind the failed blocks
+                queue.append((key, spec, _owned(block)))  # keep order behind failed blocks
                 continue
             try:
                 store.append_block(key, spec, block)
                 self._dirty.add(store)
             except Exception as exc:  # noqa: BLE001 - re-raised below, block kept
-                self._pending.setdefault(store, []).append((key, spec, block))
+                self._pending.setdefault(store, []).append((key, spec, _owned(block)))
                 failures.append((store, exc))
         if failures:
             store, exc = failures[0]
@@ -249,7 +276,9 @@ class Recorder:
                 "The block is kept; call flush() to write it again."
             ) from exc
 
-    def _retry_pending(self, only: DataStore | None = None) -> None:
+    def _retry_pending(self, only: DataStore | None = None) -> StoreWriteError | None:
+        """Write kept blocks, store by store; return the first error instead of raising."""
+        error = None
         for store, queue in list(self._pending.items()):
             if only is not None and store is not only:
                 continue
@@ -257,39 +286,52 @@ class Recorder:
                 key, spec, block = queue[0]
                 try:
                     store.append_block(key, spec, block)
-                except Exception as exc:
-                    raise StoreWriteError(
+                except Exception as exc:  # noqa: BLE001 - reported to the caller
+                    error = error or StoreWriteError(
                         f"writing a kept block of key {key!r} to {store!r} failed again: "
                         f"{exc}. {len(queue)} block(s) are kept for the next flush()."
-                    ) from exc
+                    )
+                    error.__cause__ = error.__cause__ or exc
+                    break
                 queue.pop(0)
                 self._dirty.add(store)
-            del self._pending[store]
+            if not queue:
+                del self._pending[store]
+        return error
 
-    def _flush_stores(self) -> None:
+    def _flush_stores(self) -> StoreWriteError | None:
         dirty, self._dirty = self._dirty, set()
+        error = None
         for store in dirty:
-            store.flush()
+            try:
+                store.flush()
+            except Exception as exc:  # noqa: BLE001 - reported to the caller
+                self._dirty.add(store)
+                if error is None:
+                    error = StoreWriteError(f"flushing {store!r} failed: {exc}")
+                    error.__cause__ = exc
+        return error
 
     def flush(self) -> None:
         """Write every buffered sample to every store and flush the stores.
 
+        A failing store does not hold the others back: they receive every block, and
+        the failing store's blocks are kept, in order, for the next ``flush()``.
+
         Raises
         ------
         StoreWriteError
-            A store failed; its blocks are kept for the next ``flush()``.
+            A store failed (the first failure is reported).
         """
         self._check_open()
         self._due = False
-        if self._pending:
-            self._retry_pending()
-        error = None
+        error = self._retry_pending() if self._pending else None
         for buf in list(self._buffers.values()):
             try:
                 self._flush_buffer(buf)
             except StoreWriteError as exc:
                 error = error or exc
-        self._flush_stores()
+        error = error or self._flush_stores()
         if error is not None:
             raise error
 
@@ -311,13 +353,20 @@ class Recorder:
         raise TypeError(f"datastore must be a DataStore or an index, got {datastore!r}")
 
     def _flush_key(self, key: str, store: DataStore) -> None:
-        if self._pending.get(store):
-            self._retry_pending(store)
+        """Write what is buffered under ``key`` before ``store`` is read."""
+        error = self._retry_pending(store) if self._pending.get(store) else None
         prefix = key + "/"
         for buf_key, buf in list(self._buffers.items()):
             if buf_key == key or buf_key.startswith(prefix):
-                self._flush_buffer(buf)
-        self._flush_stores()
+                try:
+                    self._flush_buffer(buf)
+                except StoreWriteError as exc:
+                    # only a failure of the store being read hides data from this read
+                    if self._pending.get(store):
+                        error = error or exc
+        error = error or self._flush_stores()
+        if error is not None and self._pending.get(store):
+            raise error
 
     def get_all(self, key: str, datastore: DataStore | int | None = None) -> Any:
         """Return every sample recorded under ``key``.
@@ -355,13 +404,8 @@ class Recorder:
             ``key`` is a recorded series or a group.
         """
         self._check_open(key)
-        validate_key(key)
-        if key in self._buffers or key in self._buffer_groups:
-            raise KeyConflictError(f"key {key!r} is a recorded series or group, cannot set it")
         stores = self.datastores if datastore is None else (self._resolve(datastore),)
-        for store in stores:
-            store._check_writable(key)
-            check_key_free(store, key, "value")
+        self._check_key_usable(key, "value", stores)
         for store in stores:
             store.set(key, value)
 
@@ -399,19 +443,28 @@ class Recorder:
             raise StoreClosedError(f"the Recorder is closed{where}")
 
     def close(self) -> None:
-        """Flush everything and close every store. Closing twice is a no-op."""
+        """Flush everything and close every store. Closing twice is a no-op.
+
+        If a store fails, every other store has still received everything, and
+        ``close()`` raises :class:`StoreWriteError` and leaves the recorder open, so
+        that ``close()`` (or ``flush()``) can be called again once the store is back.
+        """
         if self._closed:
             return
-        try:
-            self.flush()
-        finally:
-            if self._timer is not None:
-                self._timer.stop()
-            self._closed = True
-            self._buffers = {}  # makes the hot path fall through to the closed check
-            _open_recorders.discard(self)
-            for store in self.datastores:
+        self.flush()
+        if self._timer is not None:
+            self._timer.stop()
+        self._closed = True
+        self._buffers = {}  # makes the hot path fall through to the closed check
+        _open_recorders.discard(self)
+        error = None
+        for store in self.datastores:
+            try:
                 store.close()
+            except Exception as exc:  # noqa: BLE001 - close the others, then report
+                error = error or exc
+        if error is not None:
+            raise error
 
     def __enter__(self) -> Recorder:
         return self
@@ -422,6 +475,14 @@ class Recorder:
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"{len(self._buffers)} series"
         return f"Recorder({', '.join(map(repr, self.datastores))}) <{state}>"
+
+
+def _owned(block: Any) -> Any:
+    """``block``, copied if it is a view of a caller's array (large samples are passed
+    through without a copy, which is only safe while they are written at once)."""
+    if isinstance(block, np.ndarray) and block.base is not None:
+        return block.copy()
+    return block
 
 
 class RecorderAttrs(MutableMapping):

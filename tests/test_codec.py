@@ -114,3 +114,34 @@ json_like = st.recursive(
 @given(json_like)
 def test_round_trip_property(value):
     assert decode(encode(value)) == value
+
+
+# -- found in review: each of these was encoded but could not be decoded ----------------------
+@pytest.mark.parametrize(
+    "value",
+    [
+        np.str_(""),
+        np.bytes_(b""),
+        np.array(["", ""]),
+        np.zeros(2, dtype=np.dtype([(("Title A", "a"), "<i4"), ("b", "<f8")])),
+        np.zeros(2, dtype=[("outer", [("inner", "<i2", (2,))])]),
+        10**5000,
+        -(10**5000),
+    ],
+    ids=["str_", "bytes_", "U0-array", "titled", "nested", "huge-int", "huge-negative"],
+)
+def test_round_trip_of_reviewed_edge_cases(value):
+    got = decode(encode(value))
+    if isinstance(value, np.ndarray):
+        assert got.dtype == value.dtype and got.shape == value.shape
+        np.testing.assert_array_equal(got, value)
+    else:
+        assert got == value and type(got) is type(value)
+
+
+def test_object_fields_are_refused():
+    value = np.zeros(2, dtype=[("a", "<i4"), ("o", "O")])
+    with pytest.raises(SchemaError, match="object"):
+        encode(value)
+    with pytest.raises(SchemaError):
+        encode(value[0])

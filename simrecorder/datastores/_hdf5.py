@@ -22,7 +22,7 @@ from ..errors import (
     StoreLockedError,
 )
 from ._view import SeriesView
-from .base import DataStore, NodeType
+from .base import DataStore, NodeType, check_key_free
 
 __all__ = ["HDF5DataStore", "HDFView"]
 
@@ -33,6 +33,9 @@ CHUNK_TARGET_BYTES = 256 << 10
 _KIND_ATTR = "simrecorder_kind"
 _VALUE_ATTR = "simrecorder_value"
 _FORMAT_ATTR = "simrecorder_format"
+_PYTYPE_ATTR = "simrecorder_pytype"
+_PY_SCALARS = (bool, int, float, complex)
+_PY_SCALARS_BY_NAME = {cls.__name__: cls for cls in _PY_SCALARS}
 _SUFFIXES = (".h5", ".hdf5", ".he5", ".hdf")
 _BYTES_DTYPE = h5py.vlen_dtype(np.uint8)
 _STR_DTYPE = h5py.string_dtype("utf-8")
@@ -238,12 +241,14 @@ class HDF5DataStore(DataStore):
     def _create(self, key: str, spec: SeriesSpec) -> h5py.Dataset:
         if spec.kind == DENSE:
             rows = chunk_rows(spec.sample_nbytes)
+            # HDF5 chunks need positive sizes: a zero-length axis gets chunk size 1
+            chunk_dims = tuple(max(1, n) for n in spec.shape)
             ds = self._file.create_dataset(
                 key,
                 shape=(0, *spec.shape),
-                maxshape=(None, *spec.shape),
+                maxshape=(None, *(n if n else None for n in spec.shape)),
                 dtype=spec.dtype,
-                chunks=(rows, *spec.shape),
+                chunks=(rows, *chunk_dims),
                 compression=self.compression,
                 compression_opts=self.compression_opts,
             )
@@ -270,7 +275,7 @@ class HDF5DataStore(DataStore):
         if not count:
             return
         if spec.kind in (BYTES, OBJECT):
-            data = np.empty(count, dtype=object)
+            data = np.empty(count, dtype=_BYTES_DTYPE)
             for i, item in enumerate(block):  # item by item: numpy would broadcast
                 data[i] = np.frombuffer(item, dtype=np.uint8)
             block = data
@@ -278,12 +283,17 @@ class HDF5DataStore(DataStore):
             block = np.array(block, dtype=object)
         start = ds.shape[0]
         ds.resize(start + count, axis=0)
-        if spec.kind == DENSE:
-            self._write_dense(ds, start, block)
-        elif count == 1:
-            ds[start] = block[0]  # h5py cannot write a 1-element vlen selection as an array
-        else:
-            ds[start:] = block
+        try:
+            if spec.kind == DENSE:
+                self._write_dense(ds, start, block)
+            elif spec.kind == STR:
+                ds[start:] = block
+            else:
+                # h5py's __setitem__ reads equal-length vlen items as a 2-D array
+                ds.write_direct(block, dest_sel=np.s_[start : start + count])
+        except BaseException:
+            ds.resize(start, axis=0)  # a failed block leaves no rows behind
+            raise
 
     def _write_dense(self, ds: h5py.Dataset, start: int, block: np.ndarray) -> None:
         """Write rows ``start:`` of ``ds``; whole chunks go straight to the file.
@@ -337,6 +347,7 @@ class HDF5DataStore(DataStore):
         # docstring inherited
         validate_key(key)
         self._check_writable(key)
+        check_key_free(self, key, "value")
         kind = infer_spec(value).kind
         if kind == DENSE:
             data, dtype = np.asarray(value), None
@@ -353,15 +364,19 @@ class HDF5DataStore(DataStore):
                 raise SchemaError(f"key {key!r}: {exc}") from None
         if key in self._file:
             del self._file[key]
+        self._datasets.pop(key, None)
         ds = self._file.create_dataset(key, data=data, dtype=dtype)
         ds.attrs[_VALUE_ATTR] = kind
+        if type(value) in _PY_SCALARS:
+            ds.attrs[_PYTYPE_ATTR] = type(value).__name__
 
     def _get_value(self, key: str) -> Any:
         # docstring inherited
         ds = self._file[key]
         kind = ds.attrs[_VALUE_ATTR]
         if kind == DENSE:
-            return ds[()]
+            pytype = ds.attrs.get(_PYTYPE_ATTR)
+            return _PY_SCALARS_BY_NAME[pytype](ds[()].item()) if pytype else ds[()]
         if kind == STR and ds.dtype.kind != "u":
             return ds.asstr()[()]
         raw = ds[()].tobytes()

@@ -12,7 +12,7 @@ from .. import _codec
 from .._keys import parent_keys, validate_key
 from .._schema import DENSE, OBJECT, SeriesSpec
 from ..errors import KeyNotFoundError
-from .base import DataStore, NodeType
+from .base import DataStore, NodeType, check_key_free
 
 __all__ = ["InMemoryDataStore"]
 
@@ -133,6 +133,7 @@ class InMemoryDataStore(DataStore):
         # docstring inherited
         validate_key(key)
         self._check_writable(key)
+        check_key_free(self, key, "value")
         if key not in self._values:
             self._add_node(key)
         self._values[key] = copy.deepcopy(value)

@@ -52,7 +52,23 @@ class SeriesView(ABC):
         return self.shape[0]
 
     def __getitem__(self, index: Any) -> Any:
-        return self._read(index)
+        if _is_basic(index):
+            return self._read(index)
+        return self._read_general(index)
+
+    def _read_general(self, index: Any) -> Any:
+        """Indexing the backends lack (negative steps, lists, masks), done in numpy on
+        the smallest run of rows that covers the request."""
+        parts = index if isinstance(index, tuple) else (index,)
+        first, rest = (parts[0], parts[1:]) if parts else (slice(None), ())
+        rows = np.arange(len(self))[first]
+        if np.ndim(rows) == 0:  # an int first index with fancy indexing after it
+            return np.asarray(self._read(int(rows)))[rest]
+        if rows.size == 0:
+            return np.asarray(self._read(slice(0, 0)))[(slice(None), *rest)]
+        low, high = int(rows.min()), int(rows.max()) + 1
+        data = np.asarray(self._read(slice(low, high)))
+        return data[(rows - low, *rest)]
 
     def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
         data = np.asarray(self._read(slice(None)))
@@ -73,3 +89,15 @@ class SeriesView(ABC):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} shape={self.shape} dtype={self.dtype}>"
+
+
+def _is_basic(index: Any) -> bool:
+    """True for indices every backend reads directly: ints and forward slices."""
+    parts = index if isinstance(index, tuple) else (index,)
+    for part in parts:
+        if isinstance(part, slice):
+            if part.step is not None and part.step < 1:
+                return False
+        elif not (part is Ellipsis or isinstance(part, (int, np.integer))):
+            return False
+    return True

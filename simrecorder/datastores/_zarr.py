@@ -30,7 +30,7 @@ from ..errors import (
 )
 from ..options import CompressionType, DatastoreType
 from ._view import SeriesView
-from .base import DataStore, NodeType
+from .base import DataStore, NodeType, check_key_free
 
 __all__ = ["ZarrDataStore", "ZarrView"]
 
@@ -39,6 +39,9 @@ FORMAT_VERSION = 1
 _KIND_ATTR = "simrecorder_kind"
 _VALUE_ATTR = "simrecorder_value"
 _FORMAT_ATTR = "simrecorder_format"
+_PYTYPE_ATTR = "simrecorder_pytype"
+_PY_SCALARS = (bool, int, float, complex)
+_PY_SCALARS_BY_NAME = {cls.__name__: cls for cls in _PY_SCALARS}
 _VLEN_CHUNK_ROWS = 1024
 
 
@@ -310,7 +313,7 @@ class ZarrDataStore(DataStore):
                 array = self._group.create_array(
                     key,
                     shape=(0, *spec.shape),
-                    chunks=(rows, *spec.shape),
+                    chunks=(rows, *(max(1, n) for n in spec.shape)),  # chunks must be > 0
                     dtype=spec.dtype,
                     fill_value=0,
                     compressors=_compressors(self.compression_type),
@@ -372,6 +375,7 @@ class ZarrDataStore(DataStore):
         # docstring inherited
         validate_key(key)
         self._check_writable(key)
+        check_key_free(self, key, "value")
         kind = infer_spec(value).kind
         if kind == DENSE:
             data = np.asarray(value)
@@ -386,6 +390,7 @@ class ZarrDataStore(DataStore):
                 raise SchemaError(f"key {key!r}: {exc}") from None
         self._arrays.pop(key, None)
         self._raw.pop(key, None)
+        pytype = {_PYTYPE_ATTR: type(value).__name__} if type(value) in _PY_SCALARS else {}
         with _quiet():
             array = self._group.create_array(
                 key,
@@ -395,7 +400,7 @@ class ZarrDataStore(DataStore):
                 compressors=None,
                 fill_value=0,
                 overwrite=True,
-                attributes={_VALUE_ATTR: kind},
+                attributes={_VALUE_ATTR: kind, **pytype},
             )
             if data.size:
                 array[...] = data
@@ -407,6 +412,9 @@ class ZarrDataStore(DataStore):
             kind = array.attrs[_VALUE_ATTR]
             data = array[...]
         if kind == DENSE:
+            pytype = array.attrs.get(_PYTYPE_ATTR)
+            if pytype:
+                return _PY_SCALARS_BY_NAME[pytype](data[()].item())
             return data[()] if data.ndim == 0 else data
         raw = np.asarray(data, dtype=np.uint8).tobytes()
         if kind == STR:

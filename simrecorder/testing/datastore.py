@@ -360,3 +360,48 @@ class DataStoreTests:
         np.testing.assert_array_equal(view[-1], data[-1])
         np.testing.assert_array_equal(np.asarray(view), data)
         np.testing.assert_array_equal(np.array([row for row in view]), data)
+
+    # -- edge cases found in review -------------------------------------------------------
+    def test_equal_length_variable_items(self, store: DataStore) -> None:
+        self.append_many(store, "o", [[], [], [1], [2]], block=2)
+        self.append_many(store, "b", [b"ab", b"cd", b"ef"], block=3)
+        assert store.get_all("o") == [[], [], [1], [2]]
+        assert store.get_all("b") == [b"ab", b"cd", b"ef"]
+
+    def test_zero_size_samples(self, store: DataStore) -> None:
+        self.append_many(store, "e", [np.zeros(0), np.zeros(0)])
+        self.append_many(store, "m", [np.zeros((2, 0), dtype=np.int8)])
+        assert np.asarray(store.get_all("e")).shape == (2, 0)
+        assert np.asarray(store.get_all("m")).shape == (1, 2, 0)
+
+    def test_set_over_a_series_or_group_is_refused(self, store: DataStore) -> None:
+        self.append_many(store, "x", [1.0])
+        self.append_many(store, "g/a", [1.0])
+        for key in ("x", "g", "x/y"):
+            with pytest.raises(KeyConflictError):
+                store.set(key, 5)
+        assert store.node_type("x") == "series" and store.node_type("g") == "group"
+        np.testing.assert_array_equal(np.asarray(store.get_all("x")), [1.0])
+
+    @pytest.mark.parametrize(
+        "value", [1, 2.5, True, 1 + 2j], ids=["int", "float", "bool", "complex"]
+    )
+    def test_python_scalars_keep_their_type(self, store: DataStore, value: Any) -> None:
+        store.set("v", value)
+        got = store.get("v")
+        assert got == value and type(got) is type(value)
+
+    def test_view_indexing_like_numpy(self, store: DataStore) -> None:
+        data = np.arange(20.0).reshape(10, 2)
+        self.append_many(store, "v", list(data))
+        view = store.get_all("v")
+        for index in (
+            slice(None, None, -1),
+            slice(8, 2, -2),
+            [3, 1, 3],
+            np.array([0, 9]),
+            (slice(None), 1),
+            -1,
+            (slice(1, 4), slice(None, None, -1)),
+        ):
+            np.testing.assert_array_equal(view[index], data[index])
