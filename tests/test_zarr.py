@@ -249,3 +249,18 @@ def test_urls(tmp_path):
     store = open_datastore(tmp_path / "u.zip")
     assert store.datastore_type == DatastoreType.ZIP
     store.close()
+
+
+@pytest.mark.parametrize("compression", [CompressionType.NONE, CompressionType.BLOSC])
+def test_metadata_is_current_after_every_flush(tmp_path, compression):
+    path = tmp_path / "live.zarr"
+    rec = Recorder(ZarrDataStore(path, compression_type=compression), max_seconds=None)
+    for step in range(1, 4):
+        for _ in range(10):
+            rec.record("x", 1.5)
+        rec.record("arr", np.full(3, step))
+        rec.flush()
+        fresh = zarr.open_group(path, mode="r")  # what another reader sees, mid-run
+        assert fresh["x"].shape == (10 * step,) and fresh["arr"].shape == (step, 3)
+        np.testing.assert_array_equal(fresh["arr"][-1], np.full(3, step))
+    rec.close()
