@@ -76,7 +76,11 @@ def main(argv: list[str] | None = None) -> int:
             (
                 "8 MiB arrays",
                 lambda: workloads.large_arrays(
-                    backends, tmp, count=20 if quick else 100, repeats=repeats
+                    backends,
+                    tmp,
+                    count=20 if quick else 100,
+                    repeats=repeats,
+                    settle=0.5 if quick else 2.0,
                 ),
             ),
         ]:

@@ -216,7 +216,9 @@ def _plain_write(path: Path, arrays: list[np.ndarray], fsync: bool) -> None:
             os.fsync(f.fileno())
 
 
-def large_arrays(backends: list[str], tmp: Path, count: int, repeats: int) -> list[Row]:
+def large_arrays(
+    backends: list[str], tmp: Path, count: int, repeats: int, settle: float = 2.0
+) -> list[Row]:
     """``count`` samples of 8 MiB each (float64 1024x1024); MB/s against plain writes.
 
     The subjects take turns within each repeat, each starting after ``os.sync()`` with
@@ -301,6 +303,9 @@ def large_arrays(backends: list[str], tmp: Path, count: int, repeats: int) -> li
             for leftover in tmp.glob("large*"):
                 shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
             os.sync()
+            # the disk is mounted with 'discard': freeing the last run's files trims
+            # blocks in the background and would slow whichever run comes next
+            time.sleep(settle)
             times[name].append(run())
     copy = payload / median_time(lambda: [a.copy() for a in arrays], repeats) / 1e6
     rows: list[Row] = [
