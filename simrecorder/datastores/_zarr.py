@@ -43,6 +43,9 @@ _PYTYPE_ATTR = "simrecorder_pytype"
 _PY_SCALARS = (bool, int, float, complex)
 _PY_SCALARS_BY_NAME = {cls.__name__: cls for cls in _PY_SCALARS}
 _VLEN_CHUNK_ROWS = 1024
+#: zarr v3's default chunk key encoding with "." as separator: chunk files sit side by
+#: side in the array's directory (c.0.0), with no directory to create per chunk
+_CHUNK_KEYS = {"name": "default", "separator": "."}
 
 
 @contextlib.contextmanager
@@ -314,6 +317,7 @@ class ZarrDataStore(DataStore):
                     key,
                     shape=(0, *spec.shape),
                     chunks=(rows, *(max(1, n) for n in spec.shape)),  # chunks must be > 0
+                    chunk_key_encoding=_CHUNK_KEYS,
                     dtype=spec.dtype,
                     fill_value=0,
                     compressors=_compressors(self.compression_type),
