@@ -15,6 +15,7 @@ from typing import Any
 from ._version import __version__
 from .datastores import DataStore, InMemoryDataStore, SeriesView, open_datastore
 from .errors import (
+    AuthenticationFailedError,
     InvalidKeyError,
     KeyConflictError,
     KeyNotFoundError,
@@ -22,8 +23,10 @@ from .errors import (
     NotBuiltYetError,
     ReadOnlyError,
     SchemaError,
+    ServerStartError,
     SimRecorderError,
     StoreClosedError,
+    StoreConnectionError,
     StoreFormatError,
     StoreLockedError,
     StoreWriteError,
@@ -33,6 +36,11 @@ from .options import CompressionType, DatastoreType, Serialization
 from .recorder import Recorder
 
 __all__ = [
+    "AuthenticationFailedError",
+    "RedisClusterDataStore",
+    "RedisClusterServer",
+    "ServerStartError",
+    "StoreConnectionError",
     "CompressionType",
     "DataStore",
     "DatastoreType",

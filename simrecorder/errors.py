@@ -9,6 +9,9 @@ a schema mismatch, ``KeyError`` for a missing key, ...), the way zarr's
 from __future__ import annotations
 
 __all__ = [
+    "AuthenticationFailedError",
+    "ServerStartError",
+    "StoreConnectionError",
     "InvalidKeyError",
     "KeyConflictError",
     "KeyNotFoundError",
@@ -73,6 +76,18 @@ class StoreWriteError(SimRecorderError, OSError):
 
 class ValueTooLargeError(SimRecorderError, ValueError):
     """A value exceeds what the backend can store in one piece."""
+
+
+class StoreConnectionError(SimRecorderError, ConnectionError):
+    """A store's server cannot be reached (the message names host:port)."""
+
+
+class AuthenticationFailedError(SimRecorderError, PermissionError):
+    """A server refused the credentials (missing or wrong password / ACL user)."""
+
+
+class ServerStartError(SimRecorderError, OSError):
+    """A server process could not be started (not installed, port taken, crashed)."""
 
 
 class MissingDependencyError(SimRecorderError, ImportError):

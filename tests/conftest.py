@@ -1,12 +1,21 @@
-"""Shared fixtures."""
+"""Shared fixtures: real redis-server processes on free loopback ports."""
 
 from __future__ import annotations
 
 import os
+import shutil
+import uuid
 
 import numpy as np
 import pytest
 from hypothesis import settings
+
+from simrecorder import RedisClusterServer, RedisServer
+
+# CI runs are reproducible (a fixed example sequence); local runs explore new examples.
+settings.register_profile("ci", derandomize=True, deadline=None)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 
 @pytest.fixture
@@ -14,7 +23,36 @@ def rng() -> np.random.Generator:
     return np.random.default_rng(12345)
 
 
-# CI runs are reproducible (a fixed example sequence); local runs explore new examples.
-settings.register_profile("ci", derandomize=True, deadline=None)
-if os.environ.get("CI"):
-    settings.load_profile("ci")
+def _require_redis() -> None:
+    # A missing server fails the run: the Redis suite must never pass by being skipped.
+    if shutil.which("redis-server") is None:
+        pytest.fail(
+            "redis-server is not installed: run ./scripts/test (it installs it as root) "
+            "or `apt-get install redis-server`"
+        )
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    """One real redis-server for the session, on a free port, data in a temp dir."""
+    _require_redis()
+    server = RedisServer(tmp_path_factory.mktemp("redis"), redis_port="random")
+    server.start()
+    yield server
+    server.stop(save=False)
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory):
+    """A real 3-node Redis Cluster for the session."""
+    _require_redis()
+    cluster = RedisClusterServer(tmp_path_factory.mktemp("redis-cluster"), nodes=3)
+    cluster.start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def redis_prefix() -> str:
+    """A fresh key namespace, so tests sharing a server never see each other's data."""
+    return f"test-{uuid.uuid4().hex[:12]}"

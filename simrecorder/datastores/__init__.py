@@ -22,6 +22,7 @@ __all__ = [
     "RedisClusterDataStore",
     "RedisDataStore",
     "RedisServer",
+    "RedisClusterServer",
     "SeriesView",
     "ZarrDataStore",
     "open_datastore",
@@ -35,6 +36,7 @@ _LAZY = {
     "RedisDataStore": "_redis",
     "RedisClusterDataStore": "_redis",
     "RedisServer": "_redis_server",
+    "RedisClusterServer": "_redis_server",
 }
 
 
