@@ -22,7 +22,8 @@ def read_native(client, prefix, key):
     """Read a dense series with plain redis-py + numpy (no simrecorder)."""
     meta = client.hgetall(f"sr:{{{prefix}/{key}}}:m")
     shape = tuple(int(n) for n in meta[b"shape"].decode().strip("[]").split(",") if n.strip())
-    data = b"".join(client.lrange(f"sr:{{{prefix}/{key}}}:b", 0, -1))
+    names = client.lrange(f"sr:{{{prefix}/{key}}}:b", 0, -1)
+    data = b"".join(client.mget(names))
     return np.frombuffer(data, dtype=meta[b"dtype"].decode()).reshape(-1, *shape)
 
 
@@ -71,7 +72,7 @@ def test_blocks_are_split_into_pieces(redis_server, redis_prefix):
     np.testing.assert_array_equal(np.asarray(store.get_all("big")), [big, big + 1])
     np.testing.assert_array_equal(store.get_all("big")[1, 10:20], big[10:20] + 1)
     assert store.get("value") == {"blob": b"x" * 5000}
-    assert not client.keys(f"sr:{{{redis_prefix}/big}}:t:*")  # staging lists are gone
+    assert len(client.keys(f"sr:{{{redis_prefix}/big}}:p:*")) == 16
     store.close()
 
 
@@ -110,7 +111,111 @@ def test_url_round_trip(redis_server, redis_prefix):
 
 
 def test_unreachable_server_names_host_and_port():
-    with pytest.raises(StoreConnectionError, match="127.0.0.1:1") as info:
+    with pytest.raises(StoreConnectionError, match=r"127\.0\.0\.1:1\b") as info:
         RedisDataStore("127.0.0.1", 1)
     assert isinstance(info.value, ConnectionError)
     assert "redis-server" in str(info.value)
+
+
+# -- SimRecorder's Redis usage, unmodified (default port 6379, default prefix) --------------
+def test_simrecorder_redis_usage(tmp_path):
+    from simrecorder import Recorder, RedisServer
+
+    arrays = np.random.rand(10, 10, 5, 2, 6)
+    data_dir = str(tmp_path / "redis-data")
+    with RedisServer(data_directory=data_dir):
+        recorder = Recorder(RedisDataStore(server_host="localhost", data_directory=data_dir))
+        for i in range(10):
+            recorder.record("train/what", arrays[i])
+        recorder.set("train/value", arrays[1])
+        recorder.set("train/value", arrays[0])
+        recorder.close()
+    with RedisServer(data_directory=data_dir):  # a new server process on the same directory
+        recorder = Recorder(RedisDataStore(server_host="localhost", data_directory=data_dir))
+        assert (np.array(recorder.get_all("train/what")) == arrays).all()
+        assert (np.array(recorder.get("train/value")) == arrays[0]).all()
+        recorder.close()
+
+
+# -- failures ---------------------------------------------------------------------------------
+def test_server_killed_mid_run_then_back(tmp_path):
+    from simrecorder import Recorder, RedisServer, StoreWriteError
+    from simrecorder.datastores._redis_server import free_port
+
+    port = free_port()
+    server = RedisServer(tmp_path / "data", redis_port=port).start()
+    store = RedisDataStore("127.0.0.1", port, prefix="run", socket_timeout=2)
+    rec = Recorder(store, max_records=100, max_seconds=None)
+    for i in range(250):
+        rec.record("x", float(i))
+    rec.flush()
+    server.kill()  # SIGKILL: the AOF holds what was written
+    for i in range(250, 400):
+        try:
+            rec.record("x", float(i))
+        except StoreWriteError as exc:
+            assert f"127.0.0.1:{port}" in str(exc) and "redis-server" in str(exc)
+    with pytest.raises(StoreWriteError, match=f"127.0.0.1:{port}"):
+        rec.flush()
+    server = RedisServer(tmp_path / "data", redis_port=port).start()
+    rec.flush()  # the kept blocks go out now, each exactly once
+    np.testing.assert_array_equal(np.asarray(rec.get_all("x")), np.arange(400.0))
+    rec.close()
+    server.stop()
+
+
+def test_password_is_required_and_checked(tmp_path):
+    from simrecorder import RedisServer
+
+    with RedisServer(tmp_path / "auth", redis_port="random", password="s3cret") as server:
+        with pytest.raises(AuthenticationFailedError, match="password"):
+            RedisDataStore("127.0.0.1", server.port)
+        with pytest.raises(AuthenticationFailedError) as info:
+            RedisDataStore("127.0.0.1", server.port, password="wrong")
+        assert isinstance(info.value, PermissionError)
+        store = RedisDataStore("127.0.0.1", server.port, password="s3cret")
+        store.append("x", 1.0)
+        assert len(store.get_all("x")) == 1
+        store.close()
+
+
+def test_server_errors_are_clear(tmp_path, redis_server):
+    from simrecorder import RedisServer, ServerStartError
+
+    with pytest.raises(ServerStartError, match="in use"):
+        RedisServer(tmp_path / "x", redis_port=redis_server.port).start()
+    with pytest.raises(ServerStartError, match="not installed"):
+        RedisServer(tmp_path / "y", redis_port="random", executable="no-such-redis").start()
+
+
+def test_second_server_on_a_directory_serves_the_earlier_data(tmp_path):
+    from simrecorder import RedisServer
+
+    with RedisServer(tmp_path / "d", redis_port="random") as server:
+        store = RedisDataStore("127.0.0.1", server.port, prefix="p")
+        store.set("v", [1, 2, 3])
+        store.close()
+    with RedisServer(tmp_path / "d", redis_port="random") as server:
+        assert server.port is not None
+        store = RedisDataStore("127.0.0.1", server.port, prefix="p")
+        assert store.get("v") == [1, 2, 3]
+        store.close()
+
+
+def test_config_file_and_acl_user(tmp_path):
+    from simrecorder import RedisServer
+
+    config = tmp_path / "redis.conf"
+    config.write_text("hz 17\n")
+    with RedisServer(tmp_path / "c", redis_port="random", config_file_path=config) as server:
+        client = redis.Redis(port=server.port)
+        assert client.config_get("hz") == {"hz": "17"}
+        client.acl_setuser("alice", enabled=True, passwords=["+wonderland"], keys=["*"],
+                           commands=["+@all"])  # fmt: skip
+        store = RedisDataStore("127.0.0.1", server.port, username="alice", password="wonderland")
+        store.append("x", 1.0)
+        assert store.url.startswith("redis://alice@127.0.0.1:")
+        store.close()
+        with pytest.raises(AuthenticationFailedError):
+            RedisDataStore("127.0.0.1", server.port, username="alice", password="nope")
+        client.close()

@@ -7,12 +7,13 @@ import datetime as dt
 import json
 import os
 import platform
+import shutil
 import sys
 import tempfile
 from pathlib import Path
 
 from . import workloads
-from .backends import BACKENDS
+from .backends import BACKENDS, Servers
 
 
 def _format_rows(rows: list[dict]) -> str:
@@ -38,6 +39,36 @@ def _format_rows(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _run_all(backends: list[str], tmp: Path, quick: bool, repeats: int, n_scalar: int) -> list:
+    rows: list = []
+    for name, run in [
+        ("scalar", lambda: workloads.scalar_records(backends, tmp, n_scalar, repeats)),
+        (
+            "append flatness",
+            lambda: workloads.append_flatness(
+                [b for b in backends if b != "memory"],
+                tmp,
+                prefill=1_000_000,
+                n=100_000 if quick else 300_000,
+                repeats=repeats,
+            ),
+        ),
+        (
+            "8 MiB arrays",
+            lambda: workloads.large_arrays(
+                backends,
+                tmp,
+                count=20 if quick else 100,
+                repeats=repeats,
+                settle=0.5 if quick else 2.0,
+            ),
+        ),
+    ]:
+        print(f"running {name} ...", file=sys.stderr, flush=True)
+        rows += run()
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmarks and print a table (and write JSON when asked)."""
     parser = argparse.ArgumentParser(prog="python -m time_benchmarks", description=__doc__)
@@ -58,34 +89,16 @@ def main(argv: list[str] | None = None) -> int:
     quick = args.quick
     repeats = 3 if quick else 5
     n_scalar = 200_000 if quick else 1_000_000
+    if any(b.startswith("redis") for b in backends) and not shutil.which("redis-server"):
+        print("redis-server is not installed: leaving out the Redis backends", file=sys.stderr)
+        backends = [b for b in backends if not b.startswith("redis")]
     with tempfile.TemporaryDirectory(dir=args.tmp) as tmp_name:
         tmp = Path(tmp_name)
-        rows = []
-        for name, run in [
-            ("scalar", lambda: workloads.scalar_records(backends, tmp, n_scalar, repeats)),
-            (
-                "append flatness",
-                lambda: workloads.append_flatness(
-                    [b for b in backends if b != "memory"],
-                    tmp,
-                    prefill=1_000_000,
-                    n=100_000 if quick else 300_000,
-                    repeats=repeats,
-                ),
-            ),
-            (
-                "8 MiB arrays",
-                lambda: workloads.large_arrays(
-                    backends,
-                    tmp,
-                    count=20 if quick else 100,
-                    repeats=repeats,
-                    settle=0.5 if quick else 2.0,
-                ),
-            ),
-        ]:
-            print(f"running {name} ...", file=sys.stderr, flush=True)
-            rows += run()
+        Servers.start(backends, tmp)
+        try:
+            rows = _run_all(backends, tmp, quick, repeats, n_scalar)
+        finally:
+            Servers.stop()
     meta = {
         "date": dt.datetime.now().isoformat(timespec="seconds"),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",

@@ -1,14 +1,48 @@
-"""How the harness creates each backend's store in a scratch directory."""
+"""How the harness creates each backend's store (and its servers) in a scratch dir."""
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from simrecorder import CompressionType, HDF5DataStore, InMemoryDataStore
 from simrecorder.datastores import DataStore
 
-__all__ = ["BACKENDS", "make_store"]
+__all__ = ["BACKENDS", "Servers", "make_store", "reset"]
+
+
+class Servers:
+    """The Redis server and cluster the Redis backends talk to, started on demand."""
+
+    server: Any = None
+    cluster: Any = None
+
+    @classmethod
+    def start(cls, backends: list[str], tmp: Path) -> None:
+        from simrecorder import RedisClusterServer, RedisServer
+
+        if "redis" in backends and cls.server is None:
+            cls.server = RedisServer(tmp / "redis-server", redis_port="random").start()
+        if "redis-cluster" in backends and cls.cluster is None:
+            cls.cluster = RedisClusterServer(tmp / "redis-cluster").start()
+
+    @classmethod
+    def stop(cls) -> None:
+        if cls.server is not None:
+            cls.server.stop(save=False)
+            cls.server = None
+        if cls.cluster is not None:
+            for node in cls.cluster.servers:
+                node.stop(save=False)
+            cls.cluster = None
+
+    @classmethod
+    def ports(cls) -> list[int]:
+        ports = [cls.server.port] if cls.server is not None else []
+        return ports + (cls.cluster.ports if cls.cluster is not None else [])
 
 
 def _memory(tmp: Path, name: str) -> DataStore:
@@ -32,14 +66,61 @@ def _zarr_blosc(tmp: Path, name: str) -> DataStore:
     return ZarrDataStore(tmp / f"{name}-blosc.zarr", mode="w")
 
 
+def _redis(tmp: Path, name: str) -> DataStore:
+    from simrecorder import RedisDataStore
+
+    return RedisDataStore("127.0.0.1", Servers.server.port, prefix=name)
+
+
+def _redis_cluster(tmp: Path, name: str) -> DataStore:
+    from simrecorder import RedisClusterDataStore
+
+    return RedisClusterDataStore("127.0.0.1", Servers.cluster.ports[0], prefix=name)
+
+
 BACKENDS: dict[str, Callable[[Path, str], DataStore]] = {
     "memory": _memory,
     "hdf5": _hdf5,
     "zarr": _zarr,
     "zarr-blosc": _zarr_blosc,
+    "redis": _redis,
+    "redis-cluster": _redis_cluster,
 }
 
 
 def make_store(backend: str, tmp: Path, name: str) -> DataStore:
     """A fresh store of ``backend`` named ``name`` under ``tmp``."""
+    if backend.startswith("redis"):
+        reset(backend)
     return BACKENDS[backend](tmp, name)
+
+
+def reset(backend: str) -> None:
+    """Empty the Redis server(s) a backend uses (the runs do not accumulate data)."""
+    import redis
+
+    ports = []
+    if backend == "redis" and Servers.server is not None:
+        ports = [Servers.server.port]
+    elif backend == "redis-cluster" and Servers.cluster is not None:
+        ports = Servers.cluster.ports
+    for port in ports:
+        client = redis.Redis(port=port)
+        client.flushall()
+        client.close()
+
+
+def redis_benchmark_set_mb_s(port: int, size: int = 1 << 20, requests: int = 300) -> float | None:
+    """MB/s of ``redis-benchmark -t set -d 1MiB`` against the server, or None."""
+    if shutil.which("redis-benchmark") is None:
+        return None
+    done = subprocess.run(
+        ["redis-benchmark", "-p", str(port), "-t", "set", "-d", str(size), "-n", str(requests),
+         "-c", "1", "-q"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    for line in done.stdout.replace("\r", "\n").splitlines():
+        if line.startswith("SET:") and "requests per second" in line:
+            rps = float(line.split()[1])
+            return rps * size / 1e6
+    return None

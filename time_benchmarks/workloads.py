@@ -81,6 +81,41 @@ def scalar_records(backends: list[str], tmp: Path, n: int, repeats: int) -> list
         rows += _h5py_scalar_baselines(tmp, min(n, 20_000), repeats)
     if "zarr" in backends:
         rows += _zarr_scalar_baselines(tmp, repeats)
+    if "redis" in backends:
+        rows += _redis_scalar_baselines(repeats)
+    return rows
+
+
+def _redis_scalar_baselines(repeats: int) -> list[Row]:
+    import redis
+
+    from .backends import Servers, reset
+
+    client = redis.Redis(port=Servers.server.port)
+
+    def per_sample(n: int) -> None:
+        reset("redis")
+        for i in range(n):
+            client.rpush("loss", float(i))
+
+    def pipelined(n: int, batch: int = 1000) -> None:
+        reset("redis")
+        pipe = client.pipeline(transaction=False)
+        for i in range(n):
+            pipe.rpush("loss", float(i))
+            if (i + 1) % batch == 0:
+                pipe.execute()
+        pipe.execute()
+
+    rows = [
+        {"workload": "scalar", "subject": "baseline/redis-py RPUSH per sample",
+         "us_per_record": median_time(lambda: per_sample(5000), repeats) / 5000 * 1e6,
+         "samples": 5000},
+        {"workload": "scalar", "subject": "baseline/redis-py RPUSH pipelined (1000)",
+         "us_per_record": median_time(lambda: pipelined(100_000), repeats) / 100_000 * 1e6,
+         "samples": 100_000},
+    ]  # fmt: skip
+    client.close()
     return rows
 
 
@@ -189,6 +224,7 @@ def append_flatness(
                 rec.record("x", 0.0)
                 rec.flush()
                 rec.datastores[0].append_block("x", rec._buffers["x"].spec, np.zeros(size))
+                rec.datastores[0].flush()  # the prefill is not part of the timed appends
                 samples[size].append(median_time(lambda rec=rec: run(rec), 1) / n * 1e6)
                 rec.close()
         costs = {size: statistics.median(times) for size, times in samples.items()}
@@ -232,14 +268,14 @@ def large_arrays(
 
     def recorder_run(backend: str) -> float:
         store = make_store(backend, tmp, "large")
-        path = Path(getattr(store, "path", tmp))
+        path = Path(store.path) if hasattr(store, "path") else None
         rec = Recorder(store)
         start = time.perf_counter()
         for array in arrays:
             rec.record("big", array)
         rec.close()
         seconds = time.perf_counter() - start
-        disk[backend] = _disk_bytes(path)
+        disk[backend] = _disk_bytes(path) if path is not None else None
         return seconds
 
     def plain_run(fsync: bool) -> float:
@@ -312,6 +348,24 @@ def large_arrays(
         {"workload": "8 MiB arrays", "subject": "limit/numpy copy", "mb_per_s": copy}
     ]
     plain = statistics.median(times["limit/plain write"])
+    redis_set = None
+    if any(b.startswith("redis") for b in backends):
+        from .backends import Servers, redis_benchmark_set_mb_s, reset
+
+        runs = []
+        for _ in range(repeats):
+            reset("redis")
+            runs.append(redis_benchmark_set_mb_s(Servers.server.port))
+        if None not in runs:
+            redis_set = statistics.median(runs)
+            rows.append(
+                {
+                    "workload": "8 MiB arrays",
+                    "subject": "limit/redis-benchmark SET 1 MiB",
+                    "mb_per_s": redis_set,
+                    "all_mb_per_s": [round(r) for r in runs],
+                }
+            )
     for name, seconds in times.items():
         median = statistics.median(seconds)
         row: Row = {
@@ -320,9 +374,12 @@ def large_arrays(
             "mb_per_s": payload / median / 1e6,
             "all_mb_per_s": [round(payload / s / 1e6) for s in seconds],
         }
-        if not name.startswith("limit/"):
+        if name.startswith("simrecorder/redis"):
+            if redis_set:
+                row.update(vs="redis-benchmark SET 1 MiB", ratio=payload / median / 1e6 / redis_set)
+        elif not name.startswith("limit/"):
             row.update(vs="plain write", ratio=plain / median)
-        if name.startswith("simrecorder/"):
+        if name.startswith("simrecorder/") and disk.get(name.split("/", 1)[1]):
             row["disk_over_payload"] = disk[name.split("/", 1)[1]] / payload
         rows.append(row)
     return rows

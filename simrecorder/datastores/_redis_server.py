@@ -218,9 +218,13 @@ class RedisServer:
 
     def kill(self) -> None:
         """SIGKILL the server (for failure tests): nothing is saved beyond the AOF."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
+        if self.process is not None:
+            if self.process.poll() is None:
+                self.process.kill()
+                self.process.wait()
+            if self.process.stdout is not None:
+                self.process.stdout.close()
+            self.process = None
 
     def __enter__(self) -> RedisServer:
         return self.start()
