@@ -10,8 +10,10 @@ hands the whole block over (:meth:`take`). Every buffer has
     the Python type whose samples need no check (``float`` for a float series),
     or ``None`` when every sample goes through :meth:`append`;
 ``limit``
-    the sample count at which the buffer is full. The recorder's flush timer sets it
-    to 0 to make the next sample trigger a flush, so the hot path never reads a clock.
+    the sample count at which the recorder calls :meth:`SeriesBuffer.compact` (and
+    writes the block if that says the buffer is full). The recorder's flush timer
+    sets it to 0 to make the next sample trigger a flush, so the hot path never reads
+    a clock; after a flush it goes back to ``full_at``.
 """
 
 from __future__ import annotations
@@ -38,20 +40,25 @@ __all__ = ["SeriesBuffer", "make_buffer"]
 class SeriesBuffer:
     """Base of all buffers; see the module docstring for the shared attributes."""
 
-    __slots__ = ("capacity", "fast_type", "key", "limit", "nbytes", "spec", "values")
+    __slots__ = ("capacity", "fast_type", "full_at", "key", "limit", "nbytes", "spec", "values")
 
     def __init__(self, key: str, spec: SeriesSpec, capacity: int) -> None:
         self.key = key
         self.spec = spec
         self.capacity = capacity
+        self.full_at = capacity
         self.limit = capacity
         self.fast_type: type | None = None
         self.values: list[Any] = []
         self.nbytes = 0
 
     def append(self, value: Any) -> bool:
-        """Check and add one sample; return True when the buffer is full."""
+        """Check and add one sample; return True when ``limit`` is reached."""
         raise NotImplementedError
+
+    def compact(self) -> bool:
+        """Tidy up after ``limit`` was reached; return True if the block is full."""
+        return True
 
     def take(self) -> Any:
         """Return the buffered block and empty the buffer (None when empty)."""
@@ -64,15 +71,36 @@ class SeriesBuffer:
 _FAST_TYPES = {"f": float, "c": complex, "b": bool}
 
 
-class ScalarBuffer(SeriesBuffer):
-    """Dense series of scalars: a list of Python/numpy scalars, one array per block."""
+#: Scalars collected as Python objects before they are packed into a numpy part.
+SCALAR_PART = 8192
 
-    __slots__ = ()
+
+class ScalarBuffer(SeriesBuffer):
+    """Dense series of scalars.
+
+    The recorder appends Python scalars to ``values`` (the fastest thing Python can
+    do); every :data:`SCALAR_PART` samples they are packed into a numpy part, so a
+    large block costs 8 bytes per sample, not a 32-byte Python object each.
+    """
+
+    __slots__ = ("parts", "rows")
 
     def __init__(self, key: str, spec: SeriesSpec, capacity: int) -> None:
         super().__init__(key, spec, capacity)
         # complex64 takes Python complex, float16/32 take float: same_kind allows both
         self.fast_type = _FAST_TYPES.get(spec.dtype.kind)
+        self.full_at = self.limit = min(capacity, SCALAR_PART)
+        self.parts: list[np.ndarray] = []
+        self.rows = 0
+
+    def compact(self) -> bool:
+        # docstring inherited
+        if self.values:
+            part = np.array(self.values, dtype=self.spec.dtype)
+            self.values = []
+            self.parts.append(part)
+            self.rows += len(part)
+        return self.rows >= self.capacity or self.limit < self.full_at
 
     def append(self, value: Any) -> bool:
         # docstring inherited
@@ -85,11 +113,16 @@ class ScalarBuffer(SeriesBuffer):
 
     def take(self) -> np.ndarray | None:
         # docstring inherited
-        if not self.values:
+        self.compact()
+        if not self.parts:
             return None
-        block = np.array(self.values, dtype=self.spec.dtype)
-        self.values = []
+        block = self.parts[0] if len(self.parts) == 1 else np.concatenate(self.parts)
+        self.parts = []
+        self.rows = 0
         return block
+
+    def __len__(self) -> int:
+        return self.rows + len(self.values)
 
 
 class ArrayBuffer(SeriesBuffer):

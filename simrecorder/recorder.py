@@ -69,8 +69,8 @@ class Recorder:
     def __init__(
         self,
         *datastores: DataStore | str,
-        max_records: int = 65536,
-        max_bytes: int = 8 << 20,
+        max_records: int = 1 << 20,
+        max_bytes: int = 1 << 20,
         max_seconds: float | None = 1.0,
         attrs: Mapping[str, Any] | None = None,
     ) -> None:
@@ -243,7 +243,7 @@ class Recorder:
     def _on_full(self, buf: SeriesBuffer) -> None:
         if self._due:
             self.flush()
-        else:
+        elif buf.compact():
             self._flush_buffer(buf)
             self._flush_stores()
 
@@ -251,7 +251,7 @@ class Recorder:
     # A store that fails gets its blocks queued in self._pending (in order); every other
     # store keeps receiving blocks, and each flush() retries the queue first.
     def _flush_buffer(self, buf: SeriesBuffer) -> None:
-        buf.limit = buf.capacity
+        buf.limit = buf.full_at
         block = buf.take()
         if block is not None:
             self._write(buf.key, buf.spec, block, self.datastores)

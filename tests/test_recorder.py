@@ -339,3 +339,18 @@ def test_object_series_reject_unencodable_values(store):
         rec.record("o", [Custom()])
     assert rec.get_all("o") == [[1, 2]]
     rec.close()
+
+
+def test_scalars_are_packed_into_numpy_parts_until_the_block_is_full():
+    store = InMemoryDataStore()
+    rec = Recorder(store, max_seconds=None)  # 1 MiB blocks: 131072 float64 samples
+    for i in range(20_000):
+        rec.record("x", float(i))
+    buf = rec._buffers["x"]
+    assert "x" not in store  # not a block yet
+    assert [len(p) for p in buf.parts] == [8192, 8192] and len(buf.values) == 20_000 - 16384
+    np.testing.assert_array_equal(rec.get_all("x"), np.arange(20_000.0))
+    for i in range(131_072):
+        rec.record("y", float(i))
+    assert len(store.get_all("y")) == 131_072  # written as one block when full
+    rec.close()
