@@ -84,10 +84,24 @@ def test_chunks_are_sized_from_the_sample(sample_bytes):
 
 def test_datasets_are_chunked_and_resizable(tmp_path):
     store = HDF5DataStore(tmp_path / "c.h5")
-    store.append("s", 1.0)
-    ds = store.file["s"]
-    assert ds.maxshape == (None,) and ds.chunks[0] * 8 >= 64 << 10
-    store.close()
+    with Recorder(store, max_seconds=None) as rec:
+        for i in range(200_000):
+            rec.record("fast", float(i))
+        rec.record("short", 1.0)
+        rec.flush()
+        assert store.file["fast"].maxshape == (None,)
+        assert store.file["fast"].chunks == (32768,)  # 256 KiB
+        assert store.file["short"].chunks == (1024,)  # a small first block: 8 KiB chunks
+
+
+def test_short_series_are_not_mostly_padding(tmp_path):
+    path = tmp_path / "short.h5"
+    with Recorder(HDF5DataStore(path)) as rec:
+        for step in range(1000):
+            for i in range(20):
+                rec.record(f"s{i}", float(step))
+    payload = 20 * 1000 * 8
+    assert path.stat().st_size < 1.1 * payload + (64 << 10)  # data + metadata
 
 
 def test_read_only_mode(tmp_path):
@@ -165,9 +179,11 @@ def test_whole_chunk_writes_match_plain_h5py(tmp_path, dtype, start):
     rng = np.random.default_rng(5)
     data = (rng.random((start + 11, *sample_shape)) * 100).astype(dtype)
     with HDF5DataStore(path) as store:
+        spec = infer_spec(data[0])
+        store._create("x", spec, first_rows=None)  # full-size chunks (4 rows of 64 KiB)
         for row in data[:start]:
             store.append("x", row)
-        store.append_block("x", infer_spec(data[0]), data[start:])
+        store.append_block("x", spec, data[start:])
         rows = store.file["x"].chunks[0]
         assert 1 < rows < 11
     with h5py.File(path, "r") as f:

@@ -12,60 +12,64 @@ import sys
 import tempfile
 from pathlib import Path
 
-from . import workloads
+from . import suite, workloads
 from .backends import BACKENDS, Servers
+
+_COLUMNS = [
+    ("workload", "workload", "{}"),
+    ("subject", "subject", "{}"),
+    ("µs/record", "us_per_record", "{:.3f}"),
+    ("MB/s", "mb_per_s", "{:,.0f}"),
+    ("read all s", "read_all_s", "{:.3f}"),
+    ("1% slice ms", "read_1pct_ms", "{:.2f}"),
+    ("disk/payload", "disk_over_payload", "{:.3f}"),
+    ("peak MB", "peak_mb", "{:.0f}"),
+    ("ratio", "ratio", "{:.2f}"),
+    ("vs", "vs", "{}"),
+]
 
 
 def _format_rows(rows: list[dict]) -> str:
-    header = ("workload", "subject", "µs/record", "MB/s", "ratio", "vs")
-    table = [header]
+    table = [tuple(title for title, _, _ in _COLUMNS)]
     for row in rows:
-        us = row.get("us_per_record")
-        mb = row.get("mb_per_s")
-        ratio = row.get("ratio")
-        table.append(
-            (
-                row["workload"],
-                row["subject"],
-                f"{us:.3f}" if us is not None else "",
-                f"{mb:,.0f}" if mb is not None else "",
-                f"{ratio:.2f}" if ratio is not None else "",
-                row.get("vs", ""),
-            )
-        )
-    widths = [max(len(r[i]) for r in table) for i in range(len(header))]
+        table.append(tuple(
+            fmt.format(row[name]) if row.get(name) is not None else ""
+            for _, name, fmt in _COLUMNS
+        ))  # fmt: skip
+    widths = [max(len(r[i]) for r in table) for i in range(len(_COLUMNS))]
     lines = [" | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in table]
     lines.insert(1, "-+-".join("-" * w for w in widths))
     return "\n".join(lines)
 
 
-def _run_all(backends: list[str], tmp: Path, quick: bool, repeats: int, n_scalar: int) -> list:
-    rows: list = []
-    for name, run in [
-        ("scalar", lambda: workloads.scalar_records(backends, tmp, n_scalar, repeats)),
-        (
-            "append flatness",
-            lambda: workloads.append_flatness(
-                [b for b in backends if b != "memory"],
-                tmp,
-                prefill=1_000_000,
-                n=100_000 if quick else 300_000,
-                repeats=repeats,
-            ),
-        ),
-        (
-            "8 MiB arrays",
-            lambda: workloads.large_arrays(
-                backends,
-                tmp,
-                count=20 if quick else 100,
-                repeats=repeats,
-                settle=0.5 if quick else 2.0,
-            ),
-        ),
-    ]:
-        print(f"running {name} ...", file=sys.stderr, flush=True)
-        rows += run()
+def _run_all(backends: list[str], tmp: Path, quick: bool, repeats: int) -> list:
+    works = suite.make_workloads(quick)
+    n_scalar = works["scalar"].records
+    print("running baselines ...", file=sys.stderr, flush=True)
+    rows: list = workloads.scalar_baselines(backends, tmp, n_scalar, repeats)
+    base = rows[0]["us_per_record"]
+    for name in suite.WORKLOADS:
+        for backend in backends:
+            print(f"running {name} on {backend} ...", file=sys.stderr, flush=True)
+            # the large workload's write speed is measured against plain writes below
+            row = suite.measure(works[name], backend, tmp, 1 if name == "large" else repeats)
+            row["peak_mb"] = suite.peak_memory(name, backend, tmp, quick)
+            if name == "scalar":
+                row.update(vs="dict-of-lists", ratio=row["us_per_record"] / base)
+            if name == "large":
+                row.pop("us_per_record")
+                row.pop("mb_per_s")
+            rows.append(row)
+    print("running append flatness ...", file=sys.stderr, flush=True)
+    rows += workloads.append_flatness(
+        [b for b in backends if b != "memory"], tmp, prefill=1_000_000,
+        n=100_000 if quick else 300_000, repeats=repeats,
+    )  # fmt: skip
+    print("running 8 MiB arrays against plain writes ...", file=sys.stderr, flush=True)
+    rows += workloads.large_arrays(
+        backends, tmp, count=20 if quick else 100, repeats=repeats,
+        settle=0.5 if quick else 2.0,
+    )  # fmt: skip
     return rows
 
 
@@ -80,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         help=f"comma-separated subset of {','.join(BACKENDS)}",
     )
     parser.add_argument("--tmp", type=Path, help="scratch directory (default: a temp dir)")
+    parser.add_argument("--plot", type=Path, help="draw a bar chart to this PNG (matplotlib)")
     args = parser.parse_args(argv)
     backends = [b for b in args.backends.split(",") if b]
     unknown = sorted(set(backends) - set(BACKENDS))
@@ -88,7 +93,6 @@ def main(argv: list[str] | None = None) -> int:
 
     quick = args.quick
     repeats = 3 if quick else 5
-    n_scalar = 200_000 if quick else 1_000_000
     if any(b.startswith("redis") for b in backends) and not shutil.which("redis-server"):
         print("redis-server is not installed: leaving out the Redis backends", file=sys.stderr)
         backends = [b for b in backends if not b.startswith("redis")]
@@ -96,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         tmp = Path(tmp_name)
         Servers.start(backends, tmp)
         try:
-            rows = _run_all(backends, tmp, quick, repeats, n_scalar)
+            rows = _run_all(backends, tmp, quick, repeats)
         finally:
             Servers.stop()
     meta = {
@@ -110,6 +114,10 @@ def main(argv: list[str] | None = None) -> int:
     print(_format_rows(rows))
     if args.json:
         args.json.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    if args.plot:
+        from .plot import plot
+
+        plot(rows, meta, args.plot)
     return 0
 
 

@@ -40,6 +40,24 @@ class Servers:
             cls.cluster = None
 
     @classmethod
+    def describe(cls) -> dict[str, Any]:
+        """Ports of the running servers (for a child process)."""
+        return {
+            "server": cls.server.port if cls.server is not None else None,
+            "cluster": cls.cluster.ports if cls.cluster is not None else None,
+        }
+
+    @classmethod
+    def adopt(cls, described: dict[str, Any]) -> None:
+        """Use servers another process started (see :meth:`describe`)."""
+        from types import SimpleNamespace
+
+        if described.get("server"):
+            cls.server = SimpleNamespace(port=described["server"])
+        if described.get("cluster"):
+            cls.cluster = SimpleNamespace(ports=described["cluster"])
+
+    @classmethod
     def ports(cls) -> list[int]:
         ports = [cls.server.port] if cls.server is not None else []
         return ports + (cls.cluster.ports if cls.cluster is not None else [])

@@ -21,7 +21,7 @@ from simrecorder import Recorder
 from ._timing import median_time
 from .backends import make_store
 
-__all__ = ["append_flatness", "large_arrays", "scalar_records"]
+__all__ = ["append_flatness", "large_arrays", "scalar_baselines"]
 
 Row = dict[str, Any]
 
@@ -32,10 +32,10 @@ def _disk_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def scalar_records(backends: list[str], tmp: Path, n: int, repeats: int) -> list[Row]:
-    """1 scalar float per record into one series: ``n`` records, then read all."""
+def scalar_baselines(backends: list[str], tmp: Path, n: int, repeats: int) -> list[Row]:
+    """Hand-written ways to keep 1 scalar float per step: dict-of-lists always, and the
+    raw library code of each backend that is benchmarked."""
     values = [float(i) for i in range(n)]
-    rows: list[Row] = []
 
     def dict_of_lists() -> None:
         data: dict[str, list[float]] = {}
@@ -43,40 +43,7 @@ def scalar_records(backends: list[str], tmp: Path, n: int, repeats: int) -> list
             data.setdefault("loss", []).append(value)
 
     base = median_time(dict_of_lists, repeats) / n * 1e6
-    rows.append({"workload": "scalar", "subject": "baseline/dict-of-lists", "us_per_record": base})
-
-    for backend in backends:
-        holder: dict[str, Any] = {}
-
-        def setup(backend: str = backend, holder: dict = holder) -> Recorder:
-            holder["store"] = make_store(backend, tmp, "scalar")
-            return Recorder(holder["store"])
-
-        def run(rec: Recorder) -> None:
-            record = rec.record
-            for value in values:
-                record("loss", value)
-            rec.flush()
-
-        def teardown(rec: Recorder, holder: dict = holder) -> None:
-            holder["read_s"] = median_time(lambda: np.asarray(rec.get_all("loss")), 1)
-            rec.close()
-            path = getattr(holder["store"], "path", None)
-            holder["disk"] = _disk_bytes(Path(path)) / (8 * n) if path else None
-
-        us = median_time(run, repeats, setup, teardown) / n * 1e6
-        rows.append(
-            {
-                "workload": "scalar",
-                "subject": f"simrecorder/{backend}",
-                "us_per_record": us,
-                "vs": "dict-of-lists",
-                "ratio": us / base,
-                "read_all_s": holder["read_s"],
-                "disk_over_payload": holder["disk"],
-            }
-        )
-
+    rows = [{"workload": "scalar", "subject": "baseline/dict-of-lists", "us_per_record": base}]
     if "hdf5" in backends:
         rows += _h5py_scalar_baselines(tmp, min(n, 20_000), repeats)
     if "zarr" in backends:

@@ -21,6 +21,7 @@ from ..errors import (
     StoreFormatError,
     StoreLockedError,
 )
+from ._chunks import chunk_rows as _chunk_rows
 from ._view import SeriesView
 from .base import DataStore, NodeType, check_key_free
 
@@ -41,14 +42,11 @@ _BYTES_DTYPE = h5py.vlen_dtype(np.uint8)
 _STR_DTYPE = h5py.string_dtype("utf-8")
 
 
-def chunk_rows(sample_nbytes: int) -> int:
-    """Rows per chunk for samples of ``sample_nbytes`` bytes (chunks of 64 KiB to 1 MiB).
-
-    Samples above 1 MiB get one row per chunk: a chunk then is one sample.
-    """
-    if sample_nbytes <= 0:
-        return 4096
-    return max(1, CHUNK_TARGET_BYTES // sample_nbytes)
+def chunk_rows(sample_nbytes: int, first_rows: int | None = None) -> int:
+    """Rows per chunk of an HDF5 series (see :func:`._chunks.chunk_rows`): chunks of
+    ``CHUNK_TARGET_BYTES``, one sample per chunk above that, smaller for a series
+    whose first block is small."""
+    return _chunk_rows(sample_nbytes, CHUNK_TARGET_BYTES, first_rows)
 
 
 class HDFView(SeriesView):
@@ -238,9 +236,9 @@ class HDF5DataStore(DataStore):
         return _spec_of(ds)
 
     # -- series -------------------------------------------------------------------------
-    def _create(self, key: str, spec: SeriesSpec) -> h5py.Dataset:
+    def _create(self, key: str, spec: SeriesSpec, first_rows: int | None) -> h5py.Dataset:
         if spec.kind == DENSE:
-            rows = chunk_rows(spec.sample_nbytes)
+            rows = chunk_rows(spec.sample_nbytes, first_rows)
             # HDF5 chunks need positive sizes: a zero-length axis gets chunk size 1
             chunk_dims = tuple(max(1, n) for n in spec.shape)
             ds = self._file.create_dataset(
@@ -270,7 +268,7 @@ class HDF5DataStore(DataStore):
     def append_block(self, key: str, spec: SeriesSpec, block: Any) -> None:
         # docstring inherited
         self._check_writable(key)
-        ds = self._dataset(key) or self._create(key, spec)
+        ds = self._dataset(key) or self._create(key, spec, len(block))
         count = len(block)
         if not count:
             return

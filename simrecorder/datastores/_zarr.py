@@ -29,6 +29,7 @@ from ..errors import (
     StoreFormatError,
 )
 from ..options import CompressionType, DatastoreType
+from ._chunks import chunk_rows
 from ._view import SeriesView
 from .base import DataStore, NodeType, check_key_free
 
@@ -309,10 +310,10 @@ class ZarrDataStore(DataStore):
         return SeriesSpec(kind)
 
     # -- series -------------------------------------------------------------------------
-    def _create(self, key: str, spec: SeriesSpec) -> zarr.Array:
+    def _create(self, key: str, spec: SeriesSpec, first_rows: int | None) -> zarr.Array:
         with _quiet():
             if spec.kind == DENSE:
-                rows = max(1, self.desired_chunk_size_bytes // max(1, spec.sample_nbytes))
+                rows = chunk_rows(spec.sample_nbytes, self.desired_chunk_size_bytes, first_rows)
                 array = self._group.create_array(
                     key,
                     shape=(0, *spec.shape),
@@ -341,7 +342,7 @@ class ZarrDataStore(DataStore):
         self._check_writable(key)
         raw = self._raw.get(key)
         if raw is None:
-            array = self._array(key) or self._create(key, spec)
+            array = self._array(key) or self._create(key, spec, len(block))
             if spec.kind == DENSE and _raw_chunks_ok(self._store, array):
                 raw = self._raw[key] = _RawChunkWriter(self._workdir, key, array)
         if not len(block):

@@ -1,0 +1,31 @@
+"""Chunk sizes along the sample axis, shared by the HDF5 and zarr stores."""
+
+from __future__ import annotations
+
+__all__ = ["MIN_CHUNK_BYTES", "chunk_rows"]
+
+#: Smallest chunk a series gets from a small first block (see :func:`chunk_rows`).
+MIN_CHUNK_BYTES = 8 << 10
+
+
+def chunk_rows(sample_nbytes: int, target_bytes: int, first_rows: int | None = None) -> int:
+    """Rows per chunk for samples of ``sample_nbytes`` bytes.
+
+    Without ``first_rows``: ``target_bytes`` worth of rows (at least one; samples
+    larger than the target get a chunk each). With ``first_rows``, the row count of
+    the series' first block, chunks are no larger than that block (but at least
+    :data:`MIN_CHUNK_BYTES`): a series whose first block is small, because it is
+    short or recorded slowly and flushed by time, does not get chunks that are mostly
+    padding (a 1,000-sample scalar series in 1 MiB chunks would take 131x its size);
+    a fast series' first block is full, so it gets the full target.
+
+    >>> chunk_rows(8, 256 << 10), chunk_rows(8, 256 << 10, first_rows=1000)
+    (32768, 1024)
+    """
+    if sample_nbytes <= 0:
+        return 4096
+    rows = max(1, target_bytes // sample_nbytes)
+    if first_rows is not None:
+        floor = max(1, MIN_CHUNK_BYTES // sample_nbytes)
+        rows = min(rows, max(first_rows, floor))
+    return rows
