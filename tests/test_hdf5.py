@@ -224,3 +224,12 @@ def test_attrs_that_hdf5_cannot_hold_are_stored_as_json(tmp_path):
         store.update_attrs({"config": {"lr": 0.1, "layers": [3, 4]}, "nothing": None})
         assert json.loads(store.attrs["config"]) == {"lr": 0.1, "layers": [3, 4]}
         assert store.attrs["nothing"] == "null"
+
+
+def test_durable_mode_round_trips(tmp_path):
+    path = tmp_path / "durable.h5"
+    with Recorder(HDF5DataStore(path, durable=True), max_records=10) as rec:
+        for i in range(25):
+            rec.record("x", float(i))
+    with HDF5DataStore(path, mode="r") as store:
+        np.testing.assert_array_equal(np.asarray(store.get_all("x")), np.arange(25.0))

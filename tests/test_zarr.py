@@ -264,3 +264,14 @@ def test_metadata_is_current_after_every_flush(tmp_path, compression):
         assert fresh["x"].shape == (10 * step,) and fresh["arr"].shape == (step, 3)
         np.testing.assert_array_equal(fresh["arr"][-1], np.full(3, step))
     rec.close()
+
+
+@pytest.mark.parametrize("compression", [CompressionType.NONE, CompressionType.ZSTD])
+def test_durable_mode_round_trips(tmp_path, compression):
+    path = tmp_path / "durable.zarr"
+    store = ZarrDataStore(path, compression_type=compression, durable=True)
+    with Recorder(store, max_records=10) as rec:
+        for i in range(25):
+            rec.record("x", float(i))
+    with ZarrDataStore(path, mode="r") as store:
+        np.testing.assert_array_equal(np.asarray(store.get_all("x")), np.arange(25.0))

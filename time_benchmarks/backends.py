@@ -84,6 +84,19 @@ def _zarr_blosc(tmp: Path, name: str) -> DataStore:
     return ZarrDataStore(tmp / f"{name}-blosc.zarr", mode="w")
 
 
+def _hdf5_durable(tmp: Path, name: str) -> DataStore:
+    return HDF5DataStore(tmp / f"{name}-durable.h5", mode="w", durable=True)
+
+
+def _zarr_durable(tmp: Path, name: str) -> DataStore:
+    from simrecorder import ZarrDataStore
+
+    return ZarrDataStore(
+        tmp / f"{name}-durable.zarr", mode="w", compression_type=CompressionType.NONE,
+        durable=True,
+    )  # fmt: skip
+
+
 def _redis(tmp: Path, name: str) -> DataStore:
     from simrecorder import RedisDataStore
 
@@ -101,6 +114,8 @@ BACKENDS: dict[str, Callable[[Path, str], DataStore]] = {
     "hdf5": _hdf5,
     "zarr": _zarr,
     "zarr-blosc": _zarr_blosc,
+    "hdf5-durable": _hdf5_durable,
+    "zarr-durable": _zarr_durable,
     "redis": _redis,
     "redis-cluster": _redis_cluster,
 }

@@ -198,13 +198,29 @@ def _peak_child(workload: str, backend: str, tmp: str, size: str, servers: str) 
     Servers.adopt(json.loads(servers))
     work = make_workloads(size == "quick", only=workload)[workload]  # before the baseline
     store = make_store(backend, Path(tmp), f"peak-{workload}")
-    baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    baseline = _reset_peak()
     rec = Recorder(store)
     work.write(rec)
     rec.close()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak = _status_kib("VmHWM")
     _remove(store)
-    print((peak - baseline) / 1024)  # ru_maxrss is in KiB on Linux
+    print((peak - baseline) / 1024)
+
+
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def _reset_peak() -> int:
+    """Reset the peak-RSS mark (a child inherits its parent's through fork) and return
+    the current RSS in KiB."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    return _status_kib("VmRSS")
 
 
 if __name__ == "__main__":

@@ -344,6 +344,9 @@ def large_arrays(
         if name.startswith("simrecorder/redis"):
             if redis_set:
                 row.update(vs="redis-benchmark SET 1 MiB", ratio=payload / median / 1e6 / redis_set)
+        elif name.endswith("-durable"):
+            fsynced = statistics.median(times["limit/plain write+fsync"])
+            row.update(vs="plain write+fsync", ratio=fsynced / median)
         elif not name.startswith("limit/"):
             row.update(vs="plain write", ratio=plain / median)
         if name.startswith("simrecorder/") and disk.get(name.split("/", 1)[1]):
