@@ -18,6 +18,7 @@ from simrecorder import (
     ReadOnlyError,
     Recorder,
     StoreFormatError,
+    StoreLockedError,
     ZarrDataStore,
     open_datastore,
 )
@@ -275,3 +276,24 @@ def test_durable_mode_round_trips(tmp_path, compression):
             rec.record("x", float(i))
     with ZarrDataStore(path, mode="r") as store:
         np.testing.assert_array_equal(np.asarray(store.get_all("x")), np.arange(25.0))
+
+
+def test_one_writer_at_a_time_and_readers_are_not_blocked(tmp_path):
+    path = tmp_path / "locked.zarr"
+    writer = ZarrDataStore(path)
+    writer.append("x", 1.0)
+    with pytest.raises(StoreLockedError, match=r"locked\.zarr"):
+        ZarrDataStore(path)
+    with pytest.raises(StoreLockedError):
+        ZarrDataStore(path, mode="w")  # and it is not deleted under the writer
+    script = (
+        "from simrecorder import ZarrDataStore, StoreLockedError\n"
+        f"try:\n    ZarrDataStore({str(path)!r})\nexcept StoreLockedError:\n    print('locked')\n"
+        f"r = ZarrDataStore({str(path)!r}, mode='r')\nprint(len(r.get_all('x')))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         check=True).stdout.split()  # fmt: skip
+    assert out == ["locked", "1"]
+    writer.close()
+    with ZarrDataStore(path) as again:  # free once the writer closed
+        assert len(again.get_all("x")) == 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import shutil
@@ -15,6 +16,7 @@ from typing import Any
 import numpy as np
 import zarr
 import zarr.codecs
+from zarr.core.array import AsyncArray
 from zarr.core.dtype import VariableLengthBytes, VariableLengthUTF8
 from zarr.storage import LocalStore, ZipStore
 
@@ -27,6 +29,7 @@ from ..errors import (
     NotBuiltYetError,
     SchemaError,
     StoreFormatError,
+    StoreLockedError,
 )
 from ..options import CompressionType, DatastoreType
 from ._chunks import chunk_rows
@@ -170,6 +173,7 @@ class ZarrDataStore(DataStore):
         self._arrays: dict[str, zarr.Array] = {}
         self._raw: dict[str, _RawChunkWriter] = {}
         self._zarr_wrote = False
+        self._lock_fd: int | None = None
         self._group: zarr.Group | None = None
         self._store: Any = None
         self._open_group(mode)
@@ -208,6 +212,8 @@ class ZarrDataStore(DataStore):
         workdir = self._workdir
         if os.path.isdir(workdir) and os.listdir(workdir) and not _looks_like_zarr(workdir, False):
             raise StoreFormatError(f"{workdir!r} is a non-empty directory without zarr.json")
+        if mode == "w" and os.path.isdir(workdir):
+            _release_lock(_take_lock(workdir, self.path))  # never delete a live store
         if mode == "w":  # only ever deletes what was checked above to be a zarr store
             for old in {self.path, workdir}:
                 if os.path.isdir(old):
@@ -225,6 +231,7 @@ class ZarrDataStore(DataStore):
             if is_zip and os.path.isfile(self.path) and not os.path.isdir(workdir):
                 _unpack(self.path, workdir)  # else: resume from a crashed run's directory
             os.makedirs(workdir, exist_ok=True)
+            self._lock_fd = _take_lock(workdir, self.path)
             store = LocalStore(workdir)
         self._store = store
         creating = mode != "r" and not os.path.exists(os.path.join(workdir, "zarr.json"))
@@ -234,6 +241,7 @@ class ZarrDataStore(DataStore):
                 self._group = zarr.open_group(store, mode=group_mode, zarr_format=3)
         except Exception as exc:
             store.close()
+            self._lock_fd = _release_lock(self._lock_fd)
             raise StoreFormatError(f"cannot open {self.path!r} as a zarr v3 group: {exc}") from exc
         attrs = self._group.attrs
         if creating:
@@ -258,6 +266,7 @@ class ZarrDataStore(DataStore):
         if self._store is not None:
             self._store.close()
             self._store = None
+        self._lock_fd = _release_lock(self._lock_fd)
 
     def _close(self) -> None:
         self._release()
@@ -365,8 +374,7 @@ class ZarrDataStore(DataStore):
             data = np.empty(len(block), dtype=object)
             data[:] = list(block)
             block = data
-        with _quiet():
-            array.append(block, axis=0)
+        _append_in_order(array, block)
         self._zarr_wrote = True
 
     def get_all(self, key: str) -> Any:
@@ -470,6 +478,29 @@ class ZarrDataStore(DataStore):
         self._group.attrs.update({name: _jsonable(value) for name, value in attrs.items()})
 
 
+def _append_in_order(array: zarr.Array, block: np.ndarray) -> None:
+    """Append rows through zarr, chunks first and metadata last.
+
+    ``zarr.Array.append`` grows the metadata before it writes the chunks; a crash in
+    between leaves rows that read as fill values (or, for variable-length bytes,
+    undecodable). Here the chunks are written through a copy of the array whose
+    larger shape exists only in memory, and ``resize`` then publishes the new shape
+    (zarr's LocalStore writes each file atomically).
+    """
+    start = array.shape[0]
+    shape = (start + len(block), *array.shape[1:])
+    larger = zarr.Array(
+        AsyncArray(
+            metadata=array.metadata.update_shape(shape),
+            store_path=array.store_path,
+            config=array._async_array.config,
+        )
+    )
+    with _quiet():
+        larger[start:] = block
+        array.resize(shape)
+
+
 def _raw_chunks_ok(store: Any, array: zarr.Array) -> bool:
     """True when the chunks of ``array`` are plain little-endian bytes in a directory,
     which :class:`_RawChunkWriter` can write without zarr's codec pipeline."""
@@ -556,6 +587,31 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, np.ndarray):
         return value.tolist()
     return value
+
+
+def _take_lock(directory: str, store_path: str) -> int:
+    """Lock ``directory`` for this writer or raise :class:`StoreLockedError`.
+
+    The lock is a ``flock`` on the directory itself: no extra file for zarr to trip
+    over, and it goes away with the process, so a killed writer never leaves a stale
+    lock behind. Readers take no lock and are never blocked.
+    """
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise StoreLockedError(
+            f"{store_path!r} is open for writing by another ZarrDataStore (this or another "
+            "process); open it with mode='r' to read while it is written"
+        ) from None
+    return fd
+
+
+def _release_lock(fd: int | None) -> None:
+    if fd is not None:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
 
 
 def _write_in_place(path: str, data: np.ndarray) -> None:

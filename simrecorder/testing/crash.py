@@ -56,6 +56,11 @@ def open_store(backend: str, location: str, **kwargs: Any) -> Any:
         return open_datastore(f"hdf5://{location}", **kwargs)
     if backend == "zarr":
         return open_datastore(f"zarr://{location}", **kwargs)
+    if backend == "zarr-raw":  # uncompressed: chunk files written by simrecorder itself
+        from simrecorder import CompressionType
+
+        return open_datastore(f"zarr://{location}", compression_type=CompressionType.NONE,
+                              **kwargs)  # fmt: skip
     if backend == "redis":
         return open_datastore(location, **kwargs)
     raise ValueError(backend)
@@ -171,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     """Command line: ``python -m simrecorder.testing.crash BACKEND LOCATION --kills N``."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("backend", choices=["hdf5", "zarr", "redis"])
+    parser.add_argument("backend", choices=["hdf5", "zarr", "zarr-raw", "redis"])
     parser.add_argument("location", help="file, directory or redis:// URL with ?prefix=")
     parser.add_argument("seed", nargs="?", type=int, default=0)
     parser.add_argument("--kills", type=int, default=20)
