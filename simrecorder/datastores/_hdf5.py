@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -54,38 +55,36 @@ class HDFView(SeriesView):
 
     Slicing reads only the requested rows, so series larger than memory can be
     processed piece by piece; ``np.asarray(view)`` reads it all. The view follows the
-    dataset: rows appended later are visible. ``view.dataset`` is the h5py dataset.
+    series: rows appended later (also by another process, for a read-only store) are
+    visible. ``view.dataset`` is the h5py dataset.
     """
 
-    def __init__(self, store: HDF5DataStore, dataset: h5py.Dataset) -> None:
+    def __init__(self, store: HDF5DataStore, key: str) -> None:
         self._store = store
-        self._dataset = dataset
+        self._key = key
 
     @property
     def dataset(self) -> h5py.Dataset:
-        """The underlying ``h5py.Dataset``."""
-        self._check()
-        return self._dataset
-
-    def _check(self) -> None:
-        if self._store.closed or not self._dataset.id.valid:
+        """The underlying ``h5py.Dataset`` (as of now)."""
+        self._store._check_open(self._key)
+        ds = self._store._dataset(self._key)
+        if ds is None or not ds.id.valid:
             raise StoreClosedError(f"HDFView of {self._store!r}: the file is closed")
+        return ds
 
     @property
     def shape(self) -> tuple[int, ...]:
         # docstring inherited
-        self._check()
-        return self._dataset.shape
+        return self._store._retry(lambda: self.dataset.shape)
 
     @property
     def dtype(self) -> np.dtype:
         # docstring inherited
-        return self._dataset.dtype
+        return self.dataset.dtype
 
     def _read(self, index: Any) -> Any:
         # docstring inherited
-        self._check()
-        return self._dataset[index]
+        return self._store._retry(lambda: self.dataset[index])
 
 
 class HDF5DataStore(DataStore):
@@ -164,9 +163,15 @@ class HDF5DataStore(DataStore):
         if not creating and not h5py.is_hdf5(self.path):
             raise StoreFormatError(f"{self.path!r} exists but is not an HDF5 file")
         try:
-            self._file = h5py.File(self.path, mode)
+            # readers take no HDF5 file lock, so they neither block nor wait for the
+            # writer; they reopen when the file changed (see _check_open)
+            if mode == "r":
+                self._stamp = _stamp(self.path)
+                self._file = h5py.File(self.path, "r", locking=False)
+            else:
+                self._file = h5py.File(self.path, mode)
         except OSError as exc:
-            if "lock" in str(exc).lower():
+            if "unable to lock file" in str(exc).lower():
                 raise StoreLockedError(
                     f"{self.path!r} is open for writing elsewhere (HDF5 file lock): {exc}"
                 ) from exc
@@ -190,6 +195,38 @@ class HDF5DataStore(DataStore):
     def _open(self) -> None:
         # a store reopened after close() appends; it never truncates again
         self._open_file("r" if self.mode == "r" else "a")
+
+    def _check_open(self, key: str | None = None) -> None:
+        super()._check_open(key)
+        if self._read_only and _stamp(self.path) != self._stamp:
+            self._reopen()
+
+    def _reopen(self) -> None:
+        """A read-only store catches up with a writer in another process (retrying while
+        the writer is midway through a flush and the file looks truncated)."""
+        self._datasets.clear()
+        self._file.close()
+        for attempt in range(40):
+            try:
+                self._open_file("r")
+                return
+            except (OSError, StoreFormatError):
+                if attempt == 39:
+                    raise
+                time.sleep(0.005)
+
+    def _retry(self, read: Any) -> Any:
+        """Run ``read``; a read-only store retries it on a fresh open if the writer was
+        midway through a flush (HDF5 then reports addresses past the end of file)."""
+        for attempt in range(20):
+            try:
+                return read()
+            except OSError:
+                if not self._read_only or attempt == 19:
+                    raise
+                time.sleep(0.005)
+                self._reopen()
+        raise AssertionError("unreachable")
 
     def _close(self) -> None:
         self._datasets.clear()
@@ -340,10 +377,10 @@ class HDF5DataStore(DataStore):
             raise KeyNotFoundError(f"no series {key!r} in {self!r}")
         kind = ds.attrs.get(_KIND_ATTR, DENSE)
         if kind == DENSE:
-            return HDFView(self, ds)
+            return HDFView(self, key)
         if kind == STR:
-            return list(ds.asstr()[:])
-        items = [row.tobytes() for row in ds[:]]
+            return self._retry(lambda: list(self._dataset(key).asstr()[:]))
+        items = [row.tobytes() for row in self._retry(lambda: self._dataset(key)[:])]
         if kind == OBJECT:
             return [_codec.decode(item) for item in items]
         return items
@@ -426,6 +463,11 @@ class HDF5DataStore(DataStore):
             except (TypeError, ValueError):
                 # dicts, None, mixed lists: HDF5 attributes cannot hold them, JSON can
                 self._file.attrs[name] = json.dumps(value, default=repr)
+
+
+def _stamp(path: str) -> tuple[int, int]:
+    info = os.stat(path)
+    return info.st_size, info.st_mtime_ns
 
 
 def _fsync(path: str) -> None:

@@ -289,7 +289,8 @@ class ZarrDataStore(DataStore):
 
     # -- nodes --------------------------------------------------------------------------
     def _node(self, key: str) -> Any:
-        array = self._arrays.get(key)
+        # a reader looks every time: the writer (another process) may have grown it
+        array = None if self.read_only else self._arrays.get(key)
         if array is not None:
             return array
         with _quiet():

@@ -1,0 +1,81 @@
+"""Live reading: another process reads a store while a recorder writes to it."""
+
+from __future__ import annotations
+
+import statistics
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+
+from simrecorder import KeyNotFoundError, open_datastore
+
+WRITER = textwrap.dedent(
+    """
+    import sys, time
+    import numpy as np
+    from simrecorder import Recorder, open_datastore
+    url, max_seconds, seconds = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
+    rec = Recorder(open_datastore(url), max_seconds=max_seconds)
+    print("ready", flush=True)
+    start = time.time()
+    i = 0
+    while time.time() - start < seconds:
+        rec.record("clock", time.time())
+        rec.record("state", np.full(4, i))
+        if time.time() - start > seconds / 3:
+            rec.record("late/series", float(i))  # created after the reader opened
+        i += 1
+        time.sleep(0.0005)
+    rec.close()
+    """
+)
+
+
+def _url(backend, tmp_path, redis_server, redis_prefix):
+    if backend == "hdf5":
+        return str(tmp_path / "live.h5")
+    if backend == "zarr":
+        return str(tmp_path / "live.zarr")
+    return f"redis://127.0.0.1:{redis_server.port}/0?prefix={redis_prefix}"
+
+
+@pytest.mark.parametrize("max_seconds", [1.0, 0.05])
+@pytest.mark.parametrize("backend", ["hdf5", "zarr", "redis"])
+def test_reader_sees_flushed_data_while_the_writer_runs(
+    backend, max_seconds, tmp_path, redis_server, redis_prefix
+):
+    url = _url(backend, tmp_path, redis_server, redis_prefix)
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, url, str(max_seconds), "4"],
+                              stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert writer.stdout.readline().strip() == "ready"
+        time.sleep(max_seconds + 0.3)  # the first flush
+        reader = open_datastore(url, mode="r")
+        lags, saw_late = [], False
+        while writer.poll() is None:
+            try:
+                clock = reader.get_all("clock")
+                now = time.time()
+                if len(clock):
+                    lags.append(now - float(np.asarray(clock[-1])))
+                state = np.asarray(reader.get_all("state"))
+                assert (state[:, 0] == np.arange(len(state))).all()  # never torn
+                saw_late = saw_late or len(reader.get_all("late/series")) > 0
+            except KeyNotFoundError:
+                pass
+            time.sleep(0.02)
+        reader.close()
+    finally:
+        writer.wait(timeout=60)
+        writer.stdout.close()
+    assert writer.returncode == 0 and lags and saw_late
+    median, worst = statistics.median(lags), max(lags)
+    print(
+        f"{backend} max_seconds={max_seconds}: lag median {median * 1e3:.0f} ms, "
+        f"max {worst * 1e3:.0f} ms over {len(lags)} reads"
+    )
+    assert worst < max_seconds + 1.0  # generous: the machine is shared
