@@ -60,6 +60,20 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _recover(args: argparse.Namespace) -> int:
+    from .recover import recover
+
+    if not os.path.exists(args.path):
+        print(f"simrecorder recover: no such file: {args.path}", file=sys.stderr)
+        return 2
+    try:
+        print(recover(args.path))
+    except (OSError, ValueError) as exc:
+        print(f"simrecorder recover: cannot recover {args.path}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``simrecorder`` command."""
     parser = argparse.ArgumentParser(prog="simrecorder", description=__doc__)
@@ -82,6 +96,12 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--seed", type=int, default=1)
     demo.add_argument("--quiet", action="store_true", help="no progress bar")
     demo.set_defaults(run=_demo)
+
+    recover = commands.add_parser(
+        "recover", help="make a store usable after its writer was killed (HDF5 flags, zarr)"
+    )
+    recover.add_argument("path", help="an HDF5 file or a zarr directory")
+    recover.set_defaults(run=_recover)
 
     info = commands.add_parser("info", help="list the series and values of a store")
     info.add_argument("url", help="a path or URL, e.g. run.h5")

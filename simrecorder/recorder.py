@@ -13,7 +13,7 @@ import numpy as np
 from ._buffer import SeriesBuffer, make_buffer
 from ._keys import parent_keys, validate_key
 from ._schema import SeriesSpec, infer_spec, merge_specs
-from .datastores.base import DataStore, check_key_free
+from .datastores.base import DataStore, check_key_free, check_sample_size
 from .errors import KeyConflictError, KeyNotFoundError, StoreClosedError, StoreWriteError
 
 __all__ = ["Recorder"]
@@ -214,6 +214,7 @@ class Recorder:
         if spec is None:
             spec = infer_spec(value)
         merge_specs(key, spec, value)
+        check_sample_size(key, spec, stores)
         return spec
 
     def _record_to(self, key: str, value: Any, store: DataStore) -> None:

@@ -113,6 +113,8 @@ class HDF5DataStore(DataStore):
     protocol = "hdf5"
     persistent = True
     supports_lazy_views = True
+    #: A sample is one chunk, and HDF5 chunks must stay below 4 GiB.
+    max_value_bytes = (1 << 32) - 1
 
     def __init__(
         self,
@@ -173,7 +175,18 @@ class HDF5DataStore(DataStore):
                 raise StoreLockedError(
                     f"{self.path!r} is open for writing elsewhere (HDF5 file lock): {exc}"
                 ) from exc
-            raise StoreFormatError(f"cannot open {self.path!r} as HDF5: {exc}") from exc
+            if "already open for write" in str(exc) and mode != "r" and _writer_is_gone(self.path):
+                # a libver='latest' writer was killed: its flag is stale (no process
+                # holds the file's lock any more), so clear it, as `h5clear -s` would
+                from ..recover import clear_hdf5_consistency_flags
+
+                clear_hdf5_consistency_flags(self.path)
+                self._open_file(mode)
+                return
+            hint = ""
+            if "already open for write" in str(exc):
+                hint = " (if its writer was killed, run `simrecorder recover FILE`)"
+            raise StoreFormatError(f"cannot open {self.path!r} as HDF5: {exc}{hint}") from exc
         root = self._file.attrs
         if creating:
             root[_FORMAT_ATTR] = FORMAT_VERSION
@@ -502,6 +515,22 @@ def _read_items(group: h5py.Group) -> list[bytes]:
     data = group["data"][: int(offsets[-1])].tobytes()
     starts = np.concatenate([[0], offsets[:-1]])
     return [data[a:b] for a, b in zip(starts.tolist(), offsets.tolist(), strict=True)]
+
+
+def _writer_is_gone(path: str) -> bool:
+    """True when no process holds the flock HDF5 writers take on the file."""
+    import fcntl
+
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return True
+    finally:
+        os.close(fd)
 
 
 def _stamp(path: str) -> tuple[int, int]:

@@ -18,7 +18,7 @@ import numpy as np
 
 from .._keys import validate_key
 from .._schema import DENSE, SeriesSpec, infer_spec, merge_specs
-from ..errors import KeyConflictError, ReadOnlyError, StoreClosedError
+from ..errors import KeyConflictError, ReadOnlyError, StoreClosedError, ValueTooLargeError
 
 __all__ = ["DataStore", "NodeType"]
 
@@ -223,6 +223,7 @@ class DataStore(ABC):
         if spec is None:
             check_key_free(self, key, "series")
             spec = infer_spec(value)
+            check_sample_size(key, spec, (self,))
         else:
             merge_specs(key, spec, value)
         buffer = make_buffer(
@@ -267,6 +268,20 @@ def check_key_free(store: DataStore, key: str, want: NodeType) -> None:
         if pnode not in (None, "group"):
             raise KeyConflictError(
                 f"key {key!r} in {store!r}: its parent {parent!r} is a {pnode}, not a group"
+            )
+
+
+def check_sample_size(key: str, spec: SeriesSpec, stores: Any) -> None:
+    """Raise :class:`ValueTooLargeError` if a dense sample exceeds a store's limit."""
+    if spec.kind != DENSE:
+        return
+    for store in stores:
+        limit = store.max_value_bytes
+        if limit is not None and spec.sample_nbytes > limit:
+            raise ValueTooLargeError(
+                f"key {key!r}: one sample is {spec.sample_nbytes:,} bytes; {store!r} "
+                f"takes at most {limit:,} bytes per sample. Split the sample over "
+                "several keys or record it into a store without the limit"
             )
 
 
