@@ -106,7 +106,9 @@ class Recorder:
         if attrs:
             self.attrs.update(attrs)
         if max_seconds is not None:
-            self._timer = _FlushTimer(self, max_seconds)
+            # ticking at half the limit bounds a sample's wait at about max_seconds
+            # (a tick only arms the next record call, so the extra ticks cost nothing)
+            self._timer = _FlushTimer(self, max_seconds / 2)
             self._timer.start()
         _open_recorders.add(self)
         # atexit runs hooks last-registered-first: registering again after the stores'
