@@ -14,15 +14,15 @@ import numpy as np
 from .. import _codec
 from .._keys import validate_key
 from .._provenance import provenance
-from .._schema import BYTES, DENSE, OBJECT, STR, SeriesSpec, infer_spec
+from .._schema import DENSE, OBJECT, STR, SeriesSpec
 from ..errors import (
     KeyNotFoundError,
-    SchemaError,
     StoreClosedError,
     StoreFormatError,
     StoreLockedError,
 )
 from ._chunks import chunk_rows as _chunk_rows
+from ._values import PYTYPE_ATTR, decode_value, encode_value
 from ._view import SeriesView
 from .base import DataStore, NodeType, check_key_free
 
@@ -35,9 +35,6 @@ CHUNK_TARGET_BYTES = 256 << 10
 _KIND_ATTR = "simrecorder_kind"
 _VALUE_ATTR = "simrecorder_value"
 _FORMAT_ATTR = "simrecorder_format"
-_PYTYPE_ATTR = "simrecorder_pytype"
-_PY_SCALARS = (bool, int, float, complex)
-_PY_SCALARS_BY_NAME = {cls.__name__: cls for cls in _PY_SCALARS}
 _SUFFIXES = (".h5", ".hdf5", ".he5", ".hdf")
 _STR_DTYPE = h5py.string_dtype("utf-8")
 
@@ -428,41 +425,24 @@ class HDF5DataStore(DataStore):
         validate_key(key)
         self._check_writable(key)
         check_key_free(self, key, "value")
-        kind = infer_spec(value).kind
-        if kind == DENSE:
-            data, dtype = np.asarray(value), None
-        elif kind == STR and "\x00" not in value:
-            data, dtype = value, _STR_DTYPE
-        elif kind == STR:  # HDF5 strings end at NUL: keep such a value as UTF-8 bytes
-            data, dtype = np.frombuffer(value.encode("utf-8", "surrogatepass"), np.uint8), None
-        elif kind == BYTES:
-            data, dtype = np.frombuffer(bytes(value), dtype=np.uint8), None
-        else:
-            try:
-                data, dtype = np.frombuffer(_codec.encode(value), dtype=np.uint8), None
-            except SchemaError as exc:
-                raise SchemaError(f"key {key!r}: {exc}") from None
+        kind, data, extra = encode_value(key, value)
+        dtype = None
+        if kind == STR and "\x00" not in value:
+            data, dtype = value, _STR_DTYPE  # a string h5py users read as a string
         if key in self._file:
             del self._file[key]
         self._datasets.pop(key, None)
         ds = self._file.create_dataset(key, data=data, dtype=dtype)
         ds.attrs[_VALUE_ATTR] = kind
-        if type(value) in _PY_SCALARS:
-            ds.attrs[_PYTYPE_ATTR] = type(value).__name__
+        ds.attrs.update(extra)
 
     def _get_value(self, key: str) -> Any:
         # docstring inherited
         ds = self._file[key]
         kind = ds.attrs[_VALUE_ATTR]
-        if kind == DENSE:
-            pytype = ds.attrs.get(_PYTYPE_ATTR)
-            return _PY_SCALARS_BY_NAME[pytype](ds[()].item()) if pytype else ds[()]
         if kind == STR and ds.dtype.kind != "u":
             return ds.asstr()[()]
-        raw = ds[()].tobytes()
-        if kind == STR:
-            return raw.decode("utf-8", "surrogatepass")
-        return raw if kind == BYTES else _codec.decode(raw)
+        return decode_value(kind, ds[()], ds.attrs.get(PYTYPE_ATTR))
 
     def keys(self, prefix: str = "") -> list[str]:
         # docstring inherited

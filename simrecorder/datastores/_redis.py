@@ -51,6 +51,7 @@ from ..errors import (
     StoreConnectionError,
     StoreFormatError,
 )
+from ._values import jsonable
 from ._view import SeriesView
 from .base import DataStore, NodeType, check_key_free
 
@@ -507,7 +508,7 @@ class RedisDataStore(DataStore):
         # docstring inherited
         self._check_writable()
         if attrs:
-            mapping = {name: json.dumps(_jsonable(v), default=repr) for name, v in attrs.items()}
+            mapping = {name: json.dumps(jsonable(v), default=repr) for name, v in attrs.items()}
             self._call("hset", self._attrs_key, mapping=mapping)
 
 
@@ -568,11 +569,3 @@ def _join_rows(pieces: list[bytes], rows: int, spec: SeriesSpec) -> np.ndarray:
     if position != out.nbytes:
         raise StoreFormatError(f"series data has {position} bytes, expected {out.nbytes}")
     return out
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    return value

@@ -23,16 +23,16 @@ from zarr.storage import LocalStore, ZipStore
 from .. import _codec
 from .._keys import validate_key
 from .._provenance import provenance
-from .._schema import BYTES, DENSE, STR, SeriesSpec, infer_spec
+from .._schema import BYTES, DENSE, STR, SeriesSpec
 from ..errors import (
     KeyNotFoundError,
     NotBuiltYetError,
-    SchemaError,
     StoreFormatError,
     StoreLockedError,
 )
 from ..options import CompressionType, DatastoreType
 from ._chunks import chunk_rows
+from ._values import PYTYPE_ATTR, decode_value, encode_value, jsonable
 from ._view import SeriesView
 from .base import DataStore, NodeType, check_key_free
 
@@ -43,9 +43,6 @@ FORMAT_VERSION = 1
 _KIND_ATTR = "simrecorder_kind"
 _VALUE_ATTR = "simrecorder_value"
 _FORMAT_ATTR = "simrecorder_format"
-_PYTYPE_ATTR = "simrecorder_pytype"
-_PY_SCALARS = (bool, int, float, complex)
-_PY_SCALARS_BY_NAME = {cls.__name__: cls for cls in _PY_SCALARS}
 _VLEN_CHUNK_ROWS = 1024
 #: zarr v3's default chunk key encoding with "." as separator: chunk files sit side by
 #: side in the array's directory (c.0.0), with no directory to create per chunk
@@ -401,21 +398,9 @@ class ZarrDataStore(DataStore):
         validate_key(key)
         self._check_writable(key)
         check_key_free(self, key, "value")
-        kind = infer_spec(value).kind
-        if kind == DENSE:
-            data = np.asarray(value)
-        elif kind == STR:
-            data = np.frombuffer(value.encode("utf-8", "surrogatepass"), dtype=np.uint8)
-        elif kind == BYTES:
-            data = np.frombuffer(bytes(value), dtype=np.uint8)
-        else:
-            try:
-                data = np.frombuffer(_codec.encode(value), dtype=np.uint8)
-            except SchemaError as exc:
-                raise SchemaError(f"key {key!r}: {exc}") from None
+        kind, data, extra = encode_value(key, value)
         self._arrays.pop(key, None)
         self._raw.pop(key, None)
-        pytype = {_PYTYPE_ATTR: type(value).__name__} if type(value) in _PY_SCALARS else {}
         with _quiet():
             array = self._group.create_array(
                 key,
@@ -425,7 +410,7 @@ class ZarrDataStore(DataStore):
                 compressors=None,
                 fill_value=0,
                 overwrite=True,
-                attributes={_VALUE_ATTR: kind, **pytype},
+                attributes={_VALUE_ATTR: kind, **extra},
             )
             if data.size:
                 array[...] = data
@@ -436,15 +421,7 @@ class ZarrDataStore(DataStore):
             array = self._group[key]
             kind = array.attrs[_VALUE_ATTR]
             data = array[...]
-        if kind == DENSE:
-            pytype = array.attrs.get(_PYTYPE_ATTR)
-            if pytype:
-                return _PY_SCALARS_BY_NAME[pytype](data[()].item())
-            return data[()] if data.ndim == 0 else data
-        raw = np.asarray(data, dtype=np.uint8).tobytes()
-        if kind == STR:
-            return raw.decode("utf-8", "surrogatepass")
-        return raw if kind == BYTES else _codec.decode(raw)
+        return decode_value(kind, data, array.attrs.get(PYTYPE_ATTR))
 
     def keys(self, prefix: str = "") -> list[str]:
         # docstring inherited
@@ -476,7 +453,7 @@ class ZarrDataStore(DataStore):
     def update_attrs(self, attrs: Mapping[str, Any]) -> None:
         # docstring inherited
         self._check_writable()
-        self._group.attrs.update({name: _jsonable(value) for name, value in attrs.items()})
+        self._group.attrs.update({name: jsonable(value) for name, value in attrs.items()})
 
 
 def _append_in_order(array: zarr.Array, block: np.ndarray) -> None:
@@ -580,14 +557,6 @@ class _RawChunkWriter:
         if self.durable:
             _fsync(self.base)  # the directory: chunk names and the renamed metadata
         self.length = end
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    return value
 
 
 def _take_lock(directory: str, store_path: str) -> int:
