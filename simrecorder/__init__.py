@@ -67,12 +67,17 @@ __all__ = [
     "ValueTooLargeError",
     "ZarrDataStore",
     "__version__",
+    "get_io",
     "open_datastore",
 ]
 
 
 def __getattr__(name: str) -> Any:
     # backends import their library on first use, so `import simrecorder` stays light
+    if name == "get_io":
+        from .adapters.mummi import get_io
+
+        return get_io
     from . import datastores
 
     if name in datastores.__all__ or name in datastores._LAZY:

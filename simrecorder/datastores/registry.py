@@ -32,9 +32,9 @@ _REGISTRY: dict[str, _Entry] = {
     "rediss": _Entry("simrecorder.datastores._redis:RedisDataStore", "redis"),
     "redis+cluster": _Entry("simrecorder.datastores._redis:RedisClusterDataStore", "redis"),
     "fs": _Entry("simrecorder.adapters.encore:FileSystemStore", None),
-    "mummi+simple": _Entry("simrecorder.adapters.mummi:SimpleDataStore", None),
-    "mummi+taridx": _Entry("simrecorder.adapters.mummi:TaridxDataStore", None),
-    "mummi+redis": _Entry("simrecorder.adapters.mummi:RedisNamespaceDataStore", "redis"),
+    "mummi+simple": _Entry("simrecorder.adapters._mummi_store:SimpleDataStore", None),
+    "mummi+taridx": _Entry("simrecorder.adapters._mummi_store:TaridxDataStore", None),
+    "mummi+redis": _Entry("simrecorder.adapters._mummi_store:RedisNamespaceDataStore", "redis"),
 }
 _ALIASES = {"h5": "hdf5", "file": "hdf5"}
 _SUFFIXES = {

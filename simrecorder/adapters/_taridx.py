@@ -1,0 +1,178 @@
+"""An appendable tar archive with an index for O(1) lookups (the ``taridx`` backend).
+
+``ns.tar`` is a standard (PAX) tar file; ``ns.tar.idx`` has one JSON line per member:
+``{"key", "offset", "size"}`` (offset of the data actually written, after any PAX
+header blocks) or ``{"key", "deleted": true}``. A rewrite appends a new member and
+the index points at the newest; a delete appends a zero-size tombstone member (PAX
+header ``SIMRECORDER.deleted``), so :func:`reindex` can rebuild the index from the tar
+alone. Index lines are written after their data, so a crash never exposes a torn
+value; data past the last indexed member is overwritten by the next append.
+:func:`compact` rewrites only the live members.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import tarfile
+import time
+from contextlib import contextmanager
+from typing import Any
+
+__all__ = ["TarIndex", "compact", "reindex"]
+
+_BLOCK = 512
+_TOMBSTONE = "SIMRECORDER.deleted"
+
+
+class TarIndex:
+    """The in-memory index of one archive, refreshed from the index file's new lines."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.index_path = path + ".idx"
+        self.entries: dict[str, tuple[int, int]] = {}
+        self.end = 0  # where the next member's header goes
+        self._read_upto = 0
+        self._index_ino: int | None = None
+
+    def refresh(self) -> None:
+        """Read index lines written since the last refresh (by any process)."""
+        try:
+            info = os.stat(self.index_path)
+        except FileNotFoundError:
+            self.entries, self.end, self._read_upto = {}, 0, 0
+            return
+        if info.st_ino != self._index_ino or info.st_size < self._read_upto:
+            self.entries, self.end, self._read_upto = {}, 0, 0  # replaced by compact()
+            self._index_ino = info.st_ino
+        if info.st_size == self._read_upto:
+            return
+        with open(self.index_path, "rb") as f:
+            f.seek(self._read_upto)
+            chunk = f.read()
+        complete = chunk[: chunk.rfind(b"\n") + 1]  # a torn last line is ignored
+        for line in complete.splitlines():
+            self._apply(json.loads(line))
+        self._read_upto += len(complete)
+
+    def _apply(self, entry: dict[str, Any]) -> None:
+        if entry.get("deleted"):
+            self.entries.pop(entry["key"], None)
+        else:
+            self.entries[entry["key"]] = (entry["offset"], entry["size"])
+        self.end = max(self.end, entry["end"])
+
+    def read(self, key: str) -> bytes | None:
+        found = self.entries.get(key)
+        if found is None:
+            return None
+        offset, size = found
+        with open(self.path, "rb") as f:
+            f.seek(offset)
+            return f.read(size)
+
+    @contextmanager
+    def writing(self):
+        """Hold the archive's exclusive lock (a second writer waits) and refresh."""
+        lock_fd = os.open(self.path + ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(lock_fd, fcntl.LOCK_EX)
+            self.refresh()
+            yield
+        finally:
+            fcntl.flock(lock_fd, fcntl.LOCK_UN)
+            os.close(lock_fd)
+
+    def append(self, items: list[tuple[str, bytes | None]]) -> None:
+        """Append members (``None`` data = tombstone); call inside :meth:`writing`."""
+        mode = "r+b" if os.path.exists(self.path) else "w+b"
+        lines = []
+        with open(self.path, mode) as f:
+            position = self.end
+            for key, data in items:
+                info = tarfile.TarInfo(key)
+                info.size = 0 if data is None else len(data)
+                info.mtime = int(time.time())
+                info.mode = 0o644
+                if data is None:
+                    info.pax_headers = {_TOMBSTONE: "1"}
+                header = info.tobuf(format=tarfile.PAX_FORMAT, encoding="utf-8")
+                f.seek(position)
+                f.write(header)
+                offset = position + len(header)  # the data offset actually written
+                if data:
+                    f.write(data)
+                    f.write(b"\0" * (-len(data) % _BLOCK))
+                position = offset + info.size + (-info.size % _BLOCK)
+                if data is None:
+                    lines.append({"key": key, "deleted": True, "end": position})
+                else:
+                    lines.append({"key": key, "offset": offset, "size": info.size,
+                                  "end": position})  # fmt: skip
+            f.write(b"\0" * (2 * _BLOCK))  # end-of-archive marker, overwritten next time
+            f.truncate()
+            f.flush()
+            os.fsync(f.fileno())
+        with open(self.index_path, "ab") as f:  # the commit point: after the data
+            f.truncate(self._read_upto)  # drop a torn line a killed writer left
+            f.write(b"".join(json.dumps(line).encode() + b"\n" for line in lines))
+            f.flush()
+            os.fsync(f.fileno())
+        self.refresh()
+
+
+def _members(path: str):
+    with tarfile.open(path, "r:", ignore_zeros=False) as tar:
+        while True:
+            try:
+                member = tar.next()
+            except tarfile.ReadError:
+                return  # a torn member at the end: stop at the last complete one
+            if member is None:
+                return
+            end = member.offset_data + member.size + (-member.size % _BLOCK)
+            yield member, end
+
+
+def reindex(path: str) -> int:
+    """Rebuild ``path + '.idx'`` from the tar alone; return the number of live keys."""
+    lines = []
+    for member, end in _members(path):
+        if member.pax_headers.get(_TOMBSTONE):
+            lines.append({"key": member.name, "deleted": True, "end": end})
+        else:
+            lines.append({"key": member.name, "offset": member.offset_data,
+                          "size": member.size, "end": end})  # fmt: skip
+    tmp = f"{path}.idx.{os.getpid()}.tmp"
+    with open(tmp, "wb") as f:
+        f.write(b"".join(json.dumps(line).encode() + b"\n" for line in lines))
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path + ".idx")
+    index = TarIndex(path)
+    index.refresh()
+    return len(index.entries)
+
+
+def compact(path: str) -> int:
+    """Rewrite the archive with only its live members; return how many remain."""
+    index = TarIndex(path)
+    with index.writing():
+        live = [(key, index.read(key)) for key in sorted(index.entries)]
+        tmp = f"{path}.{os.getpid()}.compact"
+        for suffix in ("", ".idx"):
+            if os.path.exists(tmp + suffix):
+                os.remove(tmp + suffix)
+        fresh = TarIndex(tmp)
+        fresh.append(live)
+        os.replace(tmp, path)  # data first, then its index
+        os.replace(tmp + ".idx", path + ".idx")
+    return len(live)
+
+
+def tar_names(path: str) -> list[str]:
+    """Member names as ``tar tf`` lists them (for tests and users)."""
+    with tarfile.open(path, "r:") as tar:
+        return [m.name for m in tar.getmembers()]
