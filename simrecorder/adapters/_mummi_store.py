@@ -24,11 +24,18 @@ from ..datastores.base import DataStore, NodeType, check_key_free
 from ..errors import KeyNotFoundError, SchemaError
 from .mummi import NamespaceIO, RedisIO, SimpleIO, TaridxIO
 
-__all__ = ["NamespaceDataStore", "RedisNamespaceDataStore", "SimpleDataStore", "TaridxDataStore"]
+__all__ = [
+    "FileSystemDataStore",
+    "NamespaceDataStore",
+    "RedisNamespaceDataStore",
+    "SimpleDataStore",
+    "TaridxDataStore",
+]
 
 _META = ".series.json"
 _VALUE = ".value"
 _ATTRS = ".simrecorder-attrs.json"
+_FS_META = ".series"  # FileSystemStore: the series' description is this key's metadata
 
 
 class NamespaceDataStore(DataStore):
@@ -53,13 +60,20 @@ class NamespaceDataStore(DataStore):
         # docstring inherited: every append is written at once
         self._check_open()
 
+    def _load_meta(self, key: str) -> dict[str, Any] | None:
+        raw = self.io.load_files(self.namespace, [f"{key}/{_META}"])[0]
+        return None if raw is None else json.loads(raw)
+
+    def _save_meta(self, key: str, meta: dict[str, Any]) -> None:
+        self.io.save_files(self.namespace, f"{key}/{_META}", json.dumps(meta).encode())
+
     def _series_meta(self, key: str) -> dict[str, Any] | None:
         meta = self._meta.get(key)
         if meta is None:
-            raw = self.io.load_files(self.namespace, [f"{key}/{_META}"])[0]
-            if raw is None:
+            meta = self._load_meta(key)
+            if meta is None:
                 return None
-            meta = self._meta[key] = json.loads(raw)
+            self._meta[key] = meta
         return meta
 
     def node_type(self, key: str) -> NodeType | None:
@@ -96,7 +110,7 @@ class NamespaceDataStore(DataStore):
             "count": meta["count"] + len(block),
             "blocks": [*meta["blocks"], len(block)],
         }
-        self.io.save_files(self.namespace, f"{key}/{_META}", json.dumps(meta).encode())
+        self._save_meta(key, meta)
         self._meta[key] = meta
 
     def get_all(self, key: str) -> Any:
@@ -135,7 +149,7 @@ class NamespaceDataStore(DataStore):
         self._check_open()
         found = set()
         for name in self.io.list_keys(self.namespace, "*"):
-            for marker in (f"/{_META}", f"/{_VALUE}"):
+            for marker in (f"/{_META}", f"/{_VALUE}", f"/{_FS_META}"):
                 if name.endswith(marker):
                     found.add(name[: -len(marker)])
         if prefix:
@@ -217,3 +231,82 @@ class RedisNamespaceDataStore(NamespaceDataStore):
     def url(self) -> str:
         # docstring inherited
         return f"mummi+redis://{self.namespace}?url={quote(self.io.url, safe='')}"
+
+
+class _FileSystemStoreIO(NamespaceIO):
+    """The namespace API over an encore-style FileSystemStore (its root is the one
+    namespace)."""
+
+    name = "fs"
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+
+    def _exists(self, namespace: str, key: str) -> bool:
+        return self.store.exists(key)
+
+    def _namespace_exists(self, namespace: str) -> bool:
+        return True
+
+    def _keys(self, namespace: str) -> list[str]:
+        return list(self.store.glob("*"))
+
+    def _read(self, namespace: str, keys: list[str]) -> list[bytes | None]:
+        return [self.store.to_bytes(k) if self.store.exists(k) else None for k in keys]
+
+    def _write(self, namespace: str, items: list[tuple[str, bytes]]) -> None:
+        import io
+
+        with self.store.transaction("simrecorder block"):
+            for key, data in items:
+                self.store.set(key, (io.BytesIO(data), {}))
+
+    def _delete(self, namespace: str, keys: list[str]) -> list[bool]:
+        present = [self.store.exists(k) for k in keys]
+        for key, there in zip(keys, present, strict=True):
+            if there:
+                self.store.delete(key)
+        return present
+
+    def _move(self, namespace: str, old: str, new: str) -> None:
+        self._write(namespace, [(new, self.store.to_bytes(old))])
+        self.store.delete(old)
+
+
+class FileSystemDataStore(NamespaceDataStore):
+    """``fs://dir``: series in an encore-style FileSystemStore. Each block is a key
+    ``K/.block-<n>`` (its ``.data`` the block's bytes); the series' kind, dtype, shape,
+    count and block sizes are the metadata of ``K/.series``."""
+
+    protocol = "fs"
+
+    def __init__(self, directory: str) -> None:
+        import os
+
+        from .encore import FileSystemStore, init_shared_store
+
+        directory = os.path.abspath(directory)
+        if not os.path.isfile(os.path.join(directory, ".FSStore")):
+            init_shared_store(directory)
+        self.store = FileSystemStore(directory)
+        self.store.connect()
+        super().__init__(_FileSystemStoreIO(self.store), directory)
+
+    def _load_meta(self, key: str) -> dict[str, Any] | None:
+        name = f"{key}/{_FS_META}"
+        return self.store.get_metadata(name) if self.store.exists(name) else None
+
+    def _save_meta(self, key: str, meta: dict[str, Any]) -> None:
+        import io
+
+        self.store.set(f"{key}/{_FS_META}", (io.BytesIO(b""), meta))
+
+    @classmethod
+    def from_url(cls, url: str, **kwargs: Any) -> FileSystemDataStore:
+        # docstring inherited
+        return cls(url.split("://", 1)[1], **kwargs)
+
+    @property
+    def url(self) -> str:
+        # docstring inherited
+        return f"fs://{self.namespace}"
