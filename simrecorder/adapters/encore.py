@@ -295,9 +295,12 @@ class FileSystemStore:
 
         The data file is opened first: the open stream keeps those bytes even if a
         writer replaces the file, and the token check rejects metadata of another write.
+        A pair whose times differ but are older than 1 s, or stay unchanged for 0.1 s,
+        was written by another tool (no token) and is taken as it is.
         """
         data_path, meta_path = self._paths(key)
-        for attempt in range(200):
+        seen, since = None, time.monotonic()
+        while True:
             try:
                 stream = open(data_path, "rb")
             except FileNotFoundError:
@@ -310,12 +313,19 @@ class FileSystemStore:
             except FileNotFoundError:
                 stream.close()
                 raise KeyError(key) from None
-            if meta_stat.st_mtime_ns == data_stat.st_mtime_ns or attempt > 50:
-                # (after many tries: files written by other tools carry no token)
+            signature = (data_stat.st_ino, data_stat.st_mtime_ns, meta_stat.st_ino,
+                         meta_stat.st_mtime_ns)  # fmt: skip
+            if signature != seen:
+                seen, since = signature, time.monotonic()
+            newest = max(meta_stat.st_mtime_ns, data_stat.st_mtime_ns)
+            if (
+                meta_stat.st_mtime_ns == data_stat.st_mtime_ns
+                or time.time_ns() - newest > 1_000_000_000  # not being written now
+                or time.monotonic() - since > 0.1  # unchanged for a while
+            ):
                 return stream, json.loads(raw or b"{}"), data_stat
             stream.close()  # a writer is between its two renames
             time.sleep(0.0005)
-        raise AssertionError("unreachable")
 
     def _read(self, key: str) -> tuple[str, dict[str, Any], os.stat_result]:
         stream, metadata, stat = self._open_pair(key)
