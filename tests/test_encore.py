@@ -252,3 +252,33 @@ def test_recording_through_fs_url(tmp_path):
     assert meta["kind"] == "dense" and meta["count"] == 10 and meta["shape"] == [10, 5, 2, 6]
     with Recorder(open_datastore(f"fs://{tmp_path}/run")) as rec:
         np.testing.assert_array_equal(np.asarray(rec.get_all("train/what")), arrays)
+
+
+BIG = (
+    "import os, sys\n"
+    "from simrecorder.adapters.encore import FileSystemStore, init_shared_store\n"
+    "root, src, dst = sys.argv[1:4]\n"
+    "with open(src, 'wb') as f:\n"
+    "    f.truncate(512 << 20)  # 512 MiB, sparse: cheap to create\n"
+    "init_shared_store(root)\n"
+    "s = FileSystemStore(root); s.connect()\n"
+    "def rss(field):\n"
+    "    for line in open('/proc/self/status'):\n"
+    "        if line.startswith(field + ':'):\n"
+    "            return int(line.split()[1]) // 1024\n"
+    "open('/proc/self/clear_refs', 'w').write('5')\n"
+    "base = rss('VmRSS')\n"
+    "s.from_file('big', src)\n"
+    "s.to_file('big', dst)\n"
+    "print(rss('VmHWM') - base, os.path.getsize(dst) >> 20)\n"
+)
+
+
+def test_512_mib_values_stream_without_being_held_in_memory(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-c", BIG, str(tmp_path / "s"), str(tmp_path / "src"),
+         str(tmp_path / "dst")],
+        capture_output=True, text=True, check=True,
+    ).stdout.split()  # fmt: skip
+    grown_mib, size_mib = int(out[0]), int(out[1])
+    assert size_mib == 512 and grown_mib < 64, out
