@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import fcntl
 import fnmatch
 import io
 import json
@@ -463,6 +464,21 @@ class FileSystemStore:
             self._commit([action])
 
     def _commit(self, actions: list[Any]) -> None:
+        # Commits are serialised store-wide (flock on a file of our own, opened per
+        # commit so threads exclude each other too): two writers of one key could
+        # otherwise leave one's data beside the other's metadata.
+        lock = os.open(os.path.join(self.path, ".simrecorder-commit.lock"),
+                       os.O_RDWR | os.O_CREAT, 0o644)  # fmt: skip
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            self._apply(actions)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+            os.close(lock)
+        for action in actions:
+            self.event_manager.emit(action[-1])
+
+    def _apply(self, actions: list[Any]) -> None:
         for action in actions:
             if action[0] == "write":
                 _, key, data_tmp, meta_tmp, _ = action
@@ -481,8 +497,6 @@ class FileSystemStore:
                 os.remove(meta_path)  # metadata first: the key is gone at once
                 with contextlib.suppress(FileNotFoundError):
                     os.remove(data_path)
-        for action in actions:
-            self.event_manager.emit(action[-1])
 
     def set(self, key: str, value: Any, buffer_size: int = _BUFFER) -> None:
         """Set ``value``: a ``(stream, metadata)`` pair or an object with ``data`` and
