@@ -220,10 +220,7 @@ class ListBuffer(SeriesBuffer):
         # docstring inherited
         kind = self.spec.kind
         if kind == OBJECT:
-            try:
-                item = _codec.encode(value)
-            except SchemaError as exc:
-                raise SchemaError(f"key {self.key!r}: {exc}") from None
+            item = _codec.encode_for(self.key, value)
             self.nbytes += len(item)
         else:
             check_kind_sample(self.key, self.spec, value)

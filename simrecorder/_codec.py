@@ -20,7 +20,7 @@ import numpy as np
 
 from .errors import SchemaError, StoreFormatError
 
-__all__ = ["FORMAT_VERSION", "decode", "encode"]
+__all__ = ["FORMAT_VERSION", "decode", "encode", "encode_for"]
 
 MAGIC = b"SRO"
 FORMAT_VERSION = 1
@@ -59,6 +59,14 @@ def encode(value: Any) -> bytes:
     out: list[bytes] = [_HEADER]
     _encode_into(value, out, 0)
     return b"".join(out)
+
+
+def encode_for(key: str, value: Any) -> bytes:
+    """:func:`encode`, with the key named in the :class:`SchemaError` it may raise."""
+    try:
+        return encode(value)
+    except SchemaError as exc:
+        raise SchemaError(f"key {key!r}: {exc}") from None
 
 
 def _dtype_descr(dtype: np.dtype) -> bytes:

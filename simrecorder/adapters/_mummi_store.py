@@ -21,7 +21,7 @@ from .._keys import validate_key
 from .._provenance import provenance
 from .._schema import DENSE, SeriesSpec
 from ..datastores.base import DataStore, NodeType, check_key_free
-from ..errors import KeyNotFoundError, SchemaError
+from ..errors import KeyNotFoundError
 from .mummi import NamespaceIO, RedisIO, SimpleIO, TaridxIO
 
 __all__ = [
@@ -134,10 +134,7 @@ class NamespaceDataStore(DataStore):
         validate_key(key)
         self._check_writable(key)
         check_key_free(self, key, "value")
-        try:
-            payload = _codec.encode(value)
-        except SchemaError as exc:
-            raise SchemaError(f"key {key!r}: {exc}") from None
+        payload = _codec.encode_for(key, value)
         self.io.save_files(self.namespace, f"{key}/{_VALUE}", payload)
 
     def _get_value(self, key: str) -> Any:

@@ -12,6 +12,7 @@ import h5py
 import numpy as np
 
 from .. import _codec
+from .._files import fsync_path
 from .._keys import validate_key
 from .._provenance import provenance
 from .._schema import DENSE, OBJECT, STR, SeriesSpec
@@ -254,7 +255,7 @@ class HDF5DataStore(DataStore):
         if not self.read_only:
             self._file.flush()
             if self.durable:  # the OS page cache survives a crash of this process, not
-                _fsync(self.path)  # of the machine: fsync for power-loss safety
+                fsync_path(self.path)  # of the machine: fsync for power-loss safety
 
     # -- nodes --------------------------------------------------------------------------
     def node_type(self, key: str) -> NodeType | None:
@@ -516,14 +517,6 @@ def _writer_is_gone(path: str) -> bool:
 def _stamp(path: str) -> tuple[int, int]:
     info = os.stat(path)
     return info.st_size, info.st_mtime_ns
-
-
-def _fsync(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _spec_of(ds: h5py.Dataset) -> SeriesSpec:

@@ -467,10 +467,7 @@ class RedisDataStore(DataStore):
         validate_key(key)
         self._check_writable(key)
         check_key_free(self, key, "value")
-        try:
-            payload = _codec.encode(value)
-        except SchemaError as exc:
-            raise SchemaError(f"key {key!r}: {exc}") from None
+        payload = _codec.encode_for(key, value)
         pipe = self._client.pipeline(transaction=False)
         pipe.delete(self._k(key, "v"))
         pipe.rpush(self._k(key, "v"), *self._pieces(payload))

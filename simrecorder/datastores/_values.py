@@ -8,7 +8,6 @@ import numpy as np
 
 from .. import _codec
 from .._schema import BYTES, DENSE, STR, infer_spec
-from ..errors import SchemaError
 
 __all__ = ["PYTYPE_ATTR", "decode_value", "encode_value", "jsonable", "python_scalar"]
 
@@ -30,10 +29,7 @@ def encode_value(key: str, value: Any) -> tuple[str, np.ndarray, dict[str, str]]
     elif kind == BYTES:
         raw = bytes(value)
     else:
-        try:
-            raw = _codec.encode(value)
-        except SchemaError as exc:
-            raise SchemaError(f"key {key!r}: {exc}") from None
+        raw = _codec.encode_for(key, value)
     return kind, np.frombuffer(raw, dtype=np.uint8), attrs
 
 

@@ -21,6 +21,7 @@ from zarr.core.dtype import VariableLengthBytes, VariableLengthUTF8
 from zarr.storage import LocalStore, ZipStore
 
 from .. import _codec
+from .._files import fsync_path
 from .._keys import validate_key
 from .._provenance import provenance
 from .._schema import BYTES, DENSE, STR, SeriesSpec
@@ -551,11 +552,11 @@ class _RawChunkWriter:
             written.append(path)
         if self.durable:  # data before the metadata that makes it visible
             for path in written:
-                _fsync(path)
+                fsync_path(path)
         self.meta["shape"][0] = end
         _write_atomic(self.meta_path, json.dumps(self.meta, indent=2).encode(), self.durable)
         if self.durable:
-            _fsync(self.base)  # the directory: chunk names and the renamed metadata
+            fsync_path(self.base)  # the directory: chunk names and the renamed metadata
         self.length = end
 
 
@@ -603,14 +604,6 @@ def _write_atomic(path: str, data: np.ndarray | bytes, durable: bool = False) ->
             f.flush()
             os.fsync(f.fileno())
     os.replace(tmp, path)
-
-
-def _fsync(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _looks_like_zarr(path: str, is_zip: bool) -> bool:
