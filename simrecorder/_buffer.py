@@ -34,7 +34,7 @@ from ._schema import (
 )
 from .errors import SchemaError
 
-__all__ = ["SeriesBuffer", "make_buffer"]
+__all__ = ["SeriesBuffer", "make_buffer", "one_sample_block"]
 
 
 class SeriesBuffer:
@@ -291,3 +291,13 @@ def make_buffer(
     if spec.kind in (STR, BYTES, OBJECT):
         return ListBuffer(key, spec, max_records, max_bytes, nul_free_str)
     raise ValueError(f"unknown series kind {spec.kind!r}")
+
+
+def one_sample_block(key: str, spec: SeriesSpec, value: Any, *, nul_free_str: bool) -> Any:
+    """Check ``value`` against ``spec`` and return it as a block of one sample (a
+    snapshot: the caller's array may change afterwards)."""
+    buffer = make_buffer(
+        key, spec, max_records=1, max_bytes=1 << 62, copy_large=True, nul_free_str=nul_free_str
+    )
+    buffer.append(value)
+    return buffer.take()

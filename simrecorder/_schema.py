@@ -94,16 +94,6 @@ class SeriesSpec:
         return cls(kind)
 
 
-def is_dense_sample(value: Any) -> bool:
-    """True when ``value`` is a numeric scalar or a numeric ``ndarray``."""
-    cls = type(value)
-    if cls in _PY_SCALAR_DTYPES:
-        return True
-    if isinstance(value, (np.ndarray, np.generic)):
-        return value.dtype.kind in _NUMERIC_KINDS
-    return False
-
-
 def infer_spec(value: Any) -> SeriesSpec:
     """Return the :class:`SeriesSpec` a series starting with ``value`` gets.
 

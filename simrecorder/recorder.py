@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from ._buffer import SeriesBuffer, make_buffer
+from ._buffer import SeriesBuffer, make_buffer, one_sample_block
 from ._keys import parent_keys, validate_key
 from ._schema import SeriesSpec, infer_spec, merge_specs
 from .datastores.base import DataStore, check_key_free, check_sample_size
@@ -229,18 +229,11 @@ class Recorder:
             spec = shared.spec
         else:
             spec = self._spec_for(key, value, (store,))
-        single = make_buffer(
-            key,
-            spec,
-            max_records=1,
-            max_bytes=1 << 62,
-            copy_large=True,
-            nul_free_str=not store.supports_nul_in_str,
-        )
-        single.append(value)  # checks the sample before anything is written
+        # checks the sample before anything is written
+        block = one_sample_block(key, spec, value, nul_free_str=not store.supports_nul_in_str)
         if shared is not None:
             self._flush_buffer(shared)
-        self._write(key, spec, single.take(), (store,))
+        self._write(key, spec, block, (store,))
         self._flush_stores()
 
     def _on_full(self, buf: SeriesBuffer) -> None:

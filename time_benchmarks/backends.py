@@ -57,11 +57,6 @@ class Servers:
         if described.get("cluster"):
             cls.cluster = SimpleNamespace(ports=described["cluster"])
 
-    @classmethod
-    def ports(cls) -> list[int]:
-        ports = [cls.server.port] if cls.server is not None else []
-        return ports + (cls.cluster.ports if cls.cluster is not None else [])
-
 
 def _memory(tmp: Path, name: str) -> DataStore:
     return InMemoryDataStore()

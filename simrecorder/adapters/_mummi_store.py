@@ -10,6 +10,7 @@ Blocks are written before the metadata that counts them.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import parse_qs, quote, urlparse
@@ -166,46 +167,37 @@ class NamespaceDataStore(DataStore):
         self.io.save_files(self.namespace, _ATTRS, json.dumps(merged, default=repr).encode())
 
 
-class SimpleDataStore(NamespaceDataStore):
+class _PathDataStore(NamespaceDataStore):
+    """A namespace named by a local path: ``<protocol>://<absolute path>``."""
+
+    io_class: type[NamespaceIO]
+
+    def __init__(self, path: str) -> None:
+        super().__init__(self.io_class(), os.path.abspath(path))
+
+    @classmethod
+    def from_url(cls, url: str, **kwargs: Any) -> NamespaceDataStore:
+        # docstring inherited
+        return cls(url.split("://", 1)[1], **kwargs)
+
+    @property
+    def url(self) -> str:
+        # docstring inherited
+        return f"{self.protocol}://{self.namespace}"
+
+
+class SimpleDataStore(_PathDataStore):
     """``mummi+simple://dir``: a namespace directory."""
 
     protocol = "mummi+simple"
-
-    def __init__(self, directory: str) -> None:
-        import os
-
-        super().__init__(SimpleIO(), os.path.abspath(directory))
-
-    @classmethod
-    def from_url(cls, url: str, **kwargs: Any) -> SimpleDataStore:
-        # docstring inherited
-        return cls(url.split("://", 1)[1], **kwargs)
-
-    @property
-    def url(self) -> str:
-        # docstring inherited
-        return f"mummi+simple://{self.namespace}"
+    io_class = SimpleIO
 
 
-class TaridxDataStore(NamespaceDataStore):
+class TaridxDataStore(_PathDataStore):
     """``mummi+taridx://file.tar``: a tar archive with an index."""
 
     protocol = "mummi+taridx"
-
-    def __init__(self, path: str) -> None:
-        import os
-
-        super().__init__(TaridxIO(), os.path.abspath(path))
-
-    @classmethod
-    def from_url(cls, url: str, **kwargs: Any) -> TaridxDataStore:
-        # docstring inherited
-        return cls(url.split("://", 1)[1], **kwargs)
-
-    @property
-    def url(self) -> str:
-        # docstring inherited
-        return f"mummi+taridx://{self.namespace}"
+    io_class = TaridxIO
 
 
 class RedisNamespaceDataStore(NamespaceDataStore):
@@ -270,7 +262,7 @@ class _FileSystemStoreIO(NamespaceIO):
         self.store.delete(old)
 
 
-class FileSystemDataStore(NamespaceDataStore):
+class FileSystemDataStore(_PathDataStore):
     """``fs://dir``: series in an encore-style FileSystemStore. Each block is a key
     ``K/.block-<n>`` (its ``.data`` the block's bytes); the series' kind, dtype, shape,
     count and block sizes are the metadata of ``K/.series``."""
@@ -278,8 +270,6 @@ class FileSystemDataStore(NamespaceDataStore):
     protocol = "fs"
 
     def __init__(self, directory: str) -> None:
-        import os
-
         from .encore import FileSystemStore, init_shared_store
 
         directory = os.path.abspath(directory)
@@ -287,7 +277,7 @@ class FileSystemDataStore(NamespaceDataStore):
             init_shared_store(directory)
         self.store = FileSystemStore(directory)
         self.store.connect()
-        super().__init__(_FileSystemStoreIO(self.store), directory)
+        NamespaceDataStore.__init__(self, _FileSystemStoreIO(self.store), directory)
 
     def _load_meta(self, key: str) -> dict[str, Any] | None:
         name = f"{key}/{_FS_META}"
@@ -297,13 +287,3 @@ class FileSystemDataStore(NamespaceDataStore):
         import io
 
         self.store.set(f"{key}/{_FS_META}", (io.BytesIO(b""), meta))
-
-    @classmethod
-    def from_url(cls, url: str, **kwargs: Any) -> FileSystemDataStore:
-        # docstring inherited
-        return cls(url.split("://", 1)[1], **kwargs)
-
-    @property
-    def url(self) -> str:
-        # docstring inherited
-        return f"fs://{self.namespace}"

@@ -20,12 +20,11 @@ __all__ = ["InMemoryDataStore"]
 class _Series:
     """Blocks of one series; dense blocks are concatenated lazily and cached."""
 
-    __slots__ = ("blocks", "length", "spec")
+    __slots__ = ("blocks", "spec")
 
     def __init__(self, spec: SeriesSpec) -> None:
         self.spec = spec
         self.blocks: list[Any] = []
-        self.length = 0
 
     def dense(self) -> np.ndarray:
         if len(self.blocks) != 1:
@@ -114,7 +113,6 @@ class InMemoryDataStore(DataStore):
             series = self._series[key] = _Series(spec)
             self._add_node(key)
         series.blocks.append(block)
-        series.length += len(block)
 
     def get_all(self, key: str) -> Any:
         # docstring inherited

@@ -14,8 +14,6 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-import numpy as np
-
 from .._keys import validate_key
 from .._schema import DENSE, SeriesSpec, infer_spec, merge_specs
 from ..errors import KeyConflictError, ReadOnlyError, StoreClosedError, ValueTooLargeError
@@ -215,7 +213,7 @@ class DataStore(ABC):
         Slow compared to :meth:`Recorder.record <simrecorder.Recorder.record>`, which
         buffers; useful for scripts that talk to a store directly.
         """
-        from .._buffer import make_buffer  # local: the buffer module imports this one
+        from .._buffer import one_sample_block  # local: the buffer module imports this one
 
         validate_key(key)
         self._check_writable(key)
@@ -226,16 +224,8 @@ class DataStore(ABC):
             check_sample_size(key, spec, (self,))
         else:
             merge_specs(key, spec, value)
-        buffer = make_buffer(
-            key,
-            spec,
-            max_records=1,
-            max_bytes=1 << 62,
-            copy_large=True,
-            nul_free_str=not self.supports_nul_in_str,
-        )
-        buffer.append(value)
-        self.append_block(key, spec, buffer.take())
+        block = one_sample_block(key, spec, value, nul_free_str=not self.supports_nul_in_str)
+        self.append_block(key, spec, block)
 
     def __contains__(self, key: object) -> bool:
         return isinstance(key, str) and self.node_type(key) in ("series", "value")
@@ -283,10 +273,3 @@ def check_sample_size(key: str, spec: SeriesSpec, stores: Any) -> None:
                 f"takes at most {limit:,} bytes per sample. Split the sample over "
                 "several keys or record it into a store without the limit"
             )
-
-
-def dense_value(value: Any) -> np.ndarray | None:
-    """``value`` as an array if it is a dense sample (numeric scalar or array), else None."""
-    if infer_spec(value).kind == DENSE:
-        return np.array(value)
-    return None
