@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from .errors import InvalidKeyError
 
-__all__ = ["MAX_KEY_LENGTH", "parent_keys", "validate_key"]
+__all__ = ["MAX_KEY_LENGTH", "MAX_PART_BYTES", "check_path_parts", "parent_keys", "validate_key"]
+
+#: Longest file or directory name most file systems take (ext4, xfs, btrfs, tmpfs), in
+#: UTF-8 bytes: stores that turn key parts into path names check parts against it.
+MAX_PART_BYTES = 255
 
 #: Longest key accepted, in characters. HDF5, zarr and Redis all take longer names, but
 #: keys longer than this are almost always a bug (a value passed as key) and make file
@@ -19,7 +23,8 @@ def validate_key(key: object) -> str:
 
     A key is a non-empty ``str`` of at most :data:`MAX_KEY_LENGTH` characters, made of
     ``/``-separated parts; no part is empty (so no leading, trailing or double ``/``),
-    ``.`` or ``..``, and no character is NUL or another ASCII control character.
+    ``.`` or ``..``, no character is NUL or another ASCII control character, and the
+    key is valid Unicode (no unpaired surrogates).
 
     Parameters
     ----------
@@ -55,6 +60,13 @@ def validate_key(key: object) -> str:
     for char in key:
         if ord(char) < 32 or char == "\x7f":
             raise InvalidKeyError(f"invalid key {key!r}: control character {char!r}")
+    if not key.isascii():
+        try:
+            key.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidKeyError(
+                f"invalid key {key!r}: an unpaired surrogate is not valid Unicode text"
+            ) from None
     for part in key.split("/"):
         if part == "":
             raise InvalidKeyError(f"invalid key {key!r}: empty part (leading, trailing or '//')")
@@ -73,3 +85,42 @@ def parent_keys(key: str) -> list[str]:
     """
     parts = key.split("/")
     return ["/".join(parts[:i]) for i in range(1, len(parts))]
+
+
+def check_path_parts(key: str, where: str, reserved: tuple[str, ...] = (), extra: int = 0) -> None:
+    """Raise :class:`InvalidKeyError` unless every part of ``key`` can be a file name.
+
+    For stores that turn key parts into file or directory names: each part must fit
+    in :data:`MAX_PART_BYTES` UTF-8 bytes (less ``extra`` bytes the store appends, such
+    as a suffix) and must not be one of the ``reserved`` names of the format.
+
+    Parameters
+    ----------
+    key
+        A valid key path.
+    where
+        The store, for the message (its ``repr``).
+    reserved
+        Names a part may not take (e.g. ``('zarr.json',)``).
+    extra
+        Bytes the store adds to a part's name on disk.
+
+    Examples
+    --------
+    >>> check_path_parts("a/zarr.json", "Z('run.zarr')", reserved=("zarr.json",))
+    Traceback (most recent call last):
+    ...
+    simrecorder.errors.InvalidKeyError: invalid key 'a/zarr.json' for Z('run.zarr'): ...
+    """
+    limit = MAX_PART_BYTES - extra
+    for part in key.split("/"):
+        if part in reserved:
+            raise InvalidKeyError(
+                f"invalid key {key!r} for {where}: part {part!r} is a name the format reserves"
+            )
+        size = len(part.encode("utf-8"))
+        if size > limit:
+            raise InvalidKeyError(
+                f"invalid key {key[:60]!r} for {where}: part {part[:20]!r}... is {size} bytes "
+                f"in UTF-8; file names take at most {limit} here"
+            )

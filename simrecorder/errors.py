@@ -8,9 +8,14 @@ a schema mismatch, ``KeyError`` for a missing key, ...), the way zarr's
 
 from __future__ import annotations
 
+import errno as _errno
+
 __all__ = [
     "AuthenticationFailedError",
+    "BlocksQuarantinedError",
+    "ForkedRecorderError",
     "ServerStartError",
+    "StoreFullError",
     "StoreConnectionError",
     "InvalidKeyError",
     "KeyConflictError",
@@ -25,6 +30,7 @@ __all__ = [
     "StoreLockedError",
     "StoreWriteError",
     "ValueTooLargeError",
+    "is_transient",
 ]
 
 
@@ -74,6 +80,37 @@ class StoreWriteError(SimRecorderError, OSError):
     """
 
 
+class StoreFullError(StoreWriteError):
+    """A store has no room left (disk full, quota, Redis ``maxmemory``).
+
+    Transient: the recorder keeps the blocks and writes them once room is made.
+    """
+
+
+class BlocksQuarantinedError(StoreWriteError):
+    """Blocks a store could not take were set aside in a dead-letter directory.
+
+    Attributes
+    ----------
+    directory
+        Where the blocks are (read them with :func:`simrecorder.read_dead_letters`).
+    keys
+        The keys of the quarantined blocks.
+    """
+
+    def __init__(self, message: str, directory: str = "", keys: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.directory = directory
+        self.keys = keys
+
+
+class ForkedRecorderError(SimRecorderError, RuntimeError):
+    """A recorder inherited through ``os.fork()`` was used in the child process.
+
+    The buffered samples belong to the parent; the child must create its own recorder.
+    """
+
+
 class ValueTooLargeError(SimRecorderError, ValueError):
     """A value exceeds what the backend can store in one piece."""
 
@@ -96,3 +133,29 @@ class MissingDependencyError(SimRecorderError, ImportError):
 
 class NotBuiltYetError(SimRecorderError, NotImplementedError):
     """A backend that the registry knows of is not part of this release yet."""
+
+
+_TRANSIENT_ERRNOS = frozenset(
+    getattr(_errno, name)
+    for name in ("ENOSPC", "EDQUOT", "EAGAIN", "EINTR", "EBUSY", "ETIMEDOUT", "EIO")
+    if hasattr(_errno, name)
+)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True when a store failure may go away by itself (retry), False when it is permanent.
+
+    Transient: a server that cannot be reached or answers "try again" (
+    :class:`StoreConnectionError`), a full store (:class:`StoreFullError`, ``ENOSPC``),
+    time-outs and interrupted system calls. Everything else (a key or value the store
+    cannot hold, a format error, a schema conflict) is permanent: retrying cannot help,
+    so the recorder quarantines such blocks at once.
+    """
+    if isinstance(exc, (StoreConnectionError, StoreFullError, ConnectionError, TimeoutError)):
+        return True
+    if isinstance(exc, OSError) and not isinstance(exc, SimRecorderError):
+        return exc.errno in _TRANSIENT_ERRNOS
+    cause = exc.__cause__
+    if isinstance(exc, StoreWriteError) and cause is not None and cause is not exc:
+        return is_transient(cause)
+    return False

@@ -30,6 +30,24 @@ class DataStore(ABC):
     Blocks handed to :meth:`append_block` are owned by the store from then on: the
     recorder never touches them again, so a store may keep them without copying.
 
+    **Who owns a block when something fails** (the rule every backend keeps):
+
+    - ``append_block`` either *takes* the block or *raises having taken nothing*. A
+      raise -- including ``KeyboardInterrupt`` or any other ``BaseException`` arriving
+      in the middle -- leaves every series exactly as before the call: no rows added,
+      no stored row changed. The caller still owns the block; the
+      :class:`~simrecorder.Recorder` is the one layer that retries (or quarantines) it.
+    - A store that queues taken blocks internally (Redis) owns them until they are
+      acknowledged: it never drops a taken block, never applies one twice, and
+      ``flush()`` raises on every call until the queue is delivered. While its queue
+      is over its limit and cannot be sent, ``append_block`` raises (taking nothing).
+    - ``flush()`` raising means: everything taken is still held; call ``flush()``
+      again.
+    - Failures that can go away (server away, disk or memory full) raise
+      :class:`~simrecorder.errors.StoreConnectionError` or
+      :class:`~simrecorder.errors.StoreFullError` (see
+      :func:`~simrecorder.errors.is_transient`); anything else is permanent.
+
     Attributes
     ----------
     protocol
@@ -226,6 +244,34 @@ class DataStore(ABC):
             merge_specs(key, spec, value)
         block = one_sample_block(key, spec, value, nul_free_str=not self.supports_nul_in_str)
         self.append_block(key, spec, block)
+
+    # -- optional hooks with safe defaults ----------------------------------------------
+    def check_key(self, key: str) -> None:  # noqa: B027 - optional hook, no-op by default
+        """Raise :class:`~simrecorder.errors.InvalidKeyError` if this store can never
+        hold ``key`` (a valid key path) -- e.g. a path part longer than the file
+        system allows, or a name the format reserves.
+
+        Called when a key is first recorded or set, so that a bad key fails at
+        ``record`` time instead of blocking the store at flush time.
+        """
+
+    def commit(self) -> None:  # noqa: B027 - optional hook, a no-op by default
+        """Mark the current length of every series as committed.
+
+        The recorder calls this after each *epoch*, a flush that wrote every buffered
+        series. A store that a crash can leave with series of different lengths
+        records the lengths here (atomically: all or none), and when it is next
+        opened for writing it truncates every series to its committed length, so a
+        resumed run continues from aligned series. The default does nothing.
+        """
+
+    @property
+    def local_path(self) -> str | None:
+        """The store's path on the local file system, or None (memory, servers).
+
+        The recorder puts its dead-letter directory beside this path.
+        """
+        return None
 
     def __contains__(self, key: object) -> bool:
         return isinstance(key, str) and self.node_type(key) in ("series", "value")
