@@ -95,11 +95,15 @@ class ScalarBuffer(SeriesBuffer):
 
     def compact(self) -> bool:
         # docstring inherited
-        if self.values:
-            part = np.array(self.values, dtype=self.spec.dtype)
-            self.values = []
+        values = self.values
+        count = len(values)
+        if count:
+            # copy, then delete in place: another thread's record() may append to this
+            # very list meanwhile (the fast path takes no lock), and must not be lost
+            part = np.array(values[:count], dtype=self.spec.dtype)
+            del values[:count]
             self.parts.append(part)
-            self.rows += len(part)
+            self.rows += count
         return self.rows >= self.capacity or self.limit < self.full_at
 
     def append(self, value: Any) -> bool:

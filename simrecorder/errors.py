@@ -147,11 +147,15 @@ def is_transient(exc: BaseException) -> bool:
 
     Transient: a server that cannot be reached or answers "try again" (
     :class:`StoreConnectionError`), a full store (:class:`StoreFullError`, ``ENOSPC``),
-    time-outs and interrupted system calls. Everything else (a key or value the store
+    time-outs and interrupted system calls, a store closed under the recorder (it may be
+    opened again). Everything else (a key or value the store
     cannot hold, a format error, a schema conflict) is permanent: retrying cannot help,
     so the recorder quarantines such blocks at once.
     """
-    if isinstance(exc, (StoreConnectionError, StoreFullError, ConnectionError, TimeoutError)):
+    if isinstance(
+        exc,
+        (StoreConnectionError, StoreFullError, StoreClosedError, ConnectionError, TimeoutError),
+    ):
         return True
     if isinstance(exc, OSError) and not isinstance(exc, SimRecorderError):
         return exc.errno in _TRANSIENT_ERRNOS

@@ -3,18 +3,32 @@
 from __future__ import annotations
 
 import atexit
+import os
+import sys
 import threading
+import time
 import weakref
+from collections import deque
 from collections.abc import Iterator, Mapping, MutableMapping
 from typing import Any
 
 import numpy as np
 
-from ._buffer import SeriesBuffer, make_buffer, one_sample_block
+from ._buffer import LargeSampleBuffer, SeriesBuffer, make_buffer, one_sample_block
 from ._keys import parent_keys, validate_key
 from ._schema import SeriesSpec, infer_spec, merge_specs
+from ._signals import deferred_signals
 from .datastores.base import DataStore, check_key_free, check_sample_size
-from .errors import KeyConflictError, KeyNotFoundError, StoreClosedError, StoreWriteError
+from .deadletter import default_dead_letter_dir, write_dead_letter
+from .errors import (
+    BlocksQuarantinedError,
+    ForkedRecorderError,
+    KeyConflictError,
+    KeyNotFoundError,
+    StoreClosedError,
+    StoreWriteError,
+    is_transient,
+)
 
 __all__ = ["Recorder"]
 
@@ -24,10 +38,46 @@ _open_recorders: weakref.WeakSet[Recorder] = weakref.WeakSet()
 def _close_open_recorders() -> None:
     # interpreter exit flushes and closes whatever the user left open
     for recorder in list(_open_recorders):
-        try:
-            recorder.close()
-        except Exception:  # noqa: BLE001 - nothing left to report to at exit
-            pass
+        recorder._final_close()
+
+
+def _forget_inherited_recorders() -> None:
+    # after os.fork(), in the child: the buffers hold the parent's samples and the
+    # stores the parent's handles; writing either would duplicate or corrupt the
+    # parent's data, so the child's copies go quiet (see ForkedRecorderError)
+    for recorder in list(_open_recorders):
+        recorder._forget_after_fork()
+    _open_recorders.clear()
+
+
+os.register_at_fork(after_in_child=_forget_inherited_recorders)
+
+
+class _Backlog:
+    """What the recorder keeps for one failing store: blocks in order, the last error.
+
+    The recorder is the one layer that retries: a block a store did not take waits
+    here until the store takes it, or until it is quarantined (see
+    :mod:`simrecorder.deadletter`).
+    """
+
+    __slots__ = ("error", "items", "last_try", "nbytes")
+
+    def __init__(self) -> None:
+        self.items: deque[tuple[str, SeriesSpec, Any, float, int]] = deque()
+        self.nbytes = 0
+        self.error: BaseException | None = None
+        self.last_try = 0.0
+
+    def keep(self, key: str, spec: SeriesSpec, block: Any) -> None:
+        size = block.nbytes if isinstance(block, np.ndarray) else sum(map(len, block))
+        self.items.append((key, spec, _owned(block), time.monotonic(), size))
+        self.nbytes += size
+
+    def pop(self) -> tuple[str, SeriesSpec, Any]:
+        key, spec, block, _, size = self.items.popleft()
+        self.nbytes -= size
+        return key, spec, block
 
 
 class Recorder:
@@ -55,6 +105,35 @@ class Recorder:
         background timer arms the next ``record`` call to flush.
     attrs
         Run metadata written to every store (see :attr:`attrs`).
+    dead_letter_dir
+        Where blocks a store cannot take are quarantined (see
+        :mod:`simrecorder.deadletter`); by default ``<store path>.dead-letter`` beside
+        a store on disk, ``./simrecorder-dead-letter/<store>`` otherwise.
+    give_up_seconds
+        How long blocks are kept in memory and retried for a store that fails
+        transiently (server away, disk full) before they are quarantined.
+    retry_seconds
+        While a store fails, a ``record`` call retries it at most this often (each
+        failed try may wait for a network time-out); ``flush()`` and ``close()``
+        always retry.
+    max_kept_bytes
+        Bytes kept in memory for one failing store at most; older blocks beyond it
+        are quarantined.
+
+    Notes
+    -----
+    Failures never lose or duplicate data silently (README, "What happens when things
+    fail"): a store that fails transiently keeps receiving its blocks in order once it
+    is back, and every ``record`` that writes, every ``flush`` and ``close`` raise
+    :class:`~simrecorder.errors.StoreWriteError` until it is; blocks a store can never
+    take go to the dead-letter directory and are reported with
+    :class:`~simrecorder.errors.BlocksQuarantinedError`. Buffers are written in
+    *epochs* (every series at once), after which each store commits, so a crash leaves
+    series that a resumed run sees aligned. ``record`` may be called from several
+    threads. Ctrl-C during a flush is held back until the flush is complete. A
+    recorder that is garbage-collected or still open at exit is flushed and closed;
+    after ``os.fork()`` the child's copy raises
+    :class:`~simrecorder.errors.ForkedRecorderError`.
 
     Examples
     --------
@@ -73,6 +152,10 @@ class Recorder:
         max_bytes: int = 1 << 20,
         max_seconds: float | None = 1.0,
         attrs: Mapping[str, Any] | None = None,
+        dead_letter_dir: str | os.PathLike[str] | None = None,
+        give_up_seconds: float = 600.0,
+        retry_seconds: float = 1.0,
+        max_kept_bytes: int = 1 << 30,
     ) -> None:
         if not datastores:
             raise TypeError("Recorder needs at least one DataStore (e.g. InMemoryDataStore())")
@@ -83,9 +166,11 @@ class Recorder:
         from .datastores.registry import open_datastore
 
         stores = []
+        self._opened_here: list[DataStore] = []  # created from URLs: ours to close
         for store in datastores:
             if isinstance(store, str):
                 store = open_datastore(store)
+                self._opened_here.append(store)
             elif not isinstance(store, DataStore):
                 raise TypeError(f"expected a DataStore or a URL, got {type(store).__name__}")
             store.open()
@@ -96,8 +181,16 @@ class Recorder:
         self.max_seconds = max_seconds
         self._buffers: dict[str, SeriesBuffer] = {}
         self._buffer_groups: set[str] = set()
-        self._pending: dict[DataStore, list[tuple[str, SeriesSpec, Any]]] = {}
+        self._backlogs: dict[DataStore, _Backlog] = {}
         self._dirty: set[DataStore] = set()
+        self._quarantined: list[tuple[DataStore, str, str]] = []  # (store, key, file)
+        self._reported = 0  # quarantined blocks already reported
+        self._dead_letter_dir = None if dead_letter_dir is None else os.fspath(dead_letter_dir)
+        self.give_up_seconds = float(give_up_seconds)
+        self.retry_seconds = float(retry_seconds)
+        self.max_kept_bytes = int(max_kept_bytes)
+        self._lock = threading.RLock()
+        self._forked = False
         self._due = False
         self._closed = False
         self._copy_large = any(store.retains_blocks for store in stores)
@@ -153,6 +246,10 @@ class Recorder:
             self._on_full(buf)
 
     def _record_slow(self, key: str, value: Any, datastore: DataStore | int | None) -> None:
+        with self._lock:
+            self._record_locked(key, value, datastore)
+
+    def _record_locked(self, key: str, value: Any, datastore: DataStore | int | None) -> None:
         self._check_open(key)
         if datastore is not None:
             self._record_to(key, value, self._resolve(datastore))
@@ -189,6 +286,7 @@ class Recorder:
             if store.closed:
                 continue  # a store that is away is checked when its blocks are written
             store._check_writable(key)
+            store.check_key(key)
             check_key_free(store, key, want)
 
     def _new_buffer(self, key: str, value: Any, stores: tuple[DataStore, ...]) -> SeriesBuffer:
@@ -231,21 +329,48 @@ class Recorder:
             spec = self._spec_for(key, value, (store,))
         # checks the sample before anything is written
         block = one_sample_block(key, spec, value, nul_free_str=not store.supports_nul_in_str)
-        if shared is not None:
-            self._flush_buffer(shared)
-        self._write(key, spec, block, (store,))
-        self._flush_stores()
+        with deferred_signals():
+            if shared is not None:
+                self._flush_buffer(shared)
+            self._write(key, spec, block, (store,))
+            self._finish(commit=False)
+        self._raise_for(self.datastores)
 
     def _on_full(self, buf: SeriesBuffer) -> None:
-        if self._due:
-            self.flush()
-        elif buf.compact():
-            self._flush_buffer(buf)
-            self._flush_stores()
+        with self._lock:
+            if self._closed or self._forked:
+                self._check_open(buf.key)
+            if self._due:
+                self._epoch(retry=False)
+            elif type(buf) is LargeSampleBuffer:
+                # a large sample is written at once, alone; the next epoch commits it
+                with deferred_signals():
+                    self._flush_buffer(buf)
+                    self._finish(commit=False)
+                self._raise_for(self.datastores)
+            elif buf.compact():
+                self._epoch(retry=False)
 
     # -- flushing -----------------------------------------------------------------------
-    # A store that fails gets its blocks queued in self._pending (in order); every other
-    # store keeps receiving blocks, and each flush() retries the queue first.
+    # Every write happens in an epoch: each buffered series is handed to each store,
+    # then each store flushes and commits. A store that fails gets a _Backlog: its
+    # blocks wait there in order (every other store keeps receiving blocks) and are
+    # retried by later epochs; blocks it can never take are quarantined to disk.
+    def _epoch(self, *, retry: bool, raise_for: tuple[DataStore, ...] | None = None) -> None:
+        """Write every buffered series to every store, then flush and commit them.
+
+        Raises the first failure of a store in ``raise_for`` (all stores by default).
+        ``retry`` retries failing stores now, instead of at most every
+        ``retry_seconds``.
+        """
+        self._due = False
+        with deferred_signals():
+            self._retry_backlogs(force=retry)
+            for buf in list(self._buffers.values()):
+                self._flush_buffer(buf)
+            self._finish(commit=True)
+        self._raise_for(self.datastores if raise_for is None else raise_for)
+
     def _flush_buffer(self, buf: SeriesBuffer) -> None:
         buf.limit = buf.full_at
         block = buf.take()
@@ -253,63 +378,145 @@ class Recorder:
             self._write(buf.key, buf.spec, block, self.datastores)
 
     def _write(self, key: str, spec: SeriesSpec, block: Any, stores: tuple[DataStore, ...]) -> None:
-        failures = []
         for store in stores:
-            queue = self._pending.get(store)
-            if queue:
-                queue.append((key, spec, _owned(block)))  # keep order behind failed blocks
-                continue
-            try:
-                store.append_block(key, spec, block)
-                self._dirty.add(store)
-            except Exception as exc:  # noqa: BLE001 - re-raised below, block kept
-                self._pending.setdefault(store, []).append((key, spec, _owned(block)))
-                failures.append((store, exc))
-        if failures:
-            store, exc = failures[0]
-            raise StoreWriteError(
-                f"writing a block of key {key!r} to {store!r} failed: {exc}. "
-                "The block is kept; call flush() to write it again."
-            ) from exc
+            backlog = self._backlogs.get(store)
+            if backlog is not None:
+                backlog.keep(key, spec, block)  # behind the blocks it has not taken yet
+            else:
+                self._deliver(store, key, spec, block)
 
-    def _retry_pending(self, only: DataStore | None = None) -> StoreWriteError | None:
-        """Write kept blocks, store by store; return the first error instead of raising."""
-        error = None
-        for store, queue in list(self._pending.items()):
-            if only is not None and store is not only:
+    def _deliver(self, store: DataStore, key: str, spec: SeriesSpec, block: Any) -> bool:
+        """Hand one block to ``store``; keep or quarantine it when the store fails."""
+        try:
+            store.append_block(key, spec, block)
+        except BaseException as exc:
+            # the store took nothing (DataStore contract): the block is still ours
+            if isinstance(exc, Exception) and not is_transient(exc):
+                self._quarantine(store, [(key, spec, block)], exc)
+                return False
+            backlog = self._backlogs.setdefault(store, _Backlog())
+            backlog.keep(key, spec, block)
+            backlog.error = exc
+            backlog.last_try = time.monotonic()
+            if not isinstance(exc, Exception):
+                raise  # KeyboardInterrupt, SystemExit: the block is kept, the signal wins
+            return False
+        self._dirty.add(store)
+        return True
+
+    def _retry_backlogs(self, *, force: bool) -> None:
+        now = time.monotonic()
+        for store, backlog in list(self._backlogs.items()):
+            self._give_up_old(store, backlog, now)
+            if not force and now - backlog.last_try < self.retry_seconds:
                 continue
-            while queue:
-                key, spec, block = queue[0]
+            backlog.last_try = now
+            while backlog.items:
+                key, spec, block, _, _ = backlog.items[0]
                 try:
                     store.append_block(key, spec, block)
-                except Exception as exc:  # noqa: BLE001 - reported to the caller
-                    error = error or StoreWriteError(
-                        f"writing a kept block of key {key!r} to {store!r} failed again: "
-                        f"{exc}. {len(queue)} block(s) are kept for the next flush()."
-                    )
-                    error.__cause__ = error.__cause__ or exc
-                    break
-                queue.pop(0)
+                except Exception as exc:  # noqa: BLE001 - kept, reported by _raise_for
+                    if is_transient(exc):
+                        backlog.error = exc
+                        break
+                    backlog.pop()
+                    self._quarantine(store, [(key, spec, block)], exc)
+                    continue
+                backlog.pop()
                 self._dirty.add(store)
-            if not queue:
-                del self._pending[store]
-        return error
+            else:
+                if self._flush_store(store, commit=False):
+                    del self._backlogs[store]
 
-    def _flush_stores(self) -> StoreWriteError | None:
+    def _give_up_old(self, store: DataStore, backlog: _Backlog, now: float) -> None:
+        """Quarantine kept blocks older than give_up_seconds or beyond max_kept_bytes."""
+        old = []
+        while backlog.items and (
+            now - backlog.items[0][3] > self.give_up_seconds or backlog.nbytes > self.max_kept_bytes
+        ):
+            old.append(backlog.pop())
+        if old:
+            self._quarantine(store, old, backlog.error)
+
+    def _finish(self, *, commit: bool) -> None:
+        """Flush (and, after an epoch, commit) every store that received blocks."""
         dirty, self._dirty = self._dirty, set()
-        error = None
         for store in dirty:
+            if store in self._backlogs:
+                self._dirty.add(store)  # flushed once its backlog is written
+            else:
+                self._flush_store(store, commit=commit)
+
+    def _flush_store(self, store: DataStore, *, commit: bool) -> bool:
+        try:
+            store.flush()
+            if commit:
+                store.commit()
+        except Exception as exc:  # noqa: BLE001 - kept, reported by _raise_for
+            self._dirty.add(store)
+            if not is_transient(exc):
+                # the store cannot deliver what it holds: take it back, keep it on disk
+                self._quarantine(store, store.surrender(), exc)
+            backlog = self._backlogs.setdefault(store, _Backlog())
+            backlog.error = exc
+            backlog.last_try = time.monotonic()
+            return False
+        return True
+
+    def _quarantine(
+        self, store: DataStore, blocks: list[tuple[str, SeriesSpec, Any]], error: Any
+    ) -> None:
+        """Write ``blocks`` to ``store``'s dead-letter directory (kept in memory if even
+        that fails, and retried by the next epoch)."""
+        directory = self._dead_letter_dir or default_dead_letter_dir(store)
+        for i, (key, spec, block) in enumerate(blocks):
             try:
-                store.flush()
-            except Exception as exc:  # noqa: BLE001 - reported to the caller
-                self._dirty.add(store)
-                if error is None:
-                    error = StoreWriteError(f"flushing {store!r} failed: {exc}")
-                    error.__cause__ = exc
-        return error
+                path = write_dead_letter(directory, store.url, key, spec, block, str(error))
+            except Exception as exc:  # noqa: BLE001 - the block stays in memory
+                backlog = self._backlogs.setdefault(store, _Backlog())
+                for key, spec, block in reversed(blocks[i:]):
+                    backlog.keep(key, spec, block)
+                    backlog.items.rotate(1)  # back to the front, in order
+                backlog.error = StoreWriteError(
+                    f"cannot quarantine blocks of {store!r} in {directory}: {exc}"
+                )
+                return
+            self._quarantined.append((store, key, path))
+
+    def _raise_for(self, stores: tuple[DataStore, ...]) -> None:
+        """Raise the first failure of ``stores``: a store still failing, else blocks
+        quarantined since the last report."""
+        for store in stores:
+            backlog = self._backlogs.get(store)
+            if backlog is not None and backlog.error is not None:
+                kept = len(backlog.items)
+                error = StoreWriteError(
+                    f"{store!r} failed: {backlog.error}. {kept} block(s) are kept in memory "
+                    f"and written again by the next flush() (for up to "
+                    f"{self.give_up_seconds:g} s, then quarantined to disk)"
+                )
+                raise error from backlog.error
+        fresh = self._quarantined[self._reported :]
+        if fresh:
+            self._reported = len(self._quarantined)
+            raise self._quarantine_error(fresh)
+
+    @staticmethod
+    def _quarantine_error(entries: list[tuple[DataStore, str, str]]) -> BlocksQuarantinedError:
+        store, _, path = entries[0]
+        keys = tuple(dict.fromkeys(key for _, key, _ in entries))
+        directory = os.path.dirname(path)
+        return BlocksQuarantinedError(
+            f"{len(entries)} block(s) of key(s) {', '.join(map(repr, keys[:5]))}"
+            f"{' ...' if len(keys) > 5 else ''} could not be written to {store!r} and were "
+            f"saved in {directory} (simrecorder.deadletter.replay_dead_letters writes them "
+            "to a store)",
+            directory=directory,
+            keys=keys,
+        )
 
     def flush(self) -> None:
-        """Write every buffered sample to every store and flush the stores.
+        """Write every buffered sample to every store and flush and commit the stores.
 
         A failing store does not hold the others back: they receive every block, and
         the failing store's blocks are kept, in order, for the next ``flush()``.
@@ -317,19 +524,13 @@ class Recorder:
         Raises
         ------
         StoreWriteError
-            A store failed (the first failure is reported).
+            A store is failing (raised by every flush until it is back).
+        BlocksQuarantinedError
+            Blocks a store could not take were saved in its dead-letter directory.
         """
-        self._check_open()
-        self._due = False
-        error = self._retry_pending() if self._pending else None
-        for buf in list(self._buffers.values()):
-            try:
-                self._flush_buffer(buf)
-            except StoreWriteError as exc:
-                error = error or exc
-        error = error or self._flush_stores()
-        if error is not None:
-            raise error
+        with self._lock:
+            self._check_open()
+            self._epoch(retry=True)
 
     def _mark_due(self) -> None:
         """Called by the flush timer (another thread): make the next record flush."""
@@ -348,21 +549,10 @@ class Recorder:
             return datastore
         raise TypeError(f"datastore must be a DataStore or an index, got {datastore!r}")
 
-    def _flush_key(self, key: str, store: DataStore) -> None:
-        """Write what is buffered under ``key`` before ``store`` is read."""
-        error = self._retry_pending(store) if self._pending.get(store) else None
-        prefix = key + "/"
-        for buf_key, buf in list(self._buffers.items()):
-            if buf_key == key or buf_key.startswith(prefix):
-                try:
-                    self._flush_buffer(buf)
-                except StoreWriteError as exc:
-                    # only a failure of the store being read hides data from this read
-                    if self._pending.get(store):
-                        error = error or exc
-        error = error or self._flush_stores()
-        if error is not None and self._pending.get(store):
-            raise error
+    def _flush_for_read(self, store: DataStore) -> None:
+        """Write everything buffered before ``store`` is read; only a failure of that
+        store (which would hide data from the read) is raised."""
+        self._epoch(retry=True, raise_for=(store,))
 
     def get_all(self, key: str, datastore: DataStore | int | None = None) -> Any:
         """Return every sample recorded under ``key``.
@@ -377,19 +567,20 @@ class Recorder:
         KeyNotFoundError
             Nothing is stored under ``key``.
         """
-        self._check_open(key)
-        validate_key(key)
-        store = self._resolve(datastore)
-        self._flush_key(key, store)
-        node = store.node_type(key)
-        if node == "series":
-            return store.get_all(key)
-        if node == "group":
-            prefix = key + "/"
-            return {k[len(prefix) :]: store.get(k) for k in store.keys(key)}
-        if node == "value":
-            return store.get(key)
-        raise KeyNotFoundError(f"no series {key!r} in {store!r}")
+        with self._lock:
+            self._check_open(key)
+            validate_key(key)
+            store = self._resolve(datastore)
+            self._flush_for_read(store)
+            node = store.node_type(key)
+            if node == "series":
+                return store.get_all(key)
+            if node == "group":
+                prefix = key + "/"
+                return {k[len(prefix) :]: store.get(k) for k in store.keys(key)}
+            if node == "value":
+                return store.get(key)
+            raise KeyNotFoundError(f"no series {key!r} in {store!r}")
 
     def set(self, key: str, value: Any, datastore: DataStore | int | None = None) -> None:
         """Store a single value under ``key`` (overwriting an earlier one).
@@ -399,28 +590,32 @@ class Recorder:
         KeyConflictError
             ``key`` is a recorded series or a group.
         """
-        self._check_open(key)
-        stores = self.datastores if datastore is None else (self._resolve(datastore),)
-        self._check_key_usable(key, "value", stores)
-        for store in stores:
-            store.set(key, value)
+        with self._lock:
+            self._check_open(key)
+            stores = self.datastores if datastore is None else (self._resolve(datastore),)
+            self._check_key_usable(key, "value", stores)
+            for store in stores:
+                store.set(key, value)
 
     def get(self, key: str, datastore: DataStore | int | None = None) -> Any:
         """Return the value stored by :meth:`set` under ``key``, or None when absent."""
-        self._check_open(key)
-        validate_key(key)
-        store = self._resolve(datastore)
-        if key in self._buffers:
-            self._flush_key(key, store)
-        return store.get(key)
+        with self._lock:
+            self._check_open(key)
+            validate_key(key)
+            store = self._resolve(datastore)
+            if key in self._buffers:
+                self._flush_for_read(store)
+            return store.get(key)
 
     def keys(self, prefix: str = "", datastore: DataStore | int | None = None) -> list[str]:
         """Sorted keys of all series and values (below the key path ``prefix``)."""
-        self._check_open()
-        if prefix:
-            validate_key(prefix)
-        self.flush()
-        return self._resolve(datastore).keys(prefix)
+        with self._lock:
+            self._check_open()
+            if prefix:
+                validate_key(prefix)
+            store = self._resolve(datastore)
+            self._flush_for_read(store)
+            return store.keys(prefix)
 
     @property
     def attrs(self) -> RecorderAttrs:
@@ -434,33 +629,97 @@ class Recorder:
         return self._closed
 
     def _check_open(self, key: str | None = None) -> None:
+        where = f" (key {key!r})" if key is not None else ""
+        if self._forked:
+            raise ForkedRecorderError(
+                f"this Recorder was inherited through os.fork(){where}: its buffered samples "
+                "belong to the parent process. Create a new Recorder in the child"
+            )
         if self._closed:
-            where = f" (key {key!r})" if key is not None else ""
             raise StoreClosedError(f"the Recorder is closed{where}")
 
     def close(self) -> None:
-        """Flush everything and close every store. Closing twice is a no-op.
+        """Flush everything, commit and close every store. Closing twice is a no-op.
 
-        If a store fails, every other store has still received everything, and
-        ``close()`` raises :class:`StoreWriteError` and leaves the recorder open, so
-        that ``close()`` (or ``flush()``) can be called again once the store is back.
+        If a store fails transiently (server away, disk full), every other store has
+        still received everything, and ``close()`` raises :class:`StoreWriteError` and
+        leaves the recorder open, so that ``close()`` (or ``flush()``) can be called
+        again once the store is back. Blocks quarantined during the run do not keep
+        the recorder open: it closes, then raises :class:`BlocksQuarantinedError`
+        naming them and their dead-letter directory.
         """
-        if self._closed:
-            return
-        self.flush()
+        with self._lock:
+            if self._closed or self._forked:
+                return
+            try:
+                self._epoch(retry=True)
+            except BlocksQuarantinedError:
+                pass  # saved on disk: close, then report every quarantined block below
+            self._shutdown()
+            if self._quarantined:
+                raise self._quarantine_error(self._quarantined)
+
+    def _shutdown(self, stores: tuple[DataStore, ...] | None = None) -> None:
+        """Stop the timer and close ``stores`` (all by default; the buffers are empty)."""
         if self._timer is not None:
             self._timer.stop()
         self._closed = True
         self._buffers = {}  # makes the hot path fall through to the closed check
         _open_recorders.discard(self)
         error = None
-        for store in self.datastores:
+        for store in self.datastores if stores is None else stores:
             try:
                 store.close()
             except Exception as exc:  # noqa: BLE001 - close the others, then report
                 error = error or exc
         if error is not None:
             raise error
+
+    def _final_close(self, *, collected: bool = False) -> None:
+        """Close at interpreter exit or garbage collection, where no caller can retry:
+        whatever a store still cannot take goes to its dead-letter directory.
+
+        A recorder that is garbage-collected (``collected``) closes only the stores it
+        opened from URLs: stores the caller passed in stay theirs to use and close.
+        """
+        with self._lock:
+            if self._closed or self._forked:
+                return
+            stores = tuple(self._opened_here) if collected else None
+            try:
+                self._epoch(retry=True)
+            except BlocksQuarantinedError:
+                pass  # reported below
+            except Exception:  # noqa: BLE001 - handled below, nobody left to raise to
+                for buf in list(self._buffers.values()):
+                    block = buf.take()
+                    if block is not None:
+                        self._write(buf.key, buf.spec, block, self.datastores)
+            for store, backlog in list(self._backlogs.items()):
+                self._quarantine(store, [backlog.pop() for _ in range(len(backlog.items))],
+                                 backlog.error)  # fmt: skip
+                self._quarantine(store, store.surrender(), backlog.error)
+            try:
+                self._shutdown(stores)
+            except Exception:  # noqa: BLE001 - reported below
+                pass
+            if self._quarantined:
+                error = self._quarantine_error(self._quarantined)
+                print(f"simrecorder: {error}", file=sys.stderr)
+
+    def _forget_after_fork(self) -> None:
+        self._forked = True
+        self._lock = threading.RLock()  # another thread may have held it at the fork
+        self._buffers = {}
+        self._backlogs = {}
+        self._dirty = set()
+        self._timer = None
+
+    def __del__(self) -> None:
+        # a recorder dropped without close() is flushed, not lost (D7)
+        if getattr(self, "_closed", True) or getattr(self, "_forked", True):
+            return
+        self._final_close(collected=True)
 
     def __enter__(self) -> Recorder:
         return self

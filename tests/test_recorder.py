@@ -310,8 +310,10 @@ def test_failed_store_keeps_blocks_until_flush_succeeds(tmp_path):
     with pytest.raises(StoreWriteError, match=r"fail\.h5") as info:
         rec.record("x", 9.0)
     assert isinstance(info.value.__cause__, StoreClosedError)
-    for i in range(10, 15):
-        rec.record("x", float(i))  # queued behind the failed block for h5
+    for i in range(10, 14):
+        rec.record("x", float(i))  # buffered
+    with pytest.raises(StoreWriteError, match=r"fail\.h5"):  # every write reports it
+        rec.record("x", 14.0)  # queued behind the failed block for h5
     np.testing.assert_array_equal(rec.get_all("x", datastore=mem), np.arange(15.0))
     h5.open()
     rec.flush()

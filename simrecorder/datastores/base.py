@@ -265,6 +265,16 @@ class DataStore(ABC):
         resumed run continues from aligned series. The default does nothing.
         """
 
+    def surrender(self) -> list[tuple[str, SeriesSpec, Any]]:
+        """Give back every block taken but not yet delivered, and forget them.
+
+        For stores that queue blocks internally (Redis): the recorder calls this when
+        the store cannot deliver them (a permanent failure, or an exit while the server
+        is away) to put them in its dead-letter directory. Each item is ``(key, spec,
+        block)`` as handed to :meth:`append_block`. The default holds nothing back.
+        """
+        return []
+
     @property
     def local_path(self) -> str | None:
         """The store's path on the local file system, or None (memory, servers).
