@@ -405,3 +405,119 @@ class DataStoreTests:
             (slice(1, 4), slice(None, None, -1)),
         ):
             np.testing.assert_array_equal(view[index], data[index])
+
+    # -- faults (issue 12): nothing lost, nothing duplicated ------------------------------
+    def test_keyboard_interrupts_lose_nothing(self, store: DataStore) -> None:
+        """Ctrl-C at random moments (a SIGALRM handler raising KeyboardInterrupt): every
+        sample whose ``record`` returned is stored once, in order; the interrupted
+        call's sample may or may not be."""
+        import random
+        import signal
+
+        def interrupt(signum: int, frame: Any) -> None:
+            raise KeyboardInterrupt
+
+        rng = random.Random(7)
+        rec = Recorder(store, max_records=16, max_seconds=None)
+        returned: list[float] = []
+        attempted = 0
+        previous = signal.signal(signal.SIGALRM, interrupt)
+        try:
+            for _ in range(12):
+                signal.setitimer(signal.ITIMER_REAL, rng.uniform(0.0005, 0.01))
+                try:
+                    for _ in range(20_000):  # bounded: an interrupt swallowed in C code
+                        attempted += 1
+                        value = float(attempted)
+                        rec.record("a", value)
+                        rec.record("c", np.full(32, value))
+                        returned.append(value)
+                        if attempted % 50 == 0:
+                            rec.flush()
+                except KeyboardInterrupt:
+                    pass
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+        rec.flush()
+        for key in ("a", "c"):
+            got = np.asarray(store.get_all(key))
+            got = got if got.ndim == 1 else got[:, 0]
+            assert np.all(np.diff(got) > 0), f"{key}: a sample is duplicated or out of order"
+            assert set(returned) <= set(got.tolist()), f"{key}: a recorded sample was lost"
+            assert len(got) <= len(returned) + 12
+
+    def test_threads_lose_nothing(self, store: DataStore) -> None:
+        """Several threads record into one recorder: every sample once, each thread's
+        samples in its order."""
+        import threading
+
+        rec = Recorder(store, max_records=1000, max_seconds=0.01)
+        threads = 8
+        per_thread = 10_000
+
+        def work(t: int) -> None:
+            for i in range(per_thread):
+                rec.record("shared", float(t * 1_000_000 + i))
+                rec.record(f"own/t{t}", i)
+
+        workers = [threading.Thread(target=work, args=(t,)) for t in range(threads)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+        rec.flush()
+        shared = np.asarray(store.get_all("shared"))
+        assert len(shared) == threads * per_thread
+        for t in range(threads):
+            mine = shared[(shared >= t * 1_000_000) & (shared < (t + 1) * 1_000_000)]
+            np.testing.assert_array_equal(mine, t * 1_000_000 + np.arange(per_thread))
+            np.testing.assert_array_equal(np.asarray(store.get_all(f"own/t{t}")),
+                                          np.arange(per_thread))  # fmt: skip
+
+    def test_dropped_recorder_is_flushed(self, store: DataStore) -> None:
+        """A recorder that goes out of scope without close() loses nothing."""
+        import gc
+
+        def simulate() -> None:
+            rec = Recorder(store, max_seconds=None)
+            for i in range(1000):
+                rec.record("a", float(i))
+                rec.record("b", np.full(3, i))
+
+        simulate()
+        gc.collect()
+        np.testing.assert_array_equal(np.asarray(store.get_all("a")), np.arange(1000.0))
+        assert len(store.get_all("b")) == 1000
+
+    def test_forked_child_leaves_the_parents_data_alone(self, store: DataStore) -> None:
+        """A child forked with samples buffered exits normally (its exit hooks run);
+        the parent's series stays exact, and the child's copy refuses to record."""
+        import atexit
+        import os
+
+        from simrecorder.errors import ForkedRecorderError
+
+        rec = Recorder(store, max_seconds=None)
+        for i in range(100):
+            rec.record("a", float(i))
+        pid = os.fork()
+        if pid == 0:  # the child: report through the exit code only
+            code = 0
+            try:
+                rec.record("a", -1.0)
+                code = 3
+            except ForkedRecorderError:
+                pass
+            except BaseException:  # noqa: BLE001
+                code = 4
+            try:
+                atexit._run_exitfuncs()
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        for i in range(100, 200):
+            rec.record("a", float(i))
+        rec.flush()
+        np.testing.assert_array_equal(np.asarray(store.get_all("a")), np.arange(200.0))

@@ -1,0 +1,176 @@
+"""Recorder-level faults (issue 12): one retry owner, quarantine, lifecycle.
+
+Every test here failed on the code before the fix. The stores fail for real: an HDF5
+store closed under the recorder (transient: it can be opened again) and an HDF5
+dataset another tool created with a fixed size (permanent: it can never grow).
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import time
+
+import numpy as np
+import pytest
+
+from simrecorder import HDF5DataStore, InMemoryDataStore, Recorder, StoreWriteError
+from simrecorder.deadletter import read_dead_letters, replay_dead_letters
+from simrecorder.errors import BlocksQuarantinedError, ForkedRecorderError
+
+
+def _poison(h5: HDF5DataStore, key: str) -> None:
+    """Create a fixed-size dataset at ``key`` behind the recorder's back (another tool)."""
+    h5.file.create_dataset(key, data=np.zeros(3))
+    h5.file.flush()
+
+
+def test_a_block_a_store_can_never_take_is_quarantined_and_the_rest_flows(tmp_path):
+    h5 = HDF5DataStore(tmp_path / "run.h5")
+    rec = Recorder(h5, max_records=100, max_seconds=None)
+    rec.record("bad", 1.0)  # the series is buffered, not yet in the file
+    _poison(h5, "bad")
+    ok = []
+    with pytest.raises(BlocksQuarantinedError) as info:
+        for i in range(10_000):
+            rec.record("ok", float(i))
+            ok.append(float(i))
+            rec.record("bad", float(i))
+    assert info.value.keys == ("bad",)
+    for i in range(10_000):  # the healthy key keeps flowing after the report
+        rec.record("ok", float(i))
+        ok.append(float(i))
+    with pytest.raises(BlocksQuarantinedError) as closing:
+        rec.close()  # completes, and says what was quarantined
+    assert rec.closed
+    directory = closing.value.directory
+    assert directory == str(tmp_path / "run.h5.dead-letter")
+    with HDF5DataStore(tmp_path / "run.h5", mode="r") as again:
+        np.testing.assert_array_equal(np.asarray(again.get_all("ok")), ok)
+    letters = list(read_dead_letters(directory))
+    assert {letter.key for letter in letters} == {"bad"}
+    assert "run.h5" in letters[0].store and letters[0].error
+    samples = np.concatenate([letter.block for letter in letters])
+    assert samples[0] == 1.0 and len(samples) >= 2
+    target = InMemoryDataStore()
+    assert replay_dead_letters(directory, target) == len(letters)
+    np.testing.assert_array_equal(target.get_all("bad"), samples)
+    assert list(read_dead_letters(directory)) == []
+
+
+def test_a_failing_store_is_reported_by_every_write_not_once(tmp_path):
+    mem, h5 = InMemoryDataStore(), HDF5DataStore(tmp_path / "away.h5")
+    rec = Recorder(mem, h5, max_records=10, max_seconds=None, retry_seconds=0)
+    h5.close()
+    raised = 0
+    for i in range(100):
+        try:
+            rec.record("x", float(i))
+        except StoreWriteError as exc:
+            assert "away.h5" in str(exc)
+            raised += 1
+    assert raised == 10  # one per block written, while the store stays away
+    for _ in range(3):
+        with pytest.raises(StoreWriteError, match="away.h5"):
+            rec.flush()
+    h5.open()
+    rec.close()
+    with HDF5DataStore(tmp_path / "away.h5", mode="r") as again:
+        np.testing.assert_array_equal(np.asarray(again.get_all("x")), np.arange(100.0))
+
+
+def test_blocks_kept_too_long_are_quarantined(tmp_path):
+    h5 = HDF5DataStore(tmp_path / "slow.h5")
+    rec = Recorder(h5, max_records=10, max_seconds=None, give_up_seconds=0.2)
+    h5.close()
+    with pytest.raises(StoreWriteError):
+        for i in range(10):
+            rec.record("x", float(i))
+    time.sleep(0.3)
+    with pytest.raises(StoreWriteError):
+        rec.flush()  # the kept block is now on disk, the store still fails
+    letters = list(read_dead_letters(str(tmp_path / "slow.h5.dead-letter")))
+    np.testing.assert_array_equal(letters[0].block, np.arange(10.0))
+    h5.open()
+    with pytest.raises(BlocksQuarantinedError):
+        rec.close()
+
+
+def test_memory_kept_for_a_failing_store_is_bounded(tmp_path):
+    h5 = HDF5DataStore(tmp_path / "full.h5")
+    rec = Recorder(h5, max_records=1000, max_seconds=None, max_kept_bytes=100_000)
+    h5.close()
+    for i in range(100_000):
+        try:
+            rec.record("x", float(i))
+        except StoreWriteError:
+            pass
+    kept = sum(b.nbytes for b in rec._backlogs.values())
+    assert kept <= 100_000 + 8000
+    letters = list(read_dead_letters(str(tmp_path / "full.h5.dead-letter")))
+    assert sum(letter.rows for letter in letters) >= 100_000 - 100_000 // 8 - 1000
+    h5.open()
+    with pytest.raises(BlocksQuarantinedError):
+        rec.close()
+    with HDF5DataStore(tmp_path / "full.h5", mode="r") as again:
+        stored = np.asarray(again.get_all("x"))
+    recovered = np.concatenate([letter.block for letter in letters] + [stored])
+    np.testing.assert_array_equal(np.sort(recovered), np.arange(100_000.0))
+
+
+def test_dropped_recorder_from_url_flushes_and_closes_its_store(tmp_path):
+    path = tmp_path / "dropped.h5"
+
+    def simulate() -> None:
+        rec = Recorder(str(path), max_seconds=None)
+        for i in range(1000):
+            rec.record("a", float(i))
+
+    simulate()
+    gc.collect()
+    with HDF5DataStore(path, mode="a") as again:  # the writer lock was released
+        np.testing.assert_array_equal(np.asarray(again.get_all("a")), np.arange(1000.0))
+
+
+def test_forked_child_cannot_record_into_the_parents_recorder():
+    rec = Recorder(InMemoryDataStore(), max_seconds=None)
+    rec.record("a", 1.0)
+    pid = os.fork()
+    if pid == 0:
+        try:
+            rec.record("a", 2.0)
+            os._exit(3)
+        except ForkedRecorderError:
+            os._exit(0)
+        except BaseException:  # noqa: BLE001
+            os._exit(4)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    rec.record("a", 3.0)
+    np.testing.assert_array_equal(rec.get_all("a"), [1.0, 3.0])
+    rec.close()
+
+
+def test_ctrl_c_is_held_back_until_the_flush_is_complete(tmp_path):
+    import signal
+
+    calls = []
+    store = HDF5DataStore(tmp_path / "sig.h5")
+    rec = Recorder(store, max_seconds=None)
+    rec.record("a", np.zeros(1000))
+
+    original = store.append_block
+
+    def append_and_interrupt(*args):  # a real Ctrl-C arriving in the middle of a write
+        os.kill(os.getpid(), signal.SIGINT)
+        calls.append("after signal")
+        return original(*args)
+
+    store.append_block = append_and_interrupt
+    with pytest.raises(KeyboardInterrupt):
+        rec.flush()
+    assert calls == ["after signal"]
+    del store.append_block
+    rec.close()
+    with HDF5DataStore(tmp_path / "sig.h5", mode="r") as again:
+        assert len(again.get_all("a")) == 1
