@@ -3,8 +3,10 @@
 The child records several series (scalars, arrays, a series that starts late, an
 object series), calls ``flush()`` every few steps and reports each completed flush
 on stdout. The parent kills it with SIGKILL after a random number of reported
-flushes plus a random delay, reopens the store and checks that every sample flushed
-before the kill reads back bit-exact and that the store accepts new appends.
+flushes plus a random delay, reopens the store for writing (as a resumed run would)
+and checks that every sample flushed before the kill reads back bit-exact, that the
+series are aligned (the store truncates to its last committed epoch, see
+``DataStore.commit``) and that the store accepts new appends.
 
 Run it from a test (``tests/test_crash.py``) or by hand::
 
@@ -127,6 +129,18 @@ def _check(backend: str, location: str, flushed: int) -> list[str]:
                     problems.append(f"{key}: samples differ from what was recorded")
         except Exception as exc:  # noqa: BLE001 - reported as the finding
             problems.append(f"{key}: cannot read: {type(exc).__name__}: {exc}")
+    lengths = {}
+    for key in ("scalar", "array", "late", "events"):
+        try:
+            lengths[key] = len(rec.get_all(key)) if key in store else 0
+        except Exception:  # noqa: BLE001 - reported above
+            pass
+    if len(lengths) == 4:  # every series recorded at every step ends at the same step
+        steps = {lengths["scalar"], lengths["array"], lengths["events"]}
+        if lengths["late"]:
+            steps.add(lengths["late"] + LATE_START)
+        if len(steps) > 1:
+            problems.append(f"series are not aligned after the crash: {lengths}")
     try:  # the store must take new appends after the crash
         rec.record("after_crash", 1.0)
         rec.record("scalar", 0.5)
