@@ -7,15 +7,29 @@ from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
+from numpy.lib.mixins import NDArrayOperatorsMixin
 
 __all__ = ["SeriesView"]
 
+#: ndarray methods a view offers by reading the series first (``view.mean()``, ...).
+ARRAY_METHODS = frozenset(
+    "all any argmax argmin argsort astype clip conj copy cumprod cumsum diagonal dot "
+    "flatten max mean min nonzero prod ptp ravel repeat reshape round searchsorted sort "
+    "squeeze std sum swapaxes take tobytes tolist trace transpose var view".split()
+)
 
-class SeriesView(ABC):
+
+class SeriesView(NDArrayOperatorsMixin, ABC):
     """A read-only, lazy view of a dense series of shape ``(n, *sample_shape)``.
 
     Indexing reads only what it needs and returns numpy data; ``np.asarray(view)``
-    reads everything. Backends subclass it and implement :meth:`_read` and
+    reads everything. A view takes part in numpy like an array: operators
+    (``view * 2``), ufuncs (``np.sqrt(view)``), numpy functions (``np.mean(view,
+    axis=0)``, ``np.concatenate([view, view])``) and the common ndarray methods
+    (``view.mean()``, ``view.max(axis=1)``, ``view.astype(...)``, ``view.T``) all read
+    the series and return plain numpy results, so analysis code written against
+    ``memory://`` runs unchanged on disk and server stores. Writing through a view is
+    refused (``out=view``). Backends subclass it and implement :meth:`_read` and
     :attr:`shape`.
     """
 
@@ -74,21 +88,56 @@ class SeriesView(ABC):
         data = np.asarray(self._read(slice(None)))
         return data if dtype is None else data.astype(dtype, copy=False)
 
+    # -- numpy protocols: a view reads itself and lets numpy do the rest ----------------
+    def __array_ufunc__(self, ufunc: Any, method: str, *inputs: Any, **kwargs: Any) -> Any:
+        outputs = kwargs.get("out", ())
+        if any(isinstance(x, SeriesView) for x in outputs):
+            raise TypeError(f"{self!r} is read-only: it cannot be the out= of {ufunc.__name__}")
+        inputs = tuple(_materialized(x) for x in inputs)
+        return getattr(ufunc, method)(*inputs, **kwargs)
+
+    def __array_function__(self, func: Any, types: Any, args: Any, kwargs: Any) -> Any:
+        return func(*_materialized(args), **_materialized(kwargs))
+
+    def __getattr__(self, name: str) -> Any:
+        if name in ARRAY_METHODS:
+            return getattr(np.asarray(self), name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    @property
+    def T(self) -> np.ndarray:
+        """The series read and transposed (``np.asarray(view).T``)."""
+        return np.asarray(self).T
+
+    def __float__(self) -> float:
+        return float(np.asarray(self))
+
+    def __int__(self) -> int:
+        return int(np.asarray(self))
+
+    def __bool__(self) -> bool:
+        return bool(np.asarray(self))
+
     def __iter__(self) -> Iterator[Any]:
         step = max(1, (1 << 22) // max(1, self.nbytes // max(1, len(self))))
         for start in range(0, len(self), step):
             yield from self._read(slice(start, start + step))
 
-    def __eq__(self, other: object) -> Any:
-        return np.asarray(self) == other
-
-    def __ne__(self, other: object) -> Any:
-        return np.asarray(self) != other
-
     __hash__ = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} shape={self.shape} dtype={self.dtype}>"
+
+
+def _materialized(value: Any) -> Any:
+    """``value`` with every view in it (also inside lists, tuples, dicts) read."""
+    if isinstance(value, SeriesView):
+        return np.asarray(value)
+    if isinstance(value, (list, tuple)):
+        return type(value)(_materialized(item) for item in value)
+    if isinstance(value, dict):
+        return {name: _materialized(item) for name, item in value.items()}
+    return value
 
 
 def _is_basic(index: Any) -> bool:

@@ -521,3 +521,30 @@ class DataStoreTests:
             rec.record("a", float(i))
         rec.flush()
         np.testing.assert_array_equal(np.asarray(store.get_all("a")), np.arange(200.0))
+
+    # -- views act like arrays (issue 13) --------------------------------------------------
+    def test_analysis_code_runs_on_what_get_all_returns(self, store: DataStore) -> None:
+        """The same analysis snippet gives numpy's answers on every store."""
+        data = np.random.default_rng(3).random((40, 3))
+        self.append_many(store, "x", list(data))
+        v = store.get_all("x")
+        checks = {
+            "mean": (v.mean(), data.mean()),
+            "times two": (v * 2, data * 2),
+            "reflected": (1.0 - v, 1.0 - data),
+            "np.mean axis": (np.mean(v, axis=0), data.mean(axis=0)),
+            "view + view": (v + v, data + data),
+            "ufunc": (np.sqrt(v), np.sqrt(data)),
+            "max axis": (v.max(axis=1), data.max(axis=1)),
+            "count": ((v > 0.5).sum(), (data > 0.5).sum()),
+            "concatenate": (np.concatenate([v, v]), np.concatenate([data, data])),
+            "astype": (v.astype(np.float32), data.astype(np.float32)),
+            "transpose": (v.T, data.T),
+            "slice sum": (v[::2].sum(axis=0), data[::2].sum(axis=0)),
+            "std": (np.std(v), np.std(data)),
+            "equal": (v == data, np.ones_like(data, dtype=bool)),
+        }
+        for name, (got, want) in checks.items():
+            assert isinstance(got, (np.ndarray, np.generic)), name
+            np.testing.assert_allclose(got, want, err_msg=name)
+        assert len(v) == 40 and v.shape == (40, 3) and v.ndim == 2
