@@ -7,6 +7,7 @@ import os
 import sys
 
 from ._version import __version__
+from .errors import SimRecorderError
 
 __all__ = ["main"]
 
@@ -110,7 +111,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "info" and "://" not in args.url and not os.path.exists(args.url):
         parser.error(f"no such file: {args.url}")
-    return args.run(args)
+    try:
+        return args.run(args)
+    except BrokenPipeError:
+        # `simrecorder info run.h5 | head`: the reader left; exit quietly like cat does
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
+    except SimRecorderError as exc:
+        print(f"simrecorder {args.command}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

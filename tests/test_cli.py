@@ -57,3 +57,26 @@ def test_info_and_console_script(tmp_path):
         text=True,
     )
     assert proc.returncode == 2 and "no such file" in proc.stderr
+
+
+def test_info_into_a_closed_pipe_prints_no_traceback(tmp_path):
+    import subprocess
+    import sys
+
+    from simrecorder import Recorder
+
+    path = tmp_path / "many.h5"
+    with Recorder(str(path)) as rec:
+        for i in range(300):
+            rec.set(f"k{i:03d}", i)
+    command = f"{sys.executable} -m simrecorder info {path} | head -n 1"
+    done = subprocess.run(command, shell=True, capture_output=True, text=True, check=False)
+    assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr
+
+
+def test_info_on_a_damaged_store_is_one_line(tmp_path, capsys):
+    path = tmp_path / "bad.h5"
+    path.write_bytes(b"not hdf5 at all" * 100)
+    assert main(["info", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "StoreFormatError" in err

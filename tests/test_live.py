@@ -79,3 +79,52 @@ def test_reader_sees_flushed_data_while_the_writer_runs(
         f"max {worst * 1e3:.0f} ms over {len(lags)} reads"
     )
     assert worst < max_seconds + 1.0  # generous: the machine is shared
+
+
+STRESS_WRITER = textwrap.dedent(
+    """
+    import sys, time
+    import numpy as np
+    from simrecorder import Recorder, open_datastore
+    rec = Recorder(open_datastore(sys.argv[1]), max_seconds=0.05)
+    print("ready", flush=True)
+    start, i = time.time(), 0
+    while time.time() - start < float(sys.argv[2]):
+        rec.record("a", float(i))
+        rec.record("b", np.full(64, i, dtype=np.int64))
+        rec.record("c", f"s{i}")
+        i += 1
+        time.sleep(0.0002)
+    rec.close()
+    """
+)
+
+
+def test_hdf5_reader_polling_a_fast_writer_sees_only_correct_prefixes(tmp_path):
+    """Every 5 ms a reader opens the file and reads three series while the writer
+    flushes every 50 ms: each read is a prefix of what was recorded (no zeroed rows, no
+    torn tail) and no open fails because the writer is midway through a flush."""
+    path = str(tmp_path / "stress.h5")
+    writer = subprocess.Popen([sys.executable, "-c", STRESS_WRITER, path, "4"],
+                              stdout=subprocess.PIPE, text=True)  # fmt: skip
+    reads = 0
+    try:
+        assert writer.stdout.readline().strip() == "ready"
+        while writer.poll() is None:
+            try:
+                with open_datastore(path, mode="r") as reader:
+                    a = np.asarray(reader.get_all("a"))
+                    b = np.asarray(reader.get_all("b"))
+                    c = reader.get_all("c")
+            except KeyNotFoundError:
+                time.sleep(0.005)
+                continue
+            np.testing.assert_array_equal(a, np.arange(len(a), dtype=float))
+            np.testing.assert_array_equal(b, np.repeat(np.arange(len(b))[:, None], 64, axis=1))
+            assert c == [f"s{i}" for i in range(len(c))]
+            reads += 1
+            time.sleep(0.005)
+    finally:
+        writer.wait(timeout=60)
+        writer.stdout.close()
+    assert writer.returncode == 0 and reads > 10

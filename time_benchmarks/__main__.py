@@ -86,6 +86,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tmp", type=Path, help="scratch directory (default: a temp dir)")
     parser.add_argument("--plot", type=Path, help="draw a bar chart to this PNG (matplotlib)")
     args = parser.parse_args(argv)
+    if args.plot is not None:
+        import importlib.util
+
+        if importlib.util.find_spec("matplotlib") is None:  # say so before the long run
+            parser.error("--plot needs matplotlib: pip install 'simrecorder[plot]'")
     backends = [b for b in args.backends.split(",") if b]
     unknown = sorted(set(backends) - set(BACKENDS))
     if unknown:

@@ -8,13 +8,18 @@ __all__ = ["MIN_CHUNK_BYTES", "chunk_rows"]
 MIN_CHUNK_BYTES = 8 << 10
 
 
-def chunk_rows(sample_nbytes: int, target_bytes: int, first_rows: int | None = None) -> int:
+def chunk_rows(
+    sample_nbytes: int,
+    target_bytes: int,
+    first_rows: int | None = None,
+    min_bytes: int = MIN_CHUNK_BYTES,
+) -> int:
     """Rows per chunk for samples of ``sample_nbytes`` bytes.
 
     Without ``first_rows``: ``target_bytes`` worth of rows (at least one; samples
     larger than the target get a chunk each). With ``first_rows``, the row count of
     the series' first block, chunks are no larger than that block (but at least
-    :data:`MIN_CHUNK_BYTES`): a series whose first block is small, because it is
+    ``min_bytes``): a series whose first block is small, because it is
     short or recorded slowly and flushed by time, does not get chunks that are mostly
     padding (a 1,000-sample scalar series in 1 MiB chunks would take 131x its size);
     a fast series' first block is full, so it gets the full target.
@@ -26,6 +31,6 @@ def chunk_rows(sample_nbytes: int, target_bytes: int, first_rows: int | None = N
         return 4096
     rows = max(1, target_bytes // sample_nbytes)
     if first_rows is not None:
-        floor = max(1, MIN_CHUNK_BYTES // sample_nbytes)
+        floor = max(1, min_bytes // sample_nbytes)
         rows = min(rows, max(first_rows, floor))
     return rows

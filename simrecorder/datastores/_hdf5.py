@@ -2,24 +2,34 @@
 
 from __future__ import annotations
 
+import ctypes
+import errno
+import functools
 import json
 import os
+import struct
+import sys
 import time
-from collections.abc import Mapping
-from typing import Any
+import weakref
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any, TypeVar
 
 import h5py
 import numpy as np
 
 from .. import _codec
-from .._files import fsync_path
 from .._keys import validate_key
 from .._provenance import provenance
-from .._schema import DENSE, OBJECT, STR, SeriesSpec
+from .._schema import DENSE, KINDS, OBJECT, STR, SeriesSpec
 from ..errors import (
+    KeyConflictError,
     KeyNotFoundError,
+    SimRecorderError,
     StoreClosedError,
     StoreFormatError,
+    StoreFullError,
     StoreLockedError,
 )
 from ._chunks import chunk_rows as _chunk_rows
@@ -33,9 +43,35 @@ __all__ = ["HDF5DataStore", "HDFView"]
 FORMAT_VERSION = 1
 #: Target bytes per chunk; chunks of small samples hold many rows (never one row).
 CHUNK_TARGET_BYTES = 256 << 10
+#: Smallest chunk of a series whose first block is small. An HDF5 chunk is one entry
+#: of the dataset's chunk index (no file per chunk, unlike zarr), so small chunks are
+#: cheap, and a short series does not carry kilobytes of padding.
+MIN_CHUNK_BYTES = 1 << 10
 _KIND_ATTR = "simrecorder_kind"
 _VALUE_ATTR = "simrecorder_value"
 _FORMAT_ATTR = "simrecorder_format"
+#: Per series: ``[epoch, rows, previous_epoch, previous_rows]`` (see ``commit``).
+_COMMIT_ATTR = "simrecorder_commit"
+#: Root: the last committed epoch, written after every series' commit attribute.
+_EPOCH_ATTR = "simrecorder_epoch"
+#: Root: 0 while a writer has the file open, 1 after a clean close.
+_CLEAN_ATTR = "simrecorder_clean"
+#: Open datasets kept per store (each costs HDF5 tens of kB while open).
+MAX_OPEN_DATASETS = 256
+# Disk space is reserved (fallocate, keeping the file size) before HDF5 writes:
+# HDF5 does not survive a failed write of its own (seen: a zeroed row that was
+# flushed earlier, and a segfault at the next flush), so it must never meet ENOSPC.
+_RESERVE_SLACK = 512 << 10  # metadata HDF5 may allocate beside the data
+_RESERVE_STEP = 1 << 20
+_FULL_ERRNOS = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
+# Readers and the writer coordinate with an open-file-description lock on one byte far
+# past the end of the file: the writer holds it exclusively from its first change
+# until the end of the next flush, readers share it while they read, so a reader
+# never sees the file between a change and the flush that makes it consistent.
+_LOCK_OFFSET = 1 << 62
+_READER_WAIT = 2.0  # seconds; then read without the lock (a writer that never flushes)
+_WRITER_WAIT = 5.0
+_T = TypeVar("_T")
 _SUFFIXES = (".h5", ".hdf5", ".he5", ".hdf")
 _STR_DTYPE = h5py.string_dtype("utf-8")
 
@@ -44,7 +80,48 @@ def chunk_rows(sample_nbytes: int, first_rows: int | None = None) -> int:
     """Rows per chunk of an HDF5 series (see :func:`._chunks.chunk_rows`): chunks of
     ``CHUNK_TARGET_BYTES``, one sample per chunk above that, smaller for a series
     whose first block is small."""
-    return _chunk_rows(sample_nbytes, CHUNK_TARGET_BYTES, first_rows)
+    return _chunk_rows(sample_nbytes, CHUNK_TARGET_BYTES, first_rows, MIN_CHUNK_BYTES)
+
+
+def _translated(method: Callable[..., _T]) -> Callable[..., _T]:
+    """Turn h5py's errors about a damaged or foreign file into :class:`StoreFormatError`
+    naming the file and the key, and a full disk into :class:`StoreFullError`."""
+
+    @functools.wraps(method)
+    def wrapper(self: HDF5DataStore, *args: Any, **kwargs: Any) -> _T:
+        try:
+            return method(self, *args, **kwargs)
+        except Exception as exc:
+            key = next((a for a in args if isinstance(a, str)), None)
+            error = _store_error(self, exc, key, method.__name__ in _WRITES)
+            if error is None:
+                raise
+            raise error from exc
+
+    return wrapper
+
+
+def _store_error(
+    store: HDF5DataStore, exc: BaseException, key: str | None, writing: bool
+) -> SimRecorderError | None:
+    """The error to raise instead of ``exc`` (None: raise ``exc`` as it is). The one
+    translation point of this module."""
+    if isinstance(exc, SimRecorderError) or not isinstance(exc, Exception):
+        return None
+    if isinstance(exc, OSError) and exc.errno in _FULL_ERRNOS:
+        return StoreFullError(f"{store!r}: the disk is full: {exc}")
+    if writing and isinstance(exc, (ValueError, TypeError)):
+        return None  # a value this store cannot hold: the caller's mistake, as it is
+    if not isinstance(exc, (RuntimeError, KeyError, ValueError, TypeError, AttributeError,
+                            OSError)):  # fmt: skip
+        return None
+    where = f" (key {key!r})" if key is not None else ""
+    return StoreFormatError(
+        f"{store.path!r}: damaged or unexpected HDF5 content{where}: {type(exc).__name__}: {exc}"
+    )
+
+
+_WRITES = frozenset({"append_block", "set", "update_attrs"})
 
 
 class HDFView(SeriesView):
@@ -72,7 +149,7 @@ class HDFView(SeriesView):
     @property
     def shape(self) -> tuple[int, ...]:
         # docstring inherited
-        return self._store._retry(lambda: self.dataset.shape)
+        return self._store._retry(lambda: self.dataset.shape, self._key)
 
     @property
     def dtype(self) -> np.dtype:
@@ -81,7 +158,7 @@ class HDFView(SeriesView):
 
     def _read(self, index: Any) -> Any:
         # docstring inherited
-        return self._store._retry(lambda: self.dataset[index])
+        return self._store._retry(lambda: self.dataset[index], self._key)
 
 
 class HDF5DataStore(DataStore):
@@ -131,8 +208,14 @@ class HDF5DataStore(DataStore):
         self.compression = compression
         self.compression_opts = compression_opts
         self.durable = durable
-        self._datasets: dict[str, h5py.Dataset] = {}
+        self._datasets: OrderedDict[str, h5py.Dataset | h5py.Group] = OrderedDict()
         self._file: h5py.File | None = None
+        self._fd: int | None = None  # for the reader/writer lock and space reservation
+        self._dirty = False  # a writer holds the lock: changes since the last flush
+        self._reserved_to = 0  # disk space is reserved up to this offset
+        self._unflushed = 0  # bytes HDF5 may still allocate for unflushed changes
+        self._changed: dict[str, tuple[int, int]] = {}  # key: (rows, rows at first change)
+        self._mtime_ns = 0
         self._open_file(mode)
 
     # -- identity -----------------------------------------------------------------------
@@ -151,23 +234,62 @@ class HDF5DataStore(DataStore):
             return self.path
         return "hdf5://" + self.path
 
+    @property
+    def local_path(self) -> str | None:
+        # docstring inherited
+        return self.path
+
     # -- lifecycle ----------------------------------------------------------------------
     def _open_file(self, mode: str) -> None:
-        if mode != "r":
-            os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        if mode == "r":
+            if not os.path.exists(self.path):
+                raise FileNotFoundError(f"no HDF5 file at {self.path!r} to open read-only")
+            self._fd = os.open(self.path, os.O_RDONLY)
+            try:
+                with self._shared_lock():
+                    self._open_reader()
+            except BaseException:
+                os.close(self._fd)
+                self._fd = None
+                raise
+            return
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
         creating = mode == "w" or not os.path.exists(self.path)
-        if mode == "r" and creating:
-            raise FileNotFoundError(f"no HDF5 file at {self.path!r} to open read-only")
         if not creating and not h5py.is_hdf5(self.path):
             raise StoreFormatError(f"{self.path!r} exists but is not an HDF5 file")
+        self._file = self._h5open(mode)
+        try:
+            self._fd = os.open(self.path, os.O_RDWR)
+            _WRITERS[self.path] = self
+            self._reserved_to = os.fstat(self._fd).st_size
+            self._begin_write(_RESERVE_SLACK)
+            root = self._file.attrs
+            if creating:
+                root[_FORMAT_ATTR] = FORMAT_VERSION
+                info = provenance(
+                    h5py_version=h5py.version.version, hdf5_version=h5py.version.hdf5_version
+                )
+                for name, value in info.items():
+                    root[name] = value
+            else:
+                self._check_format()
+                if _CLEAN_ATTR in root and not root[_CLEAN_ATTR]:
+                    self._truncate_to_commits()
+            root[_CLEAN_ATTR] = 0
+            self._flush_file()  # (also while open() reopens a closed store)
+        except BaseException:
+            self._release()
+            raise
+
+    def _h5open(self, mode: str) -> h5py.File:
         try:
             # readers take no HDF5 file lock, so they neither block nor wait for the
-            # writer; they reopen when the file changed (see _check_open)
+            # writer; they reopen when the file changed (see _reading)
             if mode == "r":
-                self._stamp = _stamp(self.path)
-                self._file = h5py.File(self.path, "r", locking=False)
-            else:
-                self._file = h5py.File(self.path, mode)
+                # (a writer in this process shares its HDF5 file: same locking flag)
+                locking = None if self.path in _WRITERS else False
+                return h5py.File(self.path, "r", locking=locking)
+            return h5py.File(self.path, mode)
         except OSError as exc:
             if "unable to lock file" in str(exc).lower():
                 raise StoreLockedError(
@@ -179,23 +301,41 @@ class HDF5DataStore(DataStore):
                 from ..recover import clear_hdf5_consistency_flags
 
                 clear_hdf5_consistency_flags(self.path)
-                self._open_file(mode)
-                return
+                return self._h5open(mode)
             hint = ""
             if "already open for write" in str(exc):
                 hint = " (if its writer was killed, run `simrecorder recover FILE`)"
             raise StoreFormatError(f"cannot open {self.path!r} as HDF5: {exc}{hint}") from exc
-        root = self._file.attrs
-        if creating:
-            root[_FORMAT_ATTR] = FORMAT_VERSION
-            info = provenance(
-                h5py_version=h5py.version.version, hdf5_version=h5py.version.hdf5_version
-            )
-            for name, value in info.items():
-                root[name] = value
-        elif int(root.get(_FORMAT_ATTR, FORMAT_VERSION)) > FORMAT_VERSION:
-            version = int(root[_FORMAT_ATTR])
+
+    def _open_reader(self) -> None:
+        """Open read-only, retrying while a writer that takes no lock (or one that
+        holds it too long) is midway through a flush and the file looks truncated."""
+        for attempt in range(40):
+            try:
+                if not h5py.is_hdf5(self.path):
+                    raise StoreFormatError(f"{self.path!r} exists but is not an HDF5 file")
+                self._stamp = _stamp(self.path)
+                self._file = self._h5open("r")
+                break
+            except OSError:  # StoreFormatError included
+                if attempt == 39:
+                    raise
+                time.sleep(0.005)
+        try:
+            self._check_format()
+        except BaseException:
             self._file.close()
+            raise
+
+    def _check_format(self) -> None:
+        raw = self._file.attrs.get(_FORMAT_ATTR, FORMAT_VERSION)
+        try:
+            version = int(raw)
+        except (TypeError, ValueError):
+            raise StoreFormatError(
+                f"{self.path!r}: root attribute {_FORMAT_ATTR} is {raw!r}, not a version number"
+            ) from None
+        if version > FORMAT_VERSION:
             raise StoreFormatError(
                 f"{self.path!r} has simrecorder format {version}; this version reads up "
                 f"to {FORMAT_VERSION}: upgrade simrecorder"
@@ -205,43 +345,117 @@ class HDF5DataStore(DataStore):
         # a store reopened after close() appends; it never truncates again
         self._open_file("r" if self.mode == "r" else "a")
 
-    def _check_open(self, key: str | None = None) -> None:
-        super()._check_open(key)
-        if self._read_only and _stamp(self.path) != self._stamp:
-            self._reopen()
+    @contextmanager
+    def _shared_lock(self) -> Iterator[None]:
+        """A reader holds the lock shared while it reads (see ``_LOCK_OFFSET``); a
+        writer of the file in this process shares HDF5's file object instead."""
+        if self._fd is None or not self._read_only or self.path in _WRITERS:
+            yield
+            return
+        locked = _lock(self._fd, _RDLCK, _READER_WAIT)
+        try:
+            yield
+        finally:
+            if locked:
+                _lock(self._fd, _UNLCK, 0)
+
+    @contextmanager
+    def _reading(self) -> Iterator[None]:
+        """Run reads of a read-only store under the shared lock, after catching up
+        with a writer that changed the file since."""
+        if not self._read_only:
+            yield
+            return
+        with self._shared_lock():
+            if _stamp(self.path) != self._stamp:
+                self._reopen()
+            yield
 
     def _reopen(self) -> None:
-        """A read-only store catches up with a writer in another process (retrying while
-        the writer is midway through a flush and the file looks truncated)."""
+        """A read-only store catches up with a writer in another process."""
         self._datasets.clear()
         self._file.close()
-        for attempt in range(40):
-            try:
-                self._open_file("r")
-                return
-            except (OSError, StoreFormatError):
-                if attempt == 39:
-                    raise
-                time.sleep(0.005)
+        self._open_reader()
 
-    def _retry(self, read: Any) -> Any:
-        """Run ``read``; a read-only store retries it on a fresh open if the writer was
-        midway through a flush (HDF5 then reports addresses past the end of file)."""
+    def _retry(self, read: Callable[[], _T], key: str | None = None) -> _T:
+        """Run ``read``; a read-only store retries it on a fresh open if the file
+        changed under it anyway (a writer that takes no lock)."""
         for attempt in range(20):
             try:
-                return read()
-            except OSError:
-                if not self._read_only or attempt == 19:
+                with self._reading():
+                    return read()
+            except OSError as exc:
+                if isinstance(exc, SimRecorderError):
                     raise
+                if not self._read_only or attempt == 19:
+                    where = f" (key {key!r})" if key is not None else ""
+                    raise StoreFormatError(
+                        f"{self.path!r}: cannot read{where}: {type(exc).__name__}: {exc}"
+                    ) from exc
                 time.sleep(0.005)
-                self._reopen()
+                self._stamp = (-1, -1)  # reopen
         raise AssertionError("unreachable")
 
+    def _begin_write(self, nbytes: int) -> None:
+        """Reserve disk space for ``nbytes`` more bytes, then take the writer's lock."""
+        self._reserve(nbytes)
+        if not self._dirty:
+            _lock(self._fd, _WRLCK, _WRITER_WAIT)
+            self._dirty = True
+
+    def _end_write(self) -> None:
+        """After a flush: a new mtime (strictly increasing, so readers always notice),
+        then readers may look again."""
+        if self._dirty and self._fd is not None:
+            ns = max(time.time_ns(), self._mtime_ns + 1)
+            os.utime(self._fd, ns=(ns, ns))
+            self._mtime_ns = ns
+            _lock(self._fd, _UNLCK, 0)
+        self._dirty = False
+
+    def _reserve(self, nbytes: int) -> None:
+        """Make sure the file system has room for what HDF5 may write next (raise
+        :class:`StoreFullError` before HDF5 writes anything, otherwise)."""
+        if self._fd is None or _fallocate is None:
+            return
+        end = self._file.id.get_filesize() + self._unflushed + nbytes + _RESERVE_SLACK
+        if end <= self._reserved_to:
+            return
+        start, end = self._reserved_to, end + _RESERVE_STEP
+        if _fallocate(self._fd, _FALLOC_FL_KEEP_SIZE, start, end - start) != 0:
+            err = ctypes.get_errno()
+            if err in _FULL_ERRNOS:
+                raise StoreFullError(
+                    f"{self!r}: no room for {nbytes:,} more bytes: {os.strerror(err)}"
+                )
+            return  # a file system that cannot reserve (EOPNOTSUPP, ...)
+        self._reserved_to = end
+
     def _close(self) -> None:
+        try:
+            if self._file is not None and not self._read_only:
+                self.commit()
+                self._begin_write(0)
+                self._file.attrs[_CLEAN_ATTR] = 1
+        finally:
+            self._release()
+
+    def _release(self) -> None:
         self._datasets.clear()
-        if self._file is not None:
-            self._file.close()
+        try:
+            if self._file is not None:
+                self._file.close()
+        finally:
             self._file = None
+            if self._fd is not None:
+                if not self._read_only:
+                    # give back the space reserved past the end of the file
+                    os.ftruncate(self._fd, os.fstat(self._fd).st_size)
+                    self._end_write()
+                    if _WRITERS.get(self.path) is self:
+                        del _WRITERS[self.path]
+                os.close(self._fd)
+                self._fd = None
 
     @property
     def file(self) -> h5py.File:
@@ -249,53 +463,167 @@ class HDF5DataStore(DataStore):
         self._check_open()
         return self._file
 
+    @_translated
     def flush(self) -> None:
         # docstring inherited
         self._check_open()
-        if not self.read_only:
-            self._file.flush()
-            if self.durable:  # the OS page cache survives a crash of this process, not
-                fsync_path(self.path)  # of the machine: fsync for power-loss safety
+        self._flush_file()
+
+    def _flush_file(self) -> None:
+        if self._read_only:
+            return
+        self._file.flush()
+        if self.durable:  # the OS page cache survives a crash of this process, not
+            os.fsync(self._fd)  # of the machine: fsync for power-loss safety
+        self._unflushed = 0
+        self._reserved_to = os.fstat(self._fd).st_size  # HDF5 may have truncated
+        self._end_write()
+
+    @_translated
+    def commit(self) -> None:
+        """Record the current length of every series changed since the last commit.
+
+        Each changed series gets ``simrecorder_commit = [epoch, rows, previous_epoch,
+        previous_rows]``; after a flush, the root attribute ``simrecorder_epoch``
+        becomes ``epoch``, then the file is flushed again. That last write is the
+        commit point: a writer that opens the file after an unclean end cuts every
+        series back to its rows of the newest epoch not above the root's.
+        """
+        self._check_writable()
+        if not self._changed:
+            return
+        self._begin_write(_RESERVE_SLACK)
+        epoch = int(self._file.attrs.get(_EPOCH_ATTR, 0)) + 1
+        for key, (rows, first) in self._changed.items():
+            node = self._dataset(key)
+            if node is None:
+                continue
+            old = node.attrs.get(_COMMIT_ATTR)
+            prev = (int(old[0]), int(old[1])) if old is not None else (0, first)
+            node.attrs[_COMMIT_ATTR] = np.array([epoch, rows, *prev], dtype=np.int64)
+        self._file.flush()
+        self._file.attrs[_EPOCH_ATTR] = epoch
+        self.flush()
+        self._changed.clear()
+
+    def _truncate_to_commits(self) -> None:
+        """After an unclean end: cut every series back to its committed length."""
+        epoch = int(self._file.attrs.get(_EPOCH_ATTR, 0))
+        for key in self.keys():
+            node = self._file.get(key)
+            info = node.attrs.get(_COMMIT_ATTR) if node is not None else None
+            if info is None or len(info) != 4:
+                continue  # never committed (e.g. written before commits existed)
+            e, rows, pe, prows = (int(v) for v in info)
+            if e > epoch:  # written by a commit that did not complete
+                e, rows = (pe, prows) if pe <= epoch else (0, 0)
+                node.attrs[_COMMIT_ATTR] = np.array([e, rows, e, rows], dtype=np.int64)
+            ds = node["offsets"] if isinstance(node, h5py.Group) else node
+            if ds.shape[0] > rows:
+                ds.resize(rows, axis=0)
 
     # -- nodes --------------------------------------------------------------------------
+    @_translated
     def node_type(self, key: str) -> NodeType | None:
         # docstring inherited
         self._check_open(key)
         if key in self._datasets:
             return "series"
-        node = self._file.get(key)
-        if node is None:
+        with self._reading():
+            node = self._file.get(key)
+            if node is None:
+                return None
+            if isinstance(node, h5py.Group):
+                return "series" if _KIND_ATTR in node.attrs else "group"
+            if isinstance(node, h5py.Dataset):
+                return "value" if _VALUE_ATTR in node.attrs else "series"
             return None
-        if isinstance(node, h5py.Group):
-            return "series" if _KIND_ATTR in node.attrs else "group"
-        if isinstance(node, h5py.Dataset):
-            return "value" if _VALUE_ATTR in node.attrs else "series"
-        return None
 
     def _dataset(self, key: str) -> h5py.Dataset | h5py.Group | None:
         """The node of the series ``key``: a dataset (dense) or a group holding
         ``data`` and ``offsets`` (str, bytes and object series)."""
         ds = self._datasets.get(key)
-        if ds is None:
-            node = self._file.get(key)
-            if isinstance(node, h5py.Group) and _KIND_ATTR in node.attrs:
-                ds = self._datasets[key] = node
-                return ds
-            if not isinstance(node, h5py.Dataset) or _VALUE_ATTR in node.attrs:
+        if ds is not None:
+            self._datasets.move_to_end(key)
+            return ds
+        node = self._file.get(key)
+        if isinstance(node, h5py.Group):
+            if _KIND_ATTR not in node.attrs:
                 return None
-            ds = self._datasets[key] = node
-        return ds
+        elif not isinstance(node, h5py.Dataset) or _VALUE_ATTR in node.attrs:
+            return None
+        self._remember(key, node)
+        return node
 
+    def _remember(self, key: str, node: h5py.Dataset | h5py.Group) -> None:
+        # An open dataset costs HDF5 tens of kB: keep the most recently used ones
+        # (dropping one closes it; HDF5 then writes its cached chunks, into space
+        # that _reserve set aside).
+        self._datasets[key] = node
+        while len(self._datasets) > MAX_OPEN_DATASETS:
+            self._datasets.popitem(last=False)
+
+    @_translated
     def series_spec(self, key: str) -> SeriesSpec | None:
         # docstring inherited
         self._check_open(key)
-        ds = self._dataset(key)
-        if ds is None:
-            return None
-        return _spec_of(ds)
+        with self._reading():
+            if key not in self._datasets:
+                self._check_appendable(key)
+            ds = self._dataset(key)
+            if ds is None:
+                return None
+            return _spec_of(ds, self.path, key)
+
+    def _check_appendable(self, key: str) -> None:
+        """Raise :class:`KeyConflictError` if ``key`` names something in the file that
+        simrecorder cannot append to (written by another tool, typically), so that
+        ``record`` refuses the key at once instead of the store failing at flush."""
+        link = self._file.get(key, getlink=True)
+        if link is None:
+            return
+        why = None
+        node = None
+        if isinstance(link, h5py.ExternalLink):
+            why = f"an external link to {link.filename}:{link.path}"
+        else:
+            node = self._file.get(key)
+            if node is None:
+                why = f"a dangling soft link to {getattr(link, 'path', '?')}"
+        if isinstance(node, h5py.Dataset) and _VALUE_ATTR not in node.attrs:
+            why = _not_growable(node)
+        elif isinstance(node, h5py.Group) and _KIND_ATTR in node.attrs:
+            for part in ("data", "offsets"):
+                child = node.get(part)
+                if not isinstance(child, h5py.Dataset):
+                    raise StoreFormatError(f"{self.path!r}: series {key!r} has no {part!r} dataset")
+                problem = _not_growable(child)
+                if problem:
+                    why = f"a series whose {part!r} is {problem}"
+        if why:
+            raise KeyConflictError(
+                f"key {key!r} in {self!r} is {why}: simrecorder cannot append to it "
+                "(record under another key)"
+            )
 
     # -- series -------------------------------------------------------------------------
     def _create(self, key: str, spec: SeriesSpec, first_rows: int | None) -> h5py.Dataset:
+        try:
+            return self._create_node(key, spec, first_rows)
+        except BaseException:
+            # a half-made node (no kind attribute yet, say) would block the key
+            for attempt in range(5):
+                try:
+                    self._datasets.pop(key, None)
+                    if self._file.get(key, getlink=True) is not None:
+                        del self._file[key]
+                    break
+                except BaseException:
+                    if attempt == 4:
+                        raise
+            raise
+
+    def _create_node(self, key: str, spec: SeriesSpec, first_rows: int | None) -> h5py.Dataset:
         if spec.kind == DENSE:
             rows = chunk_rows(spec.sample_nbytes, first_rows)
             # HDF5 chunks need positive sizes: a zero-length axis gets chunk size 1
@@ -325,51 +653,61 @@ class HDF5DataStore(DataStore):
                 chunks=(chunk_rows(8, first_rows),), **options,
             )  # fmt: skip
         ds.attrs[_KIND_ATTR] = spec.kind
-        self._datasets[key] = ds
+        self._remember(key, ds)
         return ds
 
     def append_block(self, key: str, spec: SeriesSpec, block: Any) -> None:
         # docstring inherited
-        self._check_writable(key)
-        if not len(block):
-            return
-        if spec.kind != DENSE:
-            if spec.kind == STR:
-                block = [item.encode("utf-8") for item in block]
-            first_rows = max(len(block), sum(map(len, block)))
-            group = self._dataset(key) or self._create(key, spec, first_rows)
-            self._append_items(group, block)
-            return
-        ds = self._dataset(key) or self._create(key, spec, len(block))
-        count = len(block)
-        start = ds.shape[0]
-        ds.resize(start + count, axis=0)
+        # Takes the block or, on any exception (KeyboardInterrupt included), shrinks
+        # the series back to its length before the call: the shrink only drops rows
+        # past that length (HDF5 rewrites a shared edge chunk with its stored rows
+        # unchanged). Space is reserved first, so HDF5 itself never meets a full disk.
+        # Everything happens in this one frame, the commit (_took) last: a
+        # KeyboardInterrupt after any call here still lands inside the try.
+        undo: list[tuple[h5py.Dataset, int]] = []
+        before = self._changed.get(key)
         try:
+            self._check_writable(key)
+            if not len(block):
+                return
+            node = self._dataset(key)
+            if spec.kind != DENSE:
+                if spec.kind == STR:
+                    block = [item.encode("utf-8") for item in block]
+                nbytes = sum(map(len, block))
+                self._begin_write(nbytes + 8 * len(block) + (128 << 10))
+                node = node or self._create(key, spec, max(len(block), nbytes))
+                rows = _append_items(node, block, undo)
+                self._took(key, rows - len(block), rows, nbytes + 8 * len(block))
+                return
+            count = len(block)
+            rows = node.chunks[0] if node is not None and node.chunks else None
+            rows = rows or chunk_rows(spec.sample_nbytes, count)
+            self._begin_write(block.nbytes + 2 * rows * spec.sample_nbytes + (16 << 10))
+            ds = node or self._create(key, spec, count)
+            start = ds.shape[0]
+            undo.append((ds, start))
+            ds.resize(start + count, axis=0)
             self._write_dense(ds, start, block)
-        except BaseException:
-            ds.resize(start, axis=0)  # a failed block leaves no rows behind
-            raise
+            self._took(key, start, start + count, block.nbytes)
+        except BaseException as exc:
+            _shrink_back(undo)
+            self._untook(key, before)
+            error = _store_error(self, exc, key, writing=True)
+            if error is None:
+                raise
+            raise error from exc
 
-    @staticmethod
-    def _append_items(group: h5py.Group, items: list[bytes]) -> None:
-        """Append variable-length items: bytes first, then the offsets that make them
-        visible, so an interrupted append leaves nothing a reader would see."""
-        data, offsets = group["data"], group["offsets"]
-        count = offsets.shape[0]
-        base = int(offsets[count - 1]) if count else 0  # bytes past it are leftovers
-        payload = np.frombuffer(b"".join(items), dtype=np.uint8)
-        ends = base + np.cumsum([len(item) for item in items], dtype=np.int64)
-        old_size = data.shape[0]
-        data.resize(base + len(payload), axis=0)
-        try:
-            if len(payload):
-                data[base:] = payload
-            offsets.resize(count + len(items), axis=0)
-            offsets[count:] = ends
-        except BaseException:
-            offsets.resize(count, axis=0)
-            data.resize(old_size, axis=0)
-            raise
+    def _took(self, key: str, old_rows: int, rows: int, nbytes: int) -> None:
+        first = self._changed.get(key, (0, old_rows))[1]
+        self._changed[key] = (rows, first)
+        self._unflushed += nbytes
+
+    def _untook(self, key: str, before: tuple[int, int] | None) -> None:
+        if before is None:
+            self._changed.pop(key, None)
+        else:
+            self._changed[key] = before
 
     def _write_dense(self, ds: h5py.Dataset, start: int, block: np.ndarray) -> None:
         """Write rows ``start:`` of ``ds``; whole chunks go straight to the file.
@@ -402,18 +740,18 @@ class HDF5DataStore(DataStore):
         if full_end < count:
             ds[start + full_end : start + count] = block[full_end:]
 
+    @_translated
     def get_all(self, key: str) -> Any:
         # docstring inherited
         self._check_open(key)
-        ds = self._dataset(key)
-        if ds is None:
-            raise KeyNotFoundError(f"no series {key!r} in {self!r}")
-        kind = ds.attrs.get(_KIND_ATTR, DENSE)
-        if isinstance(kind, bytes):
-            kind = kind.decode()
+        with self._reading():
+            ds = self._dataset(key)
+            if ds is None:
+                raise KeyNotFoundError(f"no series {key!r} in {self!r}")
+            kind = _kind_of(ds, self.path, key)
         if kind == DENSE:
             return HDFView(self, key)
-        items = self._retry(lambda: _read_items(self._dataset(key)))
+        items = self._retry(lambda: _read_items(self._dataset(key)), key)
         if kind == STR:
             return [item.decode("utf-8") for item in items]
         if kind == OBJECT:
@@ -421,6 +759,7 @@ class HDF5DataStore(DataStore):
         return items
 
     # -- single values ------------------------------------------------------------------
+    @_translated
     def set(self, key: str, value: Any) -> None:
         # docstring inherited
         validate_key(key)
@@ -430,63 +769,129 @@ class HDF5DataStore(DataStore):
         dtype = None
         if kind == STR and "\x00" not in value:
             data, dtype = value, _STR_DTYPE  # a string h5py users read as a string
-        if key in self._file:
+        link = self._file.get(key, getlink=True)
+        if link is not None and not isinstance(link, h5py.HardLink):
+            raise KeyConflictError(
+                f"key {key!r} in {self!r} is a {type(link).__name__}: cannot set a value there"
+            )
+        self._begin_write(getattr(data, "nbytes", len(str(data))) + (64 << 10))
+        if link is not None:
             del self._file[key]
         self._datasets.pop(key, None)
         ds = self._file.create_dataset(key, data=data, dtype=dtype)
         ds.attrs[_VALUE_ATTR] = kind
         ds.attrs.update(extra)
 
+    @_translated
     def _get_value(self, key: str) -> Any:
         # docstring inherited
-        ds = self._file[key]
-        kind = ds.attrs[_VALUE_ATTR]
-        if kind == STR and ds.dtype.kind != "u":
-            return ds.asstr()[()]
-        return decode_value(kind, ds[()], ds.attrs.get(PYTYPE_ATTR))
+        with self._reading():
+            ds = self._file[key]
+            kind = ds.attrs[_VALUE_ATTR]
+            if kind == STR and ds.dtype.kind != "u":
+                return ds.asstr()[()]
+            return decode_value(kind, ds[()], ds.attrs.get(PYTYPE_ATTR))
 
+    @_translated
     def keys(self, prefix: str = "") -> list[str]:
         # docstring inherited
+        # Soft and external links are not followed (they may dangle, loop or leave
+        # the file); series are what the file itself holds.
         self._check_open()
-        root = self._file
-        if prefix:
-            node = root.get(prefix)
-            if isinstance(node, h5py.Dataset):
-                return [prefix]
-            if node is None:
-                return []
-            root = node
-        if _KIND_ATTR in root.attrs and prefix:
-            return [prefix]  # a str/bytes/object series is a group
-        found: list[str] = []
+        with self._reading():
+            root = self._file
+            if prefix:
+                link = root.get(prefix, getlink=True)
+                if link is None or not isinstance(link, h5py.HardLink):
+                    return []
+                node = root.get(prefix)
+                if isinstance(node, h5py.Dataset):
+                    return [prefix]
+                root = node
+            if _KIND_ATTR in root.attrs and prefix:
+                return [prefix]  # a str/bytes/object series is a group
+            found: list[str] = []
 
-        def walk(group: h5py.Group, path: str) -> None:
-            for name, node in group.items():
-                full = f"{path}/{name}" if path else name
-                if isinstance(node, h5py.Dataset) or _KIND_ATTR in node.attrs:
-                    found.append(full)
-                elif isinstance(node, h5py.Group):
-                    walk(node, full)
+            def walk(group: h5py.Group, path: str) -> None:
+                for name in group:
+                    if not isinstance(group.get(name, getlink=True), h5py.HardLink):
+                        continue
+                    node = group.get(name)
+                    full = f"{path}/{name}" if path else name
+                    if isinstance(node, h5py.Dataset) or _KIND_ATTR in node.attrs:
+                        found.append(full)
+                    elif isinstance(node, h5py.Group):
+                        walk(node, full)
 
-        walk(root, prefix)
+            walk(root, prefix)
         return sorted(found)
 
     # -- metadata -----------------------------------------------------------------------
     @property
+    @_translated
     def attrs(self) -> dict[str, Any]:
         # docstring inherited
         self._check_open()
-        return {name: _plain(value) for name, value in self._file.attrs.items()}
+        with self._reading():
+            return {name: _plain(value) for name, value in self._file.attrs.items()}
 
+    @_translated
     def update_attrs(self, attrs: Mapping[str, Any]) -> None:
         # docstring inherited
         self._check_writable()
+        self._begin_write(sum(len(repr(v)) for v in attrs.values()) + (64 << 10))
         for name, value in attrs.items():
             try:
                 self._file.attrs[name] = value
             except (TypeError, ValueError):
                 # dicts, None, mixed lists: HDF5 attributes cannot hold them, JSON can
                 self._file.attrs[name] = json.dumps(value, default=repr)
+
+
+def _append_items(
+    group: h5py.Group, items: list[bytes], undo: list[tuple[h5py.Dataset, int]]
+) -> int:
+    """Append variable-length items, bytes first, then the offsets that make them
+    visible; return the new row count. ``undo`` gets each dataset's size before."""
+    data, offsets = group["data"], group["offsets"]
+    count = offsets.shape[0]
+    base = int(offsets[count - 1]) if count else 0  # bytes past it are leftovers
+    payload = np.frombuffer(b"".join(items), dtype=np.uint8)
+    ends = base + np.cumsum([len(item) for item in items], dtype=np.int64)
+    undo += [(offsets, count), (data, data.shape[0])]
+    data.resize(base + len(payload), axis=0)
+    if len(payload):
+        data[base:] = payload
+    offsets.resize(count + len(items), axis=0)
+    offsets[count:] = ends
+    return count + len(items)
+
+
+def _shrink_back(sizes: list[tuple[h5py.Dataset, int]]) -> None:
+    """Shrink datasets back to their lengths before a failed append. Idempotent, so
+    it is run again when another exception (a second Ctrl-C) lands in the middle."""
+    for attempt in range(5):
+        try:
+            for ds, size in sizes:
+                if ds.shape[0] != size:
+                    ds.resize(size, axis=0)
+            return
+        except BaseException:
+            if attempt == 4:
+                raise
+
+
+def _not_growable(ds: h5py.Dataset) -> str | None:
+    """Why simrecorder cannot append to ``ds``, or None when it can."""
+    if ds.ndim == 0:
+        return "a scalar dataset"
+    if ds.chunks is None:
+        return "a contiguous (not chunked) dataset"
+    if ds.maxshape[0] is not None:
+        return f"a dataset of fixed maximum shape {ds.maxshape}"
+    if ds.dtype.kind == "O" or h5py.check_vlen_dtype(ds.dtype) is not None:
+        return f"a dataset of variable-length type {ds.dtype}"
+    return None
 
 
 def _read_items(group: h5py.Group) -> list[bytes]:
@@ -514,15 +919,63 @@ def _writer_is_gone(path: str) -> bool:
         os.close(fd)
 
 
+_RDLCK, _WRLCK, _UNLCK = 0, 1, 2  # fcntl.F_RDLCK etc. on Linux
+
+
+def _lock(fd: int, kind: int, wait: float) -> bool:
+    """Take (or, with ``_UNLCK``, drop) the reader/writer lock; give up after
+    ``wait`` seconds or where the file system has no such locks."""
+    import fcntl
+
+    command = getattr(fcntl, "F_OFD_SETLK", None)
+    if command is None:
+        return False
+    arg = struct.pack("hhqqixxxx", kind, os.SEEK_SET, _LOCK_OFFSET, 1, 0)
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            fcntl.fcntl(fd, command, arg)
+            return True
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.EACCES) or time.monotonic() > deadline:
+                return False
+            time.sleep(0.001)
+
+
+def _load_fallocate() -> Any:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).fallocate64
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+_FALLOC_FL_KEEP_SIZE = 1
+_fallocate = _load_fallocate()
+#: Writer stores open in this process, by path (readers here share their HDF5 file).
+_WRITERS: weakref.WeakValueDictionary[str, HDF5DataStore] = weakref.WeakValueDictionary()
+
+
 def _stamp(path: str) -> tuple[int, int]:
     info = os.stat(path)
     return info.st_size, info.st_mtime_ns
 
 
-def _spec_of(ds: h5py.Dataset) -> SeriesSpec:
-    kind = ds.attrs.get(_KIND_ATTR, DENSE)
+def _kind_of(node: h5py.Dataset | h5py.Group, path: str, key: str) -> str:
+    kind = node.attrs.get(_KIND_ATTR, DENSE)
     if isinstance(kind, bytes):
-        kind = kind.decode()
+        kind = kind.decode("utf-8", "replace")
+    if kind not in KINDS or (kind == DENSE) != isinstance(node, h5py.Dataset):
+        raise StoreFormatError(f"{path!r}: series {key!r} has unknown kind {kind!r}")
+    return kind
+
+
+def _spec_of(ds: h5py.Dataset | h5py.Group, path: str, key: str) -> SeriesSpec:
+    kind = _kind_of(ds, path, key)
     if kind == DENSE:
         return SeriesSpec(DENSE, ds.dtype, ds.shape[1:])
     return SeriesSpec(kind)
