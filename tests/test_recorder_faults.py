@@ -71,7 +71,7 @@ def test_a_failing_store_is_reported_by_every_write_not_once(tmp_path):
             raised += 1
     assert raised == 10  # one per block written, while the store stays away
     for _ in range(3):
-        with pytest.raises(StoreWriteError, match="away.h5"):
+        with pytest.raises(StoreWriteError, match=r"away\.h5"):
             rec.flush()
     h5.open()
     rec.close()
