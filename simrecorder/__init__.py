@@ -16,6 +16,8 @@ from ._version import __version__
 from .datastores import DataStore, InMemoryDataStore, SeriesView, open_datastore
 from .errors import (
     AuthenticationFailedError,
+    BlocksQuarantinedError,
+    ForkedRecorderError,
     InvalidKeyError,
     KeyConflictError,
     KeyNotFoundError,
@@ -28,6 +30,7 @@ from .errors import (
     StoreClosedError,
     StoreConnectionError,
     StoreFormatError,
+    StoreFullError,
     StoreLockedError,
     StoreWriteError,
     ValueTooLargeError,
@@ -37,6 +40,9 @@ from .recorder import Recorder
 
 __all__ = [
     "AuthenticationFailedError",
+    "BlocksQuarantinedError",
+    "ForkedRecorderError",
+    "StoreFullError",
     "RedisClusterDataStore",
     "RedisClusterServer",
     "ServerStartError",
