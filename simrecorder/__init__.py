@@ -36,6 +36,7 @@ from .errors import (
     ValueTooLargeError,
 )
 from .options import CompressionType, DatastoreType, Serialization
+from .plain import decode, decode_series
 from .recorder import Recorder
 
 __all__ = [
@@ -73,6 +74,8 @@ __all__ = [
     "ValueTooLargeError",
     "ZarrDataStore",
     "__version__",
+    "decode",
+    "decode_series",
     "get_io",
     "open_datastore",
 ]
