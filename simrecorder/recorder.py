@@ -190,6 +190,9 @@ class Recorder:
         self.retry_seconds = float(retry_seconds)
         self.max_kept_bytes = int(max_kept_bytes)
         self._lock = threading.RLock()
+        self._pivot: SeriesBuffer | None = None  # see _arm_epoch
+        self._pivot_fast_type: type | None = None
+        self._forced = False  # the armed epoch waited too long: run it at any record
         self._forked = False
         self._due = False
         self._closed = False
@@ -254,6 +257,17 @@ class Recorder:
         if datastore is not None:
             self._record_to(key, value, self._resolve(datastore))
             return
+        error = None
+        if self._pivot is not None and self._pivot.key == key:
+            try:  # the armed epoch, at the step boundary (see _arm_epoch)
+                self._epoch(retry=False)
+            except StoreWriteError as exc:
+                error = exc  # raised after the sample is recorded: it is not lost
+        self._append_locked(key, value)
+        if error is not None:
+            raise error
+
+    def _append_locked(self, key: str, value: Any) -> None:
         buf = self._buffers.get(key)
         if buf is None:
             buf = self._new_buffer(key, value, self.datastores)
@@ -340,16 +354,41 @@ class Recorder:
         with self._lock:
             if self._closed or self._forked:
                 self._check_open(buf.key)
-            if self._due:
+            if self._forced:
                 self._epoch(retry=False)
-            elif type(buf) is LargeSampleBuffer:
-                # a large sample is written at once, alone; the next epoch commits it
+                return
+            large = type(buf) is LargeSampleBuffer
+            full = large or buf.compact()
+            if (full or self._due) and self._pivot is None:
+                self._arm_epoch(buf)
+            if full:
+                # a full block is handed over at once, alone; the armed epoch writes the
+                # rest, then flushes and commits at the step boundary (a store that
+                # queues, like Redis, sends it with the epoch). A large sample may be a
+                # view of the caller's array: it is flushed at once.
                 with deferred_signals():
                     self._flush_buffer(buf)
-                    self._finish(commit=False)
+                    if large:
+                        self._finish(commit=False)
                 self._raise_for(self.datastores)
-            elif buf.compact():
-                self._epoch(retry=False)
+
+    def _arm_epoch(self, buf: SeriesBuffer) -> None:
+        """Run an epoch just before ``buf``'s next sample.
+
+        A buffer fills (or the timer fires) in the middle of a simulation step; the
+        next sample of the same key starts the next step, so an epoch run then writes
+        every series up to the same step, and the store commits aligned lengths. If
+        that key does not come back within a timer tick, the timer forces the epoch
+        at the next record of any key (``max_seconds`` still bounds a sample's wait).
+        """
+        self._pivot = buf
+        self._pivot_fast_type = buf.fast_type
+        buf.fast_type = None  # the key's next record takes the slow path, which runs it
+
+    def _disarm_epoch(self) -> None:
+        if self._pivot is not None:
+            self._pivot.fast_type = self._pivot_fast_type
+            self._pivot = None
 
     # -- flushing -----------------------------------------------------------------------
     # Every write happens in an epoch: each buffered series is handed to each store,
@@ -363,7 +402,8 @@ class Recorder:
         ``retry`` retries failing stores now, instead of at most every
         ``retry_seconds``.
         """
-        self._due = False
+        self._due = self._forced = False
+        self._disarm_epoch()
         with deferred_signals():
             self._retry_backlogs(force=retry)
             for buf in list(self._buffers.values()):
@@ -534,6 +574,8 @@ class Recorder:
 
     def _mark_due(self) -> None:
         """Called by the flush timer (another thread): make the next record flush."""
+        if self._pivot is not None:
+            self._forced = True  # armed a tick ago and its key has not come back
         self._due = True
         for buf in list(self._buffers.values()):
             if len(buf):

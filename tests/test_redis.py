@@ -20,9 +20,10 @@ from simrecorder.testing.datastore import DataStoreTests
 
 def read_native(client, prefix, key):
     """Read a dense series with plain redis-py + numpy (no simrecorder)."""
-    meta = client.hgetall(f"sr:{{{prefix}/{key}}}:m")
+    tag = f"sr2:{{{len(prefix)}:{prefix}/{key}}}"
+    meta = client.hgetall(f"{tag}:m")
     shape = tuple(int(n) for n in meta[b"shape"].decode().strip("[]").split(",") if n.strip())
-    names = client.lrange(f"sr:{{{prefix}/{key}}}:b", 0, -1)
+    names = client.lrange(f"{tag}:b", 0, -1)
     data = b"".join(client.mget(names))
     return np.frombuffer(data, dtype=meta[b"dtype"].decode()).reshape(-1, *shape)
 
@@ -67,12 +68,14 @@ def test_blocks_are_split_into_pieces(redis_server, redis_prefix):
     store.append("big", big)
     store.append("big", big + 1)
     store.set("value", {"blob": b"x" * 5000})
+    store.flush()
     client = redis.Redis(port=redis_server.port)
-    assert client.llen(f"sr:{{{redis_prefix}/big}}:b") == 16
+    tag = f"sr2:{{{len(redis_prefix)}:{redis_prefix}/big}}"
+    assert client.llen(f"{tag}:b") == 16
     np.testing.assert_array_equal(np.asarray(store.get_all("big")), [big, big + 1])
     np.testing.assert_array_equal(store.get_all("big")[1, 10:20], big[10:20] + 1)
     assert store.get("value") == {"blob": b"x" * 5000}
-    assert len(client.keys(f"sr:{{{redis_prefix}/big}}:p:*")) == 16
+    assert len(client.keys(f"{tag}:p:*")) == 16
     store.close()
 
 

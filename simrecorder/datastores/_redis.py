@@ -1,35 +1,78 @@
 """Redis data store (redis-py + hiredis): one server or a Redis Cluster.
 
-Layout, for a store with prefix ``P`` and a series ``K`` (``{...}`` is a cluster hash
-tag, so every key of a series lives on one node)::
+Layout, for a store with prefix ``P`` (``n`` = ``len(P)``) and a series ``K``
+(``{...}`` is a cluster hash tag, so every key of a series lives on one node)::
 
-    sr:{P/K}:m   hash   node=series|value, kind, dtype, shape (JSON), count, pieces
-    sr:{P/K}:p:… string one piece (at most 1 MiB) of an encoded block
-    sr:{P/K}:b   list   the names of the pieces, in order
-    sr:{P/K}:e   list   per block "rows:pieces", both cumulative (for range reads)
-    sr:{P/K}:w   hash   writer id -> last block sequence number applied (dedup)
-    sr:{P/K}:v   list   a single value from set(), codec-encoded, in pieces
-    sr:{P}:index set    every series and value key;  sr:{P}:groups  set of groups
-    sr:{P}:attrs hash   store metadata (JSON values), provenance included
+    sr2:{n:P/K}:m    hash   node=series|value, kind, dtype, shape (JSON), count, pieces
+    sr2:{n:P/K}:p:…  string one piece (at most 1 MiB) of an encoded block
+    sr2:{n:P/K}:b    list   the names of the pieces, in order
+    sr2:{n:P/K}:e    list   per block "rows:pieces", both cumulative (for range reads)
+    sr2:{n:P/K}:w    hash   writer identity -> last block sequence number applied
+    sr2:{n:P/K}:v    list   a single value from set(), codec-encoded, in pieces
+    sr2:{n:P}:index  set    every series and value key;  sr2:{n:P}:groups  set of groups
+    sr2:{n:P}:attrs  hash   store metadata (JSON values), provenance included
+
+The length ``n`` in front of the prefix makes the layout unambiguous: prefixes
+``exp`` and ``exp/b`` never share a key (``sr2:{3:exp/b/x}`` is not ``sr2:{5:exp/b/x}``).
+Stores written by format 1 (``sr:{P/K}:…``, where nested prefixes could mix) are still
+read and appended to in their own layout.
 
 A dense block is the raw bytes of its C-ordered little-endian rows, so
-``np.frombuffer(b"".join(MGET(*LRANGE sr:{P/K}:b 0 -1)), dtype).reshape(-1, *shape)``
+``np.frombuffer(b"".join(MGET(*LRANGE sr2:{n:P/K}:b 0 -1)), dtype).reshape(-1, *shape)``
 reads a series without simrecorder. Other kinds store one codec-encoded list per block.
 
-A block's pieces are written with SET (Redis keeps the received string as is: 1 MiB
-SETs run at ~2x the speed of pushing the same bytes into a list), then a Lua script
-commits it: it checks the series' schema, appends the piece names, advances the
-counters and records ``(writer, sequence)``. A retried block is recognised and
-skipped, so a block is committed exactly once even when a connection drops between
-sending it and reading the reply. Several writers may append to one series: blocks
-never interleave, each writer's blocks keep their order.
+**Exactly once.** A block's pieces are written with SET (Redis keeps the received
+string as is: 1 MiB SETs run at ~2x the speed of pushing the same bytes into a list),
+then a Lua script commits it: it checks that every piece exists (else ``SRMISSING``),
+checks the series' schema, appends the piece names and advances the counters. Each
+writer numbers its blocks *per series* (1, 2, 3, ...) under an identity of its own,
+and the script applies them in strict order: a number at or below the last one
+applied is a retry and is skipped; the next number is applied; a larger one is
+refused with ``SRGAP`` (an earlier block is still on its way). So a block is
+committed exactly once even when a connection drops between sending it and reading
+the reply, and a series never references a piece that is not there.
+
+**The queue.** ``append_block`` queues a block as one *unit* (its SETs and the
+commit); a new key adds a unit of index SADDs. :meth:`RedisDataStore.flush` sends the
+whole queue in one pipeline -- on one server inside ``MULTI``/``EXEC``, so a flush
+(one recorder epoch) is applied whole or not at all, also when the writer is killed
+in the middle. Every reply is checked: a unit is forgotten only when its last
+command succeeded; the others stay queued in order and ``flush()`` raises on every
+call until they are delivered. When the queue is over ``max_queued_bytes``,
+``append_block`` first tries to send it, and raises (taking nothing) if that fails
+and the queue is still over the limit; such an early send (and a read, which sends
+the queue first) splits an epoch in two, each applied whole. A kept block is copied
+after a failed send, so the caller may reuse the array it came from.
+
+**Faults.**
+
+- ``maxmemory`` (``OOM``) or a failing background save (``MISCONF``):
+  :class:`~simrecorder.errors.StoreFullError`; everything stays queued.
+- Server or node away, ``CLUSTERDOWN``, ``TRYAGAIN``, ``LOADING``, ``READONLY``,
+  ``MASTERDOWN``, ``MOVED``/``ASK`` that do not settle:
+  :class:`~simrecorder.errors.StoreConnectionError` naming ``host:port``; everything
+  stays queued. On a cluster the blocks of healthy nodes are delivered (the pipeline
+  is not a transaction there: a transaction cannot span hash slots).
+- Another writer stored a series with another schema: the refused blocks leave the
+  queue and ``flush()`` raises :class:`~simrecorder.errors.SchemaError` (or
+  :class:`~simrecorder.errors.KeyConflictError`) naming the key until
+  :meth:`~RedisDataStore.surrender` hands them back (the recorder quarantines them).
+  ``surrender()`` also hands back the whole queue when the server stays away.
+- Server restarted (its ``run_id`` changed) or its data gone (the attrs hash is
+  missing): the attrs, the index and the groups are written again; series whose
+  earlier blocks are gone are renumbered under a new identity so new blocks are
+  stored, and the next ``flush()`` raises :class:`RedisDataLostError` naming them.
+- ``os.fork()``: the child's stores get a new writer identity, an empty queue (the
+  queued blocks belong to the parent) and a new connection pool.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import os
 import uuid
+import weakref
 from bisect import bisect_right
 from collections.abc import Mapping
 from typing import Any
@@ -48,21 +91,33 @@ from ..errors import (
     KeyConflictError,
     KeyNotFoundError,
     SchemaError,
+    SimRecorderError,
     StoreConnectionError,
     StoreFormatError,
+    StoreFullError,
+    StoreWriteError,
+    is_transient,
 )
 from ._values import jsonable
 from ._view import SeriesView
 from .base import DataStore, NodeType, check_key_free
 
-__all__ = ["RedisClusterDataStore", "RedisDataStore", "RedisView"]
+__all__ = ["RedisClusterDataStore", "RedisDataLostError", "RedisDataStore", "RedisView"]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 _DEFAULT_PREFIX = "simrecorder"
 
+# KEYS: m, b, e, w, piece 1..n;  ARGV: identity, seq, rows, kind, dtype, shape
 _APPEND = """
-local last = tonumber(redis.call('HGET', KEYS[4], ARGV[1]) or '-1')
-if tonumber(ARGV[2]) <= last then return 0 end
+local last = tonumber(redis.call('HGET', KEYS[4], ARGV[1]) or '0')
+local seq = tonumber(ARGV[2])
+if seq <= last then return 0 end
+if seq > last + 1 then return redis.error_reply('SRGAP ' .. last) end
+for i = 5, #KEYS do
+  if redis.call('EXISTS', KEYS[i]) == 0 then
+    return redis.error_reply('SRMISSING ' .. KEYS[i])
+  end
+end
 local node = redis.call('HGET', KEYS[1], 'node')
 if node then
   if node ~= 'series' then return redis.error_reply('SRCONFLICT ' .. node) end
@@ -74,31 +129,184 @@ else
   redis.call('HSET', KEYS[1], 'node', 'series', 'kind', ARGV[4], 'dtype', ARGV[5],
              'shape', ARGV[6], 'count', 0, 'pieces', 0)
 end
-local n = tonumber(ARGV[7])
-for i = 1, n do redis.call('RPUSH', KEYS[2], ARGV[7 + i]) end
+local n = #KEYS - 4
+for i = 5, #KEYS do redis.call('RPUSH', KEYS[2], KEYS[i]) end
 local count = redis.call('HINCRBY', KEYS[1], 'count', tonumber(ARGV[3]))
 local pieces = redis.call('HINCRBY', KEYS[1], 'pieces', n)
 redis.call('RPUSH', KEYS[3], count .. ':' .. pieces)
-redis.call('HSET', KEYS[4], ARGV[1], ARGV[2])
+redis.call('HSET', KEYS[4], ARGV[1], seq)
 return 1
 """
 
+_REDIS_ERRORS = (redis.exceptions.RedisError, redis.exceptions.RedisClusterException)
+# error replies that say "not now": the node is away, loading, failing over or moving
+_UNAVAILABLE = frozenset(
+    {"CLUSTERDOWN", "TRYAGAIN", "LOADING", "READONLY", "MASTERDOWN", "MOVED", "ASK", "BUSY",
+     "NOREPLICAS"}
+)  # fmt: skip
 
-def _translate(exc: Exception, where: str) -> Exception:
-    """redis-py's exceptions as simrecorder's, naming the server."""
-    if isinstance(exc, redis.exceptions.AuthenticationError) or (
-        isinstance(exc, redis.exceptions.ResponseError)
-        and str(exc).startswith(("NOAUTH", "WRONGPASS", "NOPERM"))
-    ):
+
+class RedisDataLostError(StoreFormatError):
+    """The Redis server lost data this store had written (e.g. it restarted without
+    persistence, or a node came back empty).
+
+    Blocks recorded since are stored; the series named here miss their earlier part.
+
+    Attributes
+    ----------
+    keys
+        The series and values whose earlier data is gone.
+    """
+
+    def __init__(self, message: str, keys: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.keys = keys
+
+
+def _translate(exc: BaseException, where: str) -> BaseException:
+    """redis-py's exceptions as simrecorder's, naming the server ``where``.
+
+    Transient conditions become :class:`StoreConnectionError` (server away, cluster
+    down, loading, failing over) or :class:`StoreFullError` (``maxmemory``, a failing
+    save); anything else from redis-py becomes :class:`StoreWriteError`. Exceptions
+    that are not redis-py's are returned unchanged.
+    """
+    if isinstance(exc, SimRecorderError) or not isinstance(exc, _REDIS_ERRORS):
+        return exc
+    text = str(exc)
+    code = text.split(" ", 1)[0]
+    refused = (redis.exceptions.AuthenticationError, redis.exceptions.AuthorizationError)
+    if isinstance(exc, refused) or code in ("NOAUTH", "WRONGPASS", "NOPERM"):
         return AuthenticationFailedError(
             f"Redis at {where} refused the credentials ({exc}): check password= / username="
         )
-    if isinstance(exc, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)):
+    if isinstance(exc, redis.exceptions.OutOfMemoryError) or code == "OOM" or "maxmemory" in text:
+        return StoreFullError(
+            f"Redis at {where} is full ({exc}): free memory or raise maxmemory; "
+            "the blocks are kept and sent again by the next flush()"
+        )
+    if code == "MISCONF":
+        return StoreFullError(
+            f"Redis at {where} cannot save to its disk ({exc}): is the disk full? "
+            "The blocks are kept and sent again by the next flush()"
+        )
+    if isinstance(exc, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError) and not (
+        isinstance(exc, redis.exceptions.BusyLoadingError)
+    ):
         return StoreConnectionError(
             f"cannot reach Redis at {where}: {exc}. Is redis-server running there? "
             "(simrecorder.RedisServer(data_directory) starts one)"
         )
-    return exc
+    unavailable = (
+        redis.exceptions.BusyLoadingError,
+        redis.exceptions.ClusterError,
+        redis.exceptions.RedisClusterException,
+        redis.exceptions.ReadOnlyError,
+        redis.exceptions.TryAgainError,
+        redis.exceptions.AskError,
+    )
+    if isinstance(exc, unavailable) or code in _UNAVAILABLE:
+        return StoreConnectionError(
+            f"Redis at {where} cannot take writes now ({type(exc).__name__}: {exc}); "
+            "the blocks are kept and sent again by the next flush()"
+        )
+    if code == "WRONGTYPE":
+        return StoreFormatError(f"Redis at {where}: a key holds another type than expected ({exc})")
+    return StoreWriteError(f"Redis at {where} failed: {type(exc).__name__}: {exc}")
+
+
+class _Connects:
+    """Counts connections a client opened (a reconnect may mean a new server)."""
+
+    __slots__ = ("count",)
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def bump(self, connection: Any = None) -> None:
+        self.count += 1
+
+
+class _Series:
+    """This writer's state for one series: its identity and the last block acknowledged."""
+
+    __slots__ = ("acked", "ident")
+
+    def __init__(self, ident: str) -> None:
+        self.ident = ident
+        self.acked = 0
+
+
+class _Unit:
+    """Commands sent together; the unit is delivered when its last command succeeded."""
+
+    __slots__ = ("done", "key", "nbytes")
+
+    def commands(self, store: RedisDataStore) -> list[tuple[str, tuple[Any, ...]]]:
+        raise NotImplementedError
+
+
+class _Fixed(_Unit):
+    """Idempotent commands (index and group SADDs, attrs HSETNX)."""
+
+    __slots__ = ("_commands",)
+
+    def __init__(self, key: str | None, commands: list[tuple[str, tuple[Any, ...]]]) -> None:
+        self.key = key
+        self.nbytes = 0
+        self.done = False
+        self._commands = commands
+
+    def commands(self, store: RedisDataStore) -> list[tuple[str, tuple[Any, ...]]]:
+        return self._commands
+
+
+class _Block(_Unit):
+    """One block: its piece SETs and the commit script.
+
+    The identity and sequence number are fixed when the unit is first sent (``sent``);
+    until then they may be renumbered.
+    """
+
+    __slots__ = (
+        "block", "dtype", "ident", "owned", "pieces", "rows", "sent", "seq", "shape", "spec",
+    )  # fmt: skip
+
+    def __init__(self, key: str, spec: SeriesSpec, block: Any, pieces: list[Any],
+                 dtype: str, shape: str, nbytes: int) -> None:  # fmt: skip
+        self.key = key
+        self.spec = spec
+        self.block = block
+        self.pieces = pieces
+        self.rows = len(block)
+        self.dtype = dtype
+        self.shape = shape
+        self.nbytes = nbytes
+        self.done = False
+        self.sent = False
+        self.owned = False
+        self.ident = ""
+        self.seq = 0
+
+    def own(self) -> None:
+        """Copy the data: the block may be a view of an array its caller reuses, which
+        is safe only while the block is sent before the caller's next step."""
+        if not self.owned:
+            self.pieces = [bytes(piece) for piece in self.pieces]
+            if isinstance(self.block, np.ndarray):
+                self.block = self.block.copy()
+            self.owned = True
+
+    def commands(self, store: RedisDataStore) -> list[tuple[str, tuple[Any, ...]]]:
+        k = store._k
+        names = [k(self.key, f"p:{self.ident}:{self.seq}:{i}") for i in range(len(self.pieces))]
+        out: list[tuple[str, tuple[Any, ...]]] = [
+            ("set", (name, piece)) for name, piece in zip(names, self.pieces, strict=True)
+        ]
+        keys = [k(self.key, s) for s in ("m", "b", "e", "w")] + names
+        head = [self.ident, self.seq, self.rows, self.spec.kind, self.dtype, self.shape]
+        out.append(("execute_command", ("EVAL", _APPEND, len(keys), *keys, *head)))
+        return out
 
 
 class RedisView(SeriesView):
@@ -150,7 +358,8 @@ class RedisDataStore(DataStore):
     db
         Database number.
     prefix
-        Namespace of this store's keys; runs with different prefixes share a server.
+        Namespace of this store's keys; runs with different prefixes share a server
+        (also nested ones such as ``exp`` and ``exp/b``).
     password, username
         Credentials (``requirepass`` / ACL user).
     ssl
@@ -165,10 +374,13 @@ class RedisDataStore(DataStore):
 
     Notes
     -----
-    Appends are queued and sent in one pipeline on :meth:`flush` (the recorder
-    flushes after every block round). If the server is unreachable, ``flush`` raises
-    :class:`~simrecorder.errors.StoreConnectionError` and keeps the queue; the next
-    ``flush`` sends it again, and blocks already applied are skipped.
+    Appends are queued and sent on :meth:`flush` (the recorder flushes after every
+    block round) in one ``MULTI``/``EXEC`` transaction, so a flush is applied whole
+    or not at all. If the server is unreachable or full, ``flush`` raises
+    :class:`~simrecorder.errors.StoreConnectionError` or
+    :class:`~simrecorder.errors.StoreFullError` and keeps the queue; every later
+    ``flush`` sends it again until it is delivered, and blocks already applied are
+    skipped. See the module documentation for the other faults.
     """
 
     protocol = "redis"
@@ -178,8 +390,10 @@ class RedisDataStore(DataStore):
     #: Blocks and values are cut into pieces of at most this many bytes: far below
     #: Redis' 512 MB string limit, and the size Redis stores fastest.
     max_piece_bytes = 1 << 20
-    #: Queued bytes that trigger sending the pipeline before flush().
+    #: Queued bytes over which append_block sends the queue before taking a block.
     max_queued_bytes = 64 << 20
+    #: Send a flush as one MULTI/EXEC transaction (not possible across cluster slots).
+    _transactional = True
 
     def __init__(
         self,
@@ -208,13 +422,29 @@ class RedisDataStore(DataStore):
         self._password = password
         self._redis_kwargs = redis_kwargs
         self.mode = mode
-        self._writer = uuid.uuid4().hex
-        self._seq = 0
-        self._queue: list[tuple[str, tuple[Any, ...]]] = []
-        self._queued_bytes = 0
-        self._indexed: set[str] = set()
+        self._base = f"sr2:{{{len(self.prefix)}:{self.prefix}"
         self._client: Any = None
+        self._connects = _Connects()
+        self._seen_connects = 0
+        self._run_ids: set[str] = set()
+        self._own_attrs: dict[str, str] = {}
+        self._reset_writer()
         self._connect()
+        _STORES.add(self)
+
+    def _reset_writer(self) -> None:
+        """A new writer identity with nothing queued (at start and in a forked child)."""
+        self._writer = uuid.uuid4().hex
+        self._queue: list[_Unit] = []
+        self._queued_bytes = 0
+        self._series: dict[str, _Series] = {}
+        self._indexed: set[str] = set()
+        self._values: set[str] = set()
+        self._had_data: set[str] = set()  # series with blocks stored by this store
+        self._restart_pending = False
+        self._lost: dict[str, str] = {}
+        self._rejected: list[tuple[str, SeriesSpec, Any, BaseException]] = []
+        self._problems: list[BaseException] = []
 
     # -- identity -----------------------------------------------------------------------
     @property
@@ -251,57 +481,95 @@ class RedisDataStore(DataStore):
 
     # -- connection ---------------------------------------------------------------------
     def _make_client(self) -> Any:
+        connects = self._connects
+
+        def on_connect(connection: Any) -> None:
+            connection.on_connect()
+            connects.bump()
+
         options = _client_defaults()
         options.update(self._redis_kwargs)
         return redis.Redis(
             host=self.host, port=self.port, db=self.db, password=self._password,
-            username=self.username, ssl=self.ssl, **options,
+            username=self.username, ssl=self.ssl, redis_connect_func=on_connect, **options,
         )  # fmt: skip
 
+    @property
+    def _redis(self) -> Any:
+        """The redis-py client, created again on first use after a fork."""
+        if self._client is None:
+            try:
+                self._client = self._make_client()
+            except _REDIS_ERRORS as exc:
+                raise _translate(exc, self._where) from exc
+        return self._client
+
     def _connect(self) -> None:
-        self._client = self._make_client()
+        self._client = None
         try:
-            self._client.ping()
+            self._redis.ping()
             self._init_attrs()
-        except redis.exceptions.RedisError as exc:
+            if not self.read_only:
+                self._run_ids = self._server_run_ids()
+            self._seen_connects = self._connects.count
+        except _REDIS_ERRORS as exc:
             self._client.close()
             raise _translate(exc, self._where) from exc
 
+    def _server_run_ids(self) -> set[str]:
+        return {str(self._redis.info("server")["run_id"])}
+
     def _k(self, key: str, suffix: str) -> str:
-        return f"sr:{{{self.prefix}/{key}}}:{suffix}"
+        return f"{self._base}/{key}}}:{suffix}"
 
     @property
     def _index_key(self) -> str:
-        return f"sr:{{{self.prefix}}}:index"
+        return f"{self._base}}}:index"
 
     @property
     def _groups_key(self) -> str:
-        return f"sr:{{{self.prefix}}}:groups"
+        return f"{self._base}}}:groups"
 
     @property
     def _attrs_key(self) -> str:
-        return f"sr:{{{self.prefix}}}:attrs"
+        return f"{self._base}}}:attrs"
 
     def _init_attrs(self) -> None:
-        found = self._client.hget(self._attrs_key, "simrecorder_format")
+        found = self._redis.hget(self._attrs_key, "simrecorder_format")
         if found is None:
+            legacy_base = f"sr:{{{self.prefix}"
+            legacy = self._redis.hget(f"{legacy_base}}}:attrs", "simrecorder_format")
+            if legacy is not None and int(json.loads(legacy)) == 1:
+                self._base = legacy_base  # a format-1 store: keep its layout
+                return
             if self.read_only:
                 return
-            info = provenance(redis_py_version=redis.__version__)
-            info["simrecorder_format"] = FORMAT_VERSION
-            for name, value in info.items():  # first writer wins, the others keep it
-                self._client.hsetnx(self._attrs_key, name, json.dumps(value))
+            for name, value in self._provenance().items():  # first writer wins
+                self._redis.hsetnx(self._attrs_key, name, value)
         elif int(json.loads(found)) > FORMAT_VERSION:
             raise StoreFormatError(
                 f"Redis prefix {self.prefix!r} at {self._where} has simrecorder format "
                 f"{json.loads(found)}; this version reads up to {FORMAT_VERSION}: upgrade"
             )
 
+    def _provenance(self) -> dict[str, str]:
+        info = provenance(redis_py_version=redis.__version__)
+        info["simrecorder_format"] = FORMAT_VERSION
+        return {name: json.dumps(value) for name, value in info.items()}
+
     def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
         try:
-            return getattr(self._client, method)(*args, **kwargs)
-        except redis.exceptions.RedisError as exc:
+            return getattr(self._redis, method)(*args, **kwargs)
+        except _REDIS_ERRORS as exc:
             raise _translate(exc, self._where) from exc
+
+    def _after_fork_in_child(self) -> None:
+        # The queued blocks belong to the parent, which sends them; the parent's
+        # sockets stay untouched (redis-py only closes its own process' sockets).
+        self._reset_writer()
+        self._client = None
+        self._connects = _Connects()
+        self._seen_connects = 0
 
     # -- lifecycle ----------------------------------------------------------------------
     def _open(self) -> None:
@@ -309,48 +577,325 @@ class RedisDataStore(DataStore):
 
     def _close(self) -> None:
         try:
-            self._send()
+            if not self.read_only:
+                self._send()
+                self._raise_problems()
         finally:
-            self._client.close()
+            if self._client is not None:
+                self._client.close()
 
     def flush(self) -> None:
-        # docstring inherited: sends the queued blocks in one pipeline
-        self._check_open()
-        self._send()
+        """Send the queued blocks; raise until every one of them is stored.
 
-    def _send(self) -> None:
-        if not self._queue:
+        Raises
+        ------
+        StoreConnectionError, StoreFullError
+            The server is away or full: every block not yet stored stays queued and
+            the next ``flush()`` sends it again.
+        SchemaError
+            Another writer stored a series with another schema: the blocks it refused
+            left the queue; raised until :meth:`surrender` takes them.
+        RedisDataLostError
+            The server lost data this store had written (raised once; what was
+            recorded since is stored).
+        """
+        self._check_open()
+        if self.read_only:
             return
-        pipe = self._client.pipeline(transaction=False)
-        for method, args in self._queue:
-            getattr(pipe, method)(*args)
+        self._send()
+        self._raise_problems()
+
+    def _raise_problems(self) -> None:
+        if self._rejected:  # raised until surrender() takes them
+            first = self._rejected[0][3]
+            keys = sorted({key for key, *_ in self._rejected})
+            raise type(first)(
+                f"{first} ({len(self._rejected)} block(s) of {', '.join(map(repr, keys))} "
+                f"were refused by {self!r}; surrender() hands them back)"
+            ) from first
+        if self._problems:
+            problem = self._problems.pop(0)
+            raise problem
+        if self._lost:
+            lost, self._lost = self._lost, {}
+            raise RedisDataLostError(
+                f"Redis at {self._where} lost data of {self!r} (restarted without "
+                f"persistence, or a node came back empty): {'; '.join(lost.values())}. "
+                "What was recorded since is stored",
+                keys=tuple(sorted(lost)),
+            )
+
+    def surrender(self) -> list[tuple[str, SeriesSpec, Any]]:
+        # docstring inherited: the blocks refused by the server come first
+        blocks = [(key, spec, block) for key, spec, block, _ in self._rejected]
+        self._rejected = []
+        for unit in self._queue:
+            if isinstance(unit, _Block) and not unit.done:
+                unit.done = True
+                blocks.append((unit.key, unit.spec, unit.block))
+                # a block sent before may have been applied: number the next ones
+                # under a new identity, so they are never taken for its retries
+                self._series[unit.key] = _Series(uuid.uuid4().hex)
+        self._queue = [unit for unit in self._queue if not unit.done]
+        self._queued_bytes = 0
+        return blocks
+
+    # -- sending ------------------------------------------------------------------------
+    def _send(self) -> None:
+        """Send the queue until it is delivered; raise a transient error if it is not.
+
+        Refused blocks and lost data are noted for :meth:`_raise_problems`.
+        """
+        try:
+            self._send_rounds()
+        except BaseException:
+            for unit in self._queue:
+                if isinstance(unit, _Block) and not unit.done:
+                    unit.own()
+            raise
+
+    def _send_rounds(self) -> None:
+        for _ in range(4):
+            if self._restart_pending or self._connects.count != self._seen_connects:
+                self._check_server()
+            self._queue = [unit for unit in self._queue if not unit.done]
+            self._queued_bytes = sum(unit.nbytes for unit in self._queue)
+            if not self._queue:
+                return
+            failure = self._send_round()
+            if failure is None:
+                continue
+            if not (self._restart_pending or self._connects.count != self._seen_connects):
+                raise failure
+        self._queue = [unit for unit in self._queue if not unit.done]
+        self._queued_bytes = sum(unit.nbytes for unit in self._queue)
+        if self._queue:
+            raise StoreConnectionError(
+                f"Redis at {self._where} did not take {len(self._queue)} queued unit(s) of "
+                f"{self!r} after several attempts; they are kept for the next flush()"
+            )
+
+    def _number(self) -> None:
+        """Give units not yet sent their identity and the next sequence numbers."""
+        following: dict[str, int] = {}
+        for unit in self._queue:
+            if not isinstance(unit, _Block) or unit.done:
+                continue
+            state = self._series.get(unit.key)
+            if state is None:
+                state = self._series[unit.key] = _Series(self._writer)
+            expected = following.get(unit.key, state.acked + 1)
+            if not unit.sent:
+                unit.ident, unit.seq = state.ident, expected
+            following[unit.key] = unit.seq + 1
+
+    def _send_round(self) -> BaseException | None:
+        """Send the queue in one pipeline and forget the units delivered.
+
+        Returns None when everything was delivered or another round can make progress
+        (series renumbered, blocks refused, a restart to handle), else the error to
+        raise for the units still queued.
+        """
+        self._number()
+        queue = list(self._queue)
+        pipe = self._redis.pipeline(transaction=self._transactional)
+        pipe.exists(self._attrs_key)  # gone: the server lost everything
+        spans = []
+        for unit in queue:
+            commands = unit.commands(self)
+            for method, args in commands:
+                getattr(pipe, method)(*args)
+            spans.append(len(commands))
+            if isinstance(unit, _Block):
+                unit.sent = True
         try:
             results = pipe.execute(raise_on_error=False)
-        except redis.exceptions.RedisError as exc:
-            raise _translate(exc, self._where) from exc  # the queue is kept for a retry
-        queue, self._queue, self._queued_bytes = self._queue, [], 0
-        for (method, args), result in zip(queue, results, strict=True):
-            if isinstance(result, Exception):
-                raise self._script_error(method, args, result)
+        except _REDIS_ERRORS as exc:
+            error = _translate(exc, self._where)
+            if not is_transient(error) and not isinstance(error, AuthenticationFailedError):
+                error = StoreWriteError(  # e.g. a transaction refused at queue time
+                    f"{self!r}: sending {len(queue)} queued unit(s) failed ({error}); "
+                    "they are kept for the next flush()"
+                )
+            error.__cause__ = exc
+            return error
+        finally:
+            pipe.reset()
+        if results[0] == 0:
+            self._restart_pending = True
+        position = 1
+        failures: list[tuple[_Unit, BaseException]] = []
+        for unit, count in zip(queue, spans, strict=True):
+            replies = results[position : position + count]
+            position += count
+            if not isinstance(replies[-1], BaseException):
+                if isinstance(unit, _Block):
+                    self._series[unit.key].acked = unit.seq
+                    self._had_data.add(unit.key)
+                unit.done = True
+                continue
+            cause = next(r for r in replies if isinstance(r, BaseException))
+            failures.append((unit, cause))
+        if not failures:
+            return None
+        return self._handle_failures(failures)
 
-    def _script_error(self, method: str, args: tuple[Any, ...], error: Exception) -> Exception:
-        text = str(error)
-        is_append = method == "execute_command" and args[0] == "EVAL"
-        key = args[3][len("sr:{") + len(self.prefix) + 1 : -len("}:m")] if is_append else "?"
-        if "SRSCHEMA" in text:
-            return SchemaError(f"key {key!r} in {self!r}: another writer stored it as {text}")
-        if "SRCONFLICT" in text:
-            return KeyConflictError(f"key {key!r} in {self!r} is a {text.split()[-1]}")
-        return _translate(error, self._where)
+    def _handle_failures(self, failures: list[tuple[_Unit, BaseException]]) -> BaseException | None:
+        """Sort the failed units out; return the error to raise, or None to send again."""
+        gaps: dict[str, int] = {}
+        refused: dict[str, BaseException] = {}
+        first_error: BaseException | None = None
+        for unit, cause in failures:
+            text = str(cause)
+            if text.startswith("SRGAP"):  # an earlier block of the series is missing
+                gaps.setdefault(unit.key, int(text.split()[1]))
+            elif text.startswith("SRMISSING"):  # a piece SET failed: its error says why
+                continue
+            elif text.startswith(("SRSCHEMA", "SRCONFLICT")) or not is_transient(
+                _translate(cause, self._where)
+            ):
+                if isinstance(unit, _Block):
+                    refused.setdefault(unit.key, cause)
+                else:  # an index or attrs write the server refuses for good
+                    unit.done = True
+                    self._problems.append(_translate(cause, self._where))
+            elif first_error is None:
+                first_error = cause
+        for key, cause in refused.items():
+            self._refuse(key, cause)
+        resynced = False
+        for key, last in gaps.items():
+            state = self._series[key]
+            if key in refused or last >= state.acked:
+                continue  # a gap behind a block that failed in this round: wait for it
+            # the server is behind what it acknowledged: it lost this writer's blocks
+            self._lost[key] = f"series {key!r} lost blocks {last + 1}..{state.acked}"
+            self._restart_series(key)
+            resynced = True
+        if first_error is None:
+            if resynced or refused or self._problems or self._restart_pending:
+                return None
+            first_error = failures[0][1]
+        error = _translate(first_error, self._where)
+        if isinstance(error, SimRecorderError):
+            pending = sum(not unit.done for unit in self._queue)
+            error = type(error)(f"{error} ({pending} queued unit(s) of {self!r} are kept)")
+        error.__cause__ = first_error
+        return error
+
+    def _refuse(self, key: str, cause: BaseException) -> None:
+        """Take every queued unit of ``key`` out: the server will never take them."""
+        text = str(cause)
+        if text.startswith("SRSCHEMA"):
+            error: BaseException = SchemaError(
+                f"key {key!r} in {self!r}: another writer stored it as {text.split(' ', 1)[1]}"
+            )
+        elif text.startswith("SRCONFLICT"):
+            error = KeyConflictError(f"key {key!r} in {self!r} is a {text.split()[-1]}")
+        else:
+            error = _translate(cause, self._where)
+        for unit in self._queue:
+            if unit.key == key and not unit.done:
+                unit.done = True
+                if isinstance(unit, _Block):
+                    self._rejected.append((key, unit.spec, unit.block, error))
+        self._indexed.discard(key)
+        self._series[key] = _Series(uuid.uuid4().hex)
+
+    def _restart_series(self, key: str) -> None:
+        """Number ``key``'s queued blocks afresh under a new identity, and index it again."""
+        self._series[key] = _Series(uuid.uuid4().hex)
+        for unit in self._queue:
+            if isinstance(unit, _Block) and unit.key == key and not unit.done:
+                unit.sent = False
+        self._queue.append(self._index_unit(key))
+
+    def _check_server(self) -> None:
+        """After a reconnect, or when the attrs hash was gone: did the server restart?"""
+        try:
+            run_ids = self._server_run_ids()
+            self._seen_connects = self._connects.count
+            if run_ids != self._run_ids or self._restart_pending:
+                self._recover(run_ids)
+        except _REDIS_ERRORS as exc:
+            raise _translate(exc, self._where) from exc
+
+    def _recover(self, run_ids: set[str]) -> None:
+        """Write attrs, index and groups again; find series whose earlier data is gone."""
+        self._restart_pending = True
+        keys = sorted(self._indexed | set(self._series) | self._values | self._had_data)
+        pipe = self._redis.pipeline(transaction=False)
+        for key in keys:
+            pipe.hget(self._k(key, "m"), "node")
+            state = self._series.get(key)
+            pipe.hget(self._k(key, "w"), state.ident if state else "")
+        replies = pipe.execute()
+        attrs = dict(self._provenance(), **self._own_attrs)
+        units = [_Fixed(None, [("hsetnx", (self._attrs_key, n, v)) for n, v in attrs.items()])]
+        for i, key in enumerate(keys):
+            node, last = replies[2 * i], int(replies[2 * i + 1] or 0)
+            state = self._series.get(key)
+            queued = any(not u.done and u.key == key for u in self._queue)
+            if node is None and key in self._values:
+                self._lost[key] = f"value {key!r} is gone"
+                self._values.discard(key)
+            elif node is None and key in self._had_data:
+                self._lost[key] = f"series {key!r} is gone"
+            if state is not None and state.acked > last:
+                self._lost[key] = f"series {key!r} lost blocks {last + 1}..{state.acked}"
+                self._restart_series(key)
+                queued = True
+            if key in self._indexed:
+                if node is not None or queued:
+                    units.append(self._index_unit(key))
+                else:
+                    self._indexed.discard(key)
+            if node is None:
+                self._had_data.discard(key)
+        self._queue[:0] = units
+        self._run_ids = run_ids
+        self._restart_pending = False
+
+    def _index_unit(self, key: str) -> _Fixed:
+        commands: list[tuple[str, tuple[Any, ...]]] = [("sadd", (self._index_key, key))]
+        groups = parent_keys(key)
+        if groups:
+            commands.append(("sadd", (self._groups_key, *groups)))
+        return _Fixed(key, commands)
+
+    def _sync(self, key: str | None) -> None:
+        """Send the queue before a read; raise only if what the read needs is not sent."""
+        if not self._queue or self.read_only:
+            return
+        try:
+            self._send()
+        except SimRecorderError:
+            for unit in self._queue:
+                if not unit.done and (unit.key == key if key else isinstance(unit, _Fixed)):
+                    raise
 
     # -- nodes --------------------------------------------------------------------------
+    def _queued_node(self, key: str) -> NodeType | None:
+        """What the queue will make of ``key`` (a read sees its own queued writes)."""
+        node = None
+        below = key + "/"
+        for unit in self._queue:
+            if isinstance(unit, _Block) and not unit.done:
+                if unit.key == key:
+                    return "series"
+                if unit.key.startswith(below):
+                    node = "group"
+        return node
+
     def node_type(self, key: str) -> NodeType | None:
         # docstring inherited
         self._check_open(key)
-        self._send()
         node = self._call("hget", self._k(key, "m"), "node")
         if node is not None:
             return node.decode()
+        queued = self._queued_node(key)
+        if queued is not None:
+            return queued
         if self._call("sismember", self._groups_key, key):
             return "group"
         return None
@@ -358,10 +903,14 @@ class RedisDataStore(DataStore):
     def series_spec(self, key: str) -> SeriesSpec | None:
         # docstring inherited
         self._check_open(key)
-        self._send()
         node, kind, dtype, shape = self._call(
             "hmget", self._k(key, "m"), "node", "kind", "dtype", "shape"
         )
+        if node is None:
+            for unit in self._queue:
+                if isinstance(unit, _Block) and unit.key == key and not unit.done:
+                    return unit.spec
+            return None
         if node != b"series":
             return None
         if kind == b"dense":
@@ -369,7 +918,7 @@ class RedisDataStore(DataStore):
         return SeriesSpec(kind.decode())
 
     def _count(self, key: str) -> int:
-        self._send()
+        self._sync(key)
         return int(self._call("hget", self._k(key, "m"), "count") or 0)
 
     # -- series -------------------------------------------------------------------------
@@ -383,9 +932,14 @@ class RedisDataStore(DataStore):
     def append_block(self, key: str, spec: SeriesSpec, block: Any) -> None:
         # docstring inherited
         self._check_writable(key)
-        rows = len(block)
-        if not rows:
+        if not len(block):
             return
+        if self._queued_bytes >= self.max_queued_bytes:
+            try:
+                self._send()
+            except SimRecorderError:
+                if self._queued_bytes >= self.max_queued_bytes:
+                    raise  # nothing taken: the caller keeps the block
         if spec.kind == DENSE:
             array = np.ascontiguousarray(block, dtype=spec.dtype.newbyteorder("<"))
             payload: Any = memoryview(array).cast("B") if array.nbytes else b""
@@ -393,22 +947,13 @@ class RedisDataStore(DataStore):
         else:
             payload = _codec.encode(list(block))
             dtype, shape = "", ""
-        pieces = self._pieces(payload)
-        keys = [self._k(key, s) for s in ("m", "b", "e", "w")]
-        self._seq += 1
-        names = [self._k(key, f"p:{self._writer}:{self._seq}:{i}") for i in range(len(pieces))]
+        unit = _Block(key, spec, block, self._pieces(payload), dtype, shape, len(payload))
+        units: list[_Unit] = [unit]
         if key not in self._indexed:
-            self._queue.append(("sadd", (self._index_key, key)))
-            for group in parent_keys(key):
-                self._queue.append(("sadd", (self._groups_key, group)))
-            self._indexed.add(key)
-        for name, piece in zip(names, pieces, strict=True):
-            self._queue.append(("set", (name, piece)))
-        head = [self._writer, self._seq, rows, spec.kind, dtype, shape, len(pieces)]
-        self._queue.append(("execute_command", ("EVAL", _APPEND, 4, *keys, *head, *names)))
-        self._queued_bytes += len(payload)
-        if self._queued_bytes >= self.max_queued_bytes:
-            self._send()
+            units.append(self._index_unit(key))
+        self._queue.extend(units)  # the commit point: one call, so all or nothing
+        self._indexed.add(key)
+        self._queued_bytes += unit.nbytes
 
     def _fetch(self, key: str, first: int, last: int) -> list[bytes]:
         """Pieces ``first..last`` (inclusive) of a series, in order."""
@@ -431,7 +976,7 @@ class RedisDataStore(DataStore):
     def _read_rows(self, key: str, spec: SeriesSpec, start: int, stop: int) -> np.ndarray:
         """Rows ``start:stop`` of a dense series, fetching only the blocks they span."""
         self._check_open(key)
-        self._send()
+        self._sync(key)
         empty = np.empty((0, *spec.shape), dtype=spec.dtype)
         if stop <= start:
             return empty
@@ -447,6 +992,7 @@ class RedisDataStore(DataStore):
     def get_all(self, key: str) -> Any:
         # docstring inherited
         self._check_open(key)
+        self._sync(key)
         spec = self.series_spec(key)
         if spec is None:
             raise KeyNotFoundError(f"no series {key!r} in {self!r}")
@@ -468,17 +1014,22 @@ class RedisDataStore(DataStore):
         self._check_writable(key)
         check_key_free(self, key, "value")
         payload = _codec.encode_for(key, value)
-        pipe = self._client.pipeline(transaction=False)
+        pipe = self._redis.pipeline(transaction=self._transactional)
         pipe.delete(self._k(key, "v"))
         pipe.rpush(self._k(key, "v"), *self._pieces(payload))
         pipe.hset(self._k(key, "m"), mapping={"node": "value"})
         pipe.sadd(self._index_key, key)
-        for group in parent_keys(key):
-            pipe.sadd(self._groups_key, group)
+        groups = parent_keys(key)
+        if groups:
+            pipe.sadd(self._groups_key, *groups)
         try:
             pipe.execute()
-        except redis.exceptions.RedisError as exc:
+        except _REDIS_ERRORS as exc:
             raise _translate(exc, self._where) from exc
+        finally:
+            pipe.reset()
+        self._values.add(key)
+        self._indexed.add(key)
 
     def _get_value(self, key: str) -> Any:
         # docstring inherited
@@ -487,7 +1038,7 @@ class RedisDataStore(DataStore):
     def keys(self, prefix: str = "") -> list[str]:
         # docstring inherited
         self._check_open()
-        self._send()
+        self._sync(None)
         names = [name.decode() for name in self._call("smembers", self._index_key)]
         if prefix:
             names = [k for k in names if k == prefix or k.startswith(prefix + "/")]
@@ -507,16 +1058,21 @@ class RedisDataStore(DataStore):
         if attrs:
             mapping = {name: json.dumps(jsonable(v), default=repr) for name, v in attrs.items()}
             self._call("hset", self._attrs_key, mapping=mapping)
+            self._own_attrs.update(mapping)
 
 
 class RedisClusterDataStore(RedisDataStore):
     """:class:`RedisDataStore` on a Redis Cluster (``redis+cluster://host:port``).
 
-    Every key of a series carries the hash tag ``{prefix/key}``, so a series lives on
-    one node and its Lua append stays atomic; different series spread over the nodes.
+    Every key of a series carries the hash tag ``{n:prefix/key}``, so a series lives
+    on one node and its Lua commit stays atomic; different series spread over the
+    nodes. A flush is one pipeline but *not* a transaction (a transaction cannot span
+    hash slots): when a node is away, the blocks of the other nodes are stored and
+    those of the missing node stay queued until it is back.
     """
 
     protocol = "redis+cluster"
+    _transactional = False
 
     def __init__(self, server_host: str = "localhost", redis_port: int = 6379, **kwargs: Any):
         kwargs.pop("db", None)  # a cluster has only database 0
@@ -529,8 +1085,17 @@ class RedisClusterDataStore(RedisDataStore):
         options.update(self._redis_kwargs)
         return RedisCluster(
             host=self.host, port=self.port, password=self._password,
-            username=self.username, ssl=self.ssl, **options,
+            username=self.username, ssl=self.ssl, redis_connect_func=self._connects.bump,
+            **options,
         )  # fmt: skip
+
+    def _server_run_ids(self) -> set[str]:
+        from redis.cluster import RedisCluster
+
+        found = self._redis.info("server", target_nodes=RedisCluster.PRIMARIES)
+        if "run_id" in found:
+            return {str(found["run_id"])}
+        return {str(info["run_id"]) for info in found.values()}
 
     @property
     def url(self) -> str:
@@ -538,6 +1103,18 @@ class RedisClusterDataStore(RedisDataStore):
         scheme = "rediss+cluster" if self.ssl else "redis+cluster"
         user = f"{quote(self.username)}@" if self.username else ""
         return f"{scheme}://{user}{self.host}:{self.port}?prefix={quote(self.prefix)}"
+
+
+_STORES: weakref.WeakSet[RedisDataStore] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for store in list(_STORES):
+        store._after_fork_in_child()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _client_defaults() -> dict[str, Any]:

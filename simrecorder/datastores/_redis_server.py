@@ -243,10 +243,26 @@ class RedisClusterServer:
     Each node is a :class:`RedisServer` with ``--cluster-enabled yes`` in its own
     subdirectory of ``data_directory``; :meth:`start` joins them with
     ``redis-cli --cluster create`` and waits for ``cluster_state:ok``.
+
+    Parameters
+    ----------
+    data_directory
+        One subdirectory per node is made here.
+    nodes
+        Number of masters (no replicas).
+    startup_timeout
+        Seconds to wait for ``cluster_state:ok``.
+    node_timeout
+        ``cluster-node-timeout`` in seconds: a node unreachable this long is marked
+        failed and the cluster answers ``CLUSTERDOWN`` until it is back.
     """
 
     def __init__(
-        self, data_directory: str | os.PathLike[str], nodes: int = 3, startup_timeout: float = 30.0
+        self,
+        data_directory: str | os.PathLike[str],
+        nodes: int = 3,
+        startup_timeout: float = 30.0,
+        node_timeout: float = 5.0,
     ) -> None:
         self.data_directory = Path(data_directory)
         self.startup_timeout = startup_timeout
@@ -254,7 +270,8 @@ class RedisClusterServer:
             RedisServer(
                 self.data_directory / f"node{i}", redis_port="random",
                 extra_args=["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-                            "--cluster-node-timeout", "5000", "--appendonly", "yes"],
+                            "--cluster-node-timeout", str(int(node_timeout * 1000)),
+                            "--appendonly", "yes"],
             )
             for i in range(nodes)
         ]  # fmt: skip
@@ -287,10 +304,40 @@ class RedisClusterServer:
                 raise ServerStartError(
                     f"redis-cli --cluster create failed: {done.stdout}{done.stderr}"
                 )
+        self._wait_ok()
+        return self
+
+    def kill_node(self, index: int) -> None:
+        """SIGKILL node ``index`` (for failure tests).
+
+        Its data directory (append-only file and ``nodes.conf``) stays, so
+        :meth:`restart_node` brings it back with its data and its place in the cluster.
+        """
+        self.servers[index].kill()
+
+    def restart_node(self, index: int, wait: bool = True) -> None:
+        """Start node ``index`` again on its old port; with ``wait``, also wait until
+        every node reports ``cluster_state:ok``.
+
+        Raises
+        ------
+        ServerStartError
+            The node does not start, or the cluster does not become healthy in time.
+        """
+        server = self.servers[index]
+        server._requested_port = server.port  # the cluster knows the node by its port
+        server.start()
+        if wait:
+            self._wait_ok()
+
+    def _wait_ok(self) -> None:
         deadline = time.monotonic() + self.startup_timeout
         while time.monotonic() < deadline:
-            if all(b"cluster_state:ok" in _command(p, "CLUSTER", "INFO") for p in self.ports):
-                return self
+            try:
+                if all(b"cluster_state:ok" in _command(p, "CLUSTER", "INFO") for p in self.ports):
+                    return
+            except OSError:
+                pass
             time.sleep(0.1)
         raise ServerStartError("the Redis cluster did not reach cluster_state:ok")
 
