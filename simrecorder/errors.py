@@ -18,6 +18,9 @@ __all__ = [
     "StoreFullError",
     "StoreConnectionError",
     "InvalidKeyError",
+    "InvalidModeError",
+    "StoreExistsError",
+    "StoreNotFoundError",
     "KeyConflictError",
     "KeyNotFoundError",
     "MissingDependencyError",
@@ -63,6 +66,22 @@ class StoreClosedError(SimRecorderError, ValueError):
 
 class ReadOnlyError(SimRecorderError, PermissionError):
     """A write was attempted on a store opened read-only."""
+
+
+class InvalidModeError(SimRecorderError, ValueError):
+    """An open mode outside ``None, 'r', 'r+', 'a', 'w', 'w-', 'x'``."""
+
+
+class StoreNotFoundError(SimRecorderError, FileNotFoundError):
+    """A store opened with ``mode='r'`` or ``'r+'`` does not exist."""
+
+
+class StoreExistsError(ReadOnlyError, FileExistsError):
+    """A store exists where a new one was to be written.
+
+    Raised by ``mode='w-'`` at open, and by the first write to an existing store opened
+    with the default mode (the message says how to resume or overwrite it).
+    """
 
 
 class StoreLockedError(SimRecorderError, OSError):

@@ -15,8 +15,15 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from .._keys import validate_key
+from .._modes import OpenPlan
 from .._schema import DENSE, SeriesSpec, infer_spec, merge_specs
-from ..errors import KeyConflictError, ReadOnlyError, StoreClosedError, ValueTooLargeError
+from ..errors import (
+    KeyConflictError,
+    ReadOnlyError,
+    StoreClosedError,
+    StoreExistsError,
+    ValueTooLargeError,
+)
 
 __all__ = ["DataStore", "NodeType"]
 
@@ -78,6 +85,28 @@ class DataStore(ABC):
     def __init__(self, *, read_only: bool = False) -> None:
         self._closed = False
         self._read_only = read_only
+        self._existed_readonly = False
+
+    def _apply_open_plan(self, plan: OpenPlan) -> None:
+        """Adopt the read-only decision of :func:`simrecorder._modes.plan_open` (called
+        by a backend once it knows whether the store exists) and, when an existing
+        store is opened for writing, add a resume entry to its provenance."""
+        self._read_only = plan.read_only
+        self._existed_readonly = plan.existed_readonly
+
+    def _note_resume(self) -> None:
+        """Append this process' provenance to the ``simrecorder_resumes`` attribute (a
+        run resumed with ``mode='a'``/``'r+'`` keeps every run's record, not only the
+        first one's)."""
+        from .._provenance import provenance
+
+        entry = {
+            name: value
+            for name, value in provenance().items()
+            if name in ("time", "command", "cwd", "host", "git_commit", "git_dirty")
+        }
+        earlier = self.attrs.get("simrecorder_resumes", [])
+        self.update_attrs({"simrecorder_resumes": [*list(earlier), entry]})
 
     # -- lifecycle ---------------------------------------------------------------------
     @property
@@ -127,6 +156,12 @@ class DataStore(ABC):
 
     def _check_writable(self, key: str | None = None) -> None:
         self._check_open(key)
+        if self._existed_readonly:
+            where = f" (key {key!r})" if key is not None else ""
+            raise StoreExistsError(
+                f"{self!r} holds an earlier run{where}: open it with mode='a' to resume "
+                "that run (append to it) or mode='w' to overwrite it"
+            )
         if self._read_only:
             where = f" key {key!r}" if key is not None else ""
             raise ReadOnlyError(f"{self!r} is open read-only: cannot write{where}")
