@@ -13,6 +13,7 @@ import errno as _errno
 __all__ = [
     "AuthenticationFailedError",
     "BlocksQuarantinedError",
+    "DataLostError",
     "ForkedRecorderError",
     "ServerStartError",
     "StoreFullError",
@@ -90,6 +91,15 @@ class StoreLockedError(SimRecorderError, OSError):
 
 class StoreFormatError(SimRecorderError, OSError):
     """A file exists but is not a store simrecorder can open (wrong format or version)."""
+
+
+class DataLostError(StoreFormatError):
+    """Data a store had acknowledged is gone (e.g. a Redis server restarted without
+    persistence). ``keys`` names the series and values that lost earlier data."""
+
+    def __init__(self, message: str, keys: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.keys = keys
 
 
 class StoreWriteError(SimRecorderError, OSError):
