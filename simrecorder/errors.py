@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno as _errno
 
 __all__ = [
+    "ArgumentTypeError",
     "AuthenticationFailedError",
     "BlocksQuarantinedError",
     "DataLostError",
@@ -18,6 +19,7 @@ __all__ = [
     "ServerStartError",
     "StoreFullError",
     "StoreConnectionError",
+    "InvalidArgumentError",
     "InvalidKeyError",
     "InvalidModeError",
     "StoreExistsError",
@@ -69,7 +71,16 @@ class ReadOnlyError(SimRecorderError, PermissionError):
     """A write was attempted on a store opened read-only."""
 
 
-class InvalidModeError(SimRecorderError, ValueError):
+class InvalidArgumentError(SimRecorderError, ValueError):
+    """An argument has a value simrecorder cannot use (a bad port, a negative size,
+    an unknown option); the message names the argument and what is accepted."""
+
+
+class ArgumentTypeError(SimRecorderError, TypeError):
+    """An argument has a type simrecorder cannot use (the message says what it takes)."""
+
+
+class InvalidModeError(InvalidArgumentError):
     """An open mode outside ``None, 'r', 'r+', 'a', 'w', 'w-', 'x'``."""
 
 
