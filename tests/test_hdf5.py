@@ -30,7 +30,7 @@ class TestHDF5DataStore(DataStoreTests):
 
     def reopen_store(self, store):
         store.close()
-        return HDF5DataStore(store.path)
+        return HDF5DataStore(store.path, mode="a")
 
     def read_native(self, store, key):
         with h5py.File(store.path, "r") as f:
@@ -212,7 +212,7 @@ def test_a_second_writer_process_gets_store_locked_error(tmp_path):
     try:
         assert holder.stdout.readline().strip() == "ready"
         with pytest.raises(StoreLockedError, match=r"locked\.h5"):
-            HDF5DataStore(path)
+            HDF5DataStore(path, mode="a")
     finally:
         holder.communicate("done\n", timeout=30)
     with HDF5DataStore(path) as store:  # free again once the writer is gone

@@ -217,7 +217,7 @@ def foreign_file(tmp_path):
     ],
 )
 def test_datasets_that_cannot_grow_are_refused_when_first_recorded(foreign_file, key, why):
-    with HDF5DataStore(foreign_file) as store:
+    with HDF5DataStore(foreign_file, mode="a") as store:
         with pytest.raises(KeyConflictError, match=f"{key}.*{why}"):
             store.series_spec(key)
         with pytest.raises(KeyConflictError, match=why):
@@ -234,7 +234,7 @@ def test_keys_skip_links_that_dangle_or_leave_the_file(foreign_file):
 
 def test_damaged_files_give_store_format_error_naming_file_and_problem(tmp_path):
     path = tmp_path / "damaged.h5"
-    with HDF5DataStore(path) as store:
+    with HDF5DataStore(path, mode="a") as store:
         store.append("text", "hello")
         store.append("x", 1.0)
     with h5py.File(path, "a") as f:
@@ -250,14 +250,14 @@ def test_damaged_files_give_store_format_error_naming_file_and_problem(tmp_path)
             store.get_all("x")
         with pytest.raises(StoreFormatError, match=r"damaged\.h5.*'text'.*offsets"):
             store.get_all("text")
-    with HDF5DataStore(path) as store:
+    with HDF5DataStore(path, mode="a") as store:
         with pytest.raises(StoreFormatError, match="has no 'offsets' dataset"):
             store.series_spec("text")
 
 
 def test_fuzzed_files_raise_only_store_format_error(tmp_path):
     path = tmp_path / "seed.h5"
-    with HDF5DataStore(path) as store:
+    with HDF5DataStore(path, mode="a") as store:
         for i in range(5):
             store.append("x", np.full(3, float(i)))
             store.append("g/text", f"t{i}")
@@ -310,12 +310,12 @@ def test_a_writer_reopening_after_a_crash_cuts_series_to_the_last_commit(tmp_pat
     subprocess.run([sys.executable, "-c", WRITER, str(path), how], check=True)
     with HDF5DataStore(path, mode="r") as reader:  # readers never truncate
         assert len(reader.get_all("a")) == 35
-    with HDF5DataStore(path) as store:
+    with HDF5DataStore(path, mode="a") as store:
         np.testing.assert_array_equal(np.asarray(store.get_all("a")), np.arange(30.0))
         assert store.get_all("t") == ["0", "1", "2"]
         assert len(store.get_all("b")) == 5  # never committed: kept as it is
         store.append_block("a", infer_spec(1.0), np.array([30.0]))
     with h5py.File(path, "r") as f:  # a clean close: plain h5py sees the same lengths
         np.testing.assert_array_equal(f["a"][()], np.arange(31.0))
-    with HDF5DataStore(path) as store:
+    with HDF5DataStore(path, mode="a") as store:
         assert len(store.get_all("a")) == 31

@@ -183,7 +183,7 @@ def test_schema_is_checked_against_data_already_stored(tmp_path):
     path = tmp_path / "s.h5"
     with Recorder(HDF5DataStore(path)) as rec:
         rec.record("x", np.zeros(3, dtype=np.int32))
-    with Recorder(HDF5DataStore(path)) as rec:
+    with Recorder(HDF5DataStore(path, mode="a")) as rec:
         with pytest.raises(SchemaError, match="int32"):
             rec.record("x", np.zeros(3, dtype=np.float64))
         rec.record("x", np.ones(3, dtype=np.int16))  # same_kind: fine

@@ -60,7 +60,7 @@ def test_a_writer_reopens_a_killed_writers_file_by_itself(tmp_path):
     killed_latest_writer(path)
     with pytest.raises(StoreFormatError, match="simrecorder recover"):
         HDF5DataStore(path, mode="r")  # readers never modify files
-    with HDF5DataStore(path) as store:  # a writer sees no live writer and clears the flag
+    with HDF5DataStore(path, mode="a") as store:  # a writer sees no live writer and clears the flag
         np.testing.assert_array_equal(np.asarray(store.get_all("x")), np.arange(10.0))
         store.append("y", 1.0)
         assert len(store.get_all("y")) == 1

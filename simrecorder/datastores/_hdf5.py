@@ -21,6 +21,7 @@ import numpy as np
 
 from .. import _codec
 from .._keys import validate_key
+from .._modes import check_mode, plan_open
 from .._provenance import provenance
 from .._schema import DENSE, KINDS, OBJECT, STR, SeriesSpec
 from ..errors import (
@@ -31,6 +32,7 @@ from ..errors import (
     StoreFormatError,
     StoreFullError,
     StoreLockedError,
+    StoreNotFoundError,
 )
 from ._chunks import chunk_rows as _chunk_rows
 from ._values import PYTYPE_ATTR, decode_value, encode_value
@@ -173,8 +175,11 @@ class HDF5DataStore(DataStore):
     path
         File path (``~`` is expanded; missing parent directories are created).
     mode
-        ``'a'`` (default): create the file or append to it; ``'r'``: read-only;
-        ``'w'``: truncate.
+        See :mod:`simrecorder._modes`: ``None`` (default) creates a new file and opens
+        an existing one read-only (writing to it raises
+        :class:`~simrecorder.errors.StoreExistsError`: pass ``'a'`` to resume the run
+        or ``'w'`` to overwrite it); ``'r'`` read-only, ``'r+'`` existing file,
+        ``'a'`` create or append, ``'w'`` truncate, ``'w-'`` new file only.
     compression
         h5py compression filter for new series (``None``, ``'gzip'``, ``'lzf'``).
     compression_opts
@@ -194,15 +199,14 @@ class HDF5DataStore(DataStore):
     def __init__(
         self,
         path: str | os.PathLike[str],
-        mode: str = "a",
+        mode: str | None = None,
         *,
         compression: str | None = None,
         compression_opts: Any = None,
         durable: bool = False,
     ) -> None:
-        if mode not in ("a", "r", "w"):
-            raise ValueError(f"mode must be 'a', 'r' or 'w', got {mode!r}")
-        super().__init__(read_only=(mode == "r"))
+        mode = check_mode(mode)
+        super().__init__()
         self.path = os.path.abspath(os.path.expanduser(os.fspath(path)))
         self.mode = mode
         self.compression = compression
@@ -216,7 +220,11 @@ class HDF5DataStore(DataStore):
         self._unflushed = 0  # bytes HDF5 may still allocate for unflushed changes
         self._changed: dict[str, tuple[int, int]] = {}  # key: (rows, rows at first change)
         self._mtime_ns = 0
-        self._open_file(mode)
+        plan = plan_open(mode, os.path.exists(self.path), f"HDF5 file {self.path!r}")
+        self._apply_open_plan(plan)
+        self._open_file("r" if plan.read_only else "w" if plan.replace else "a")
+        if plan.resume:
+            self._note_resume()
 
     # -- identity -----------------------------------------------------------------------
     @classmethod
@@ -243,7 +251,7 @@ class HDF5DataStore(DataStore):
     def _open_file(self, mode: str) -> None:
         if mode == "r":
             if not os.path.exists(self.path):
-                raise FileNotFoundError(f"no HDF5 file at {self.path!r} to open read-only")
+                raise StoreNotFoundError(f"no HDF5 file at {self.path!r} to open read-only")
             self._fd = os.open(self.path, os.O_RDONLY)
             try:
                 with self._shared_lock():
@@ -343,7 +351,7 @@ class HDF5DataStore(DataStore):
 
     def _open(self) -> None:
         # a store reopened after close() appends; it never truncates again
-        self._open_file("r" if self.mode == "r" else "a")
+        self._open_file("r" if self._read_only else "a")
 
     @contextmanager
     def _shared_lock(self) -> Iterator[None]:

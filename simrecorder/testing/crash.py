@@ -101,7 +101,7 @@ def _check(backend: str, location: str, flushed: int) -> list[str]:
 
     problems = []
     try:
-        store = open_store(backend, location)
+        store = open_store(backend, location, mode="a")  # resume the run
     except Exception as exc:  # noqa: BLE001 - reported as the finding
         return [f"store does not open after the kill: {type(exc).__name__}: {exc}"]
     rec = Recorder(store, max_seconds=None)
