@@ -20,6 +20,7 @@ __all__ = [
     "StoreFullError",
     "StoreConnectionError",
     "InvalidArgumentError",
+    "UnknownDataStoreError",
     "InvalidKeyError",
     "InvalidModeError",
     "StoreExistsError",
@@ -74,6 +75,10 @@ class ReadOnlyError(SimRecorderError, PermissionError):
 class InvalidArgumentError(SimRecorderError, ValueError):
     """An argument has a value simrecorder cannot use (a bad port, a negative size,
     an unknown option); the message names the argument and what is accepted."""
+
+
+class UnknownDataStoreError(InvalidArgumentError):
+    """A URL or path names no data store simrecorder knows (the message lists them)."""
 
 
 class ArgumentTypeError(SimRecorderError, TypeError):

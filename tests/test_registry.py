@@ -11,7 +11,6 @@ from simrecorder import (
     HDF5DataStore,
     InMemoryDataStore,
     MissingDependencyError,
-    NotBuiltYetError,
     open_datastore,
 )
 from simrecorder.datastores.registry import known_protocols
@@ -68,13 +67,41 @@ def test_every_design_protocol_is_known():
         assert scheme in known_protocols()
 
 
-def test_not_built_yet_entries_say_so(monkeypatch):
+def test_a_missing_module_of_our_own_is_not_masked(monkeypatch):
     from simrecorder.datastores import registry
 
     monkeypatch.setitem(registry._REGISTRY, "later", registry._Entry("simrecorder.nope:X", None))
-    with pytest.raises(NotBuiltYetError, match="not built yet") as info:
+    with pytest.raises(ModuleNotFoundError, match=r"simrecorder\.nope"):
         open_datastore("later://x")
-    assert isinstance(info.value, NotImplementedError)
+
+
+def test_a_missing_third_party_package_names_the_extra(monkeypatch):
+    from simrecorder.datastores import registry
+
+    monkeypatch.setitem(registry._REGISTRY, "ext", registry._Entry("no_such_pkg_xyz:X", "zarr"))
+    with pytest.raises(MissingDependencyError, match=r"simrecorder\[zarr\]"):
+        open_datastore("ext://x")
+
+
+def test_importing_a_backend_without_its_extra_names_the_extra():
+    code = (
+        "import sys\n"
+        "sys.modules['zarr'] = None  # as if zarr were not installed\n"
+        "import simrecorder\n"
+        "try:\n"
+        "    simrecorder.ZarrDataStore\n"
+        "except simrecorder.MissingDependencyError as exc:\n"
+        "    print(exc)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "simrecorder[zarr]" in out.stdout
+
+
+def test_unknown_urls_are_named_errors():
+    from simrecorder.errors import UnknownDataStoreError
+
+    with pytest.raises(UnknownDataStoreError):
+        open_datastore("ftp://x")
 
 
 def test_missing_dependency_names_the_extra():

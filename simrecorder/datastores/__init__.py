@@ -8,11 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..errors import NotBuiltYetError
 from ._memory import InMemoryDataStore
 from ._view import SeriesView
 from .base import DataStore
-from .registry import open_datastore, store_class
+from .registry import import_backend, open_datastore, store_class
 
 __all__ = [
     "DataStore",
@@ -40,24 +39,12 @@ _LAZY = {
 }
 
 
+_EXTRAS = {"_zarr": "zarr", "_redis": "redis", "_redis_server": "redis"}
+
+
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
-        import importlib
-
-        try:
-            module = importlib.import_module(f"{__name__}.{_LAZY[name]}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"{__name__}.{_LAZY[name]}":
-                raise
-            return _not_built(name)  # importable, so SimRecorder's import lines work
-        return getattr(module, name)
+        module = _LAZY[name]
+        backend = import_backend(f"{__name__}.{module}", _EXTRAS.get(module), what=name)
+        return getattr(backend, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def _not_built(name: str) -> type:
-    """A placeholder class for a backend of a later release: using it raises."""
-
-    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
-        raise NotBuiltYetError(f"{name} is not built yet in this simrecorder release")
-
-    return type(name, (), {"__init__": __init__, "__doc__": f"{name} (not built yet)."})

@@ -12,10 +12,10 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import MissingDependencyError, NotBuiltYetError
+from ..errors import MissingDependencyError, UnknownDataStoreError
 from .base import DataStore
 
-__all__ = ["open_datastore", "known_protocols", "store_class"]
+__all__ = ["import_backend", "known_protocols", "open_datastore", "store_class"]
 
 
 @dataclass(frozen=True)
@@ -57,35 +57,35 @@ def store_class(protocol: str) -> type[DataStore]:
 
     Raises
     ------
-    ValueError
-        Unknown protocol.
+    UnknownDataStoreError
+        Unknown protocol (a ``ValueError``).
     MissingDependencyError
         The backend's optional dependency is missing (an ``ImportError``).
-    NotBuiltYetError
-        The backend is planned but not part of this release.
     """
     protocol = _ALIASES.get(protocol, protocol)
     entry = _REGISTRY.get(protocol)
     if entry is None:
-        raise ValueError(f"unknown data store protocol {protocol!r}; known: {known_protocols()}")
+        raise UnknownDataStoreError(
+            f"unknown data store protocol {protocol!r}; known: {known_protocols()}"
+        )
     module_name, class_name = entry.target.split(":")
+    return getattr(import_backend(module_name, entry.extra, what=f"the {protocol!r} data store"),
+                   class_name)  # fmt: skip
+
+
+def import_backend(module_name: str, extra: str | None, what: str) -> Any:
+    """Import a backend module; a missing third-party package becomes a
+    :class:`MissingDependencyError` naming the pip extra that installs it.
+
+    A missing module of simrecorder itself is a bug and propagates as is.
+    """
     try:
-        module = importlib.import_module(module_name)
+        return importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
-        if exc.name and (exc.name == module_name or module_name.startswith(exc.name + ".")):
-            raise NotBuiltYetError(
-                f"the {protocol!r} data store is not built yet in this simrecorder release"
-            ) from None
-        hint = f"pip install 'simrecorder[{entry.extra}]'" if entry.extra else "reinstall"
-        raise MissingDependencyError(
-            f"the {protocol!r} data store needs the package {exc.name!r}: {hint}"
-        ) from exc
-    try:
-        return getattr(module, class_name)
-    except AttributeError:
-        raise NotBuiltYetError(
-            f"the {protocol!r} data store is not built yet in this simrecorder release"
-        ) from None
+        if exc.name is None or exc.name.split(".")[0] == "simrecorder":
+            raise
+        hint = f"pip install 'simrecorder[{extra}]'" if extra else "reinstall simrecorder"
+        raise MissingDependencyError(f"{what} needs the package {exc.name!r}: {hint}") from exc
 
 
 def _protocol_of(url: str) -> tuple[str, str]:
@@ -95,7 +95,7 @@ def _protocol_of(url: str) -> tuple[str, str]:
     suffix = os.path.splitext(url.rstrip("/\\"))[1].lower()
     if suffix in _SUFFIXES:
         return _SUFFIXES[suffix], url
-    raise ValueError(
+    raise UnknownDataStoreError(
         f"cannot tell the data store of {url!r}: use a URL scheme ({known_protocols()}) "
         f"or a path ending in one of {sorted(_SUFFIXES)}"
     )
