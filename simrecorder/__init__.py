@@ -75,6 +75,8 @@ __all__ = [
     "ZarrDataStore",
     "__version__",
     "decode",
+    "delete_redis_run",
+    "list_redis_runs",
     "decode_series",
     "get_io",
     "open_datastore",
@@ -83,6 +85,10 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     # backends import their library on first use, so `import simrecorder` stays light
+    if name in ("list_redis_runs", "delete_redis_run"):
+        from .datastores import _redis
+
+        return getattr(_redis, name)
     if name == "get_io":
         from .adapters.mummi import get_io
 

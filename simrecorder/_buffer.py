@@ -88,7 +88,7 @@ class ScalarBuffer(SeriesBuffer):
     def __init__(self, key: str, spec: SeriesSpec, capacity: int) -> None:
         super().__init__(key, spec, capacity)
         # complex64 takes Python complex, float16/32 take float: same_kind allows both
-        self.fast_type = _FAST_TYPES.get(spec.dtype.kind)
+        self.fast_type = _FAST_TYPES.get(spec.dense_dtype.kind)
         self.full_at = self.limit = min(capacity, SCALAR_PART)
         self.parts: list[np.ndarray] = []
         self.rows = 0
@@ -147,7 +147,7 @@ class ArrayBuffer(SeriesBuffer):
         ):
             check_dense_sample(self.key, spec, value)
         if self.block is None:
-            self.block = np.empty((self.capacity, *spec.shape), dtype=spec.dtype)
+            self.block = np.empty((self.capacity, *spec.dense_shape), dtype=spec.dtype)
         elif self.count == len(self.block):  # only if an earlier flush of it failed
             self.block = np.concatenate([self.block, np.empty_like(self.block)])
         # the copy into the block is the snapshot: later in-place changes don't leak in
@@ -159,7 +159,10 @@ class ArrayBuffer(SeriesBuffer):
         # docstring inherited
         if not self.count:
             return None
-        block = self.block if self.count == self.capacity else self.block[: self.count].copy()
+        block = self.block
+        assert block is not None  # count > 0: append() made it
+        if self.count != self.capacity:
+            block = block[: self.count].copy()
         self.block = None
         self.count = 0
         return block
@@ -223,27 +226,32 @@ class ListBuffer(SeriesBuffer):
     def append(self, value: Any) -> bool:
         # docstring inherited
         kind = self.spec.kind
+        item: bytes | str
         if kind == OBJECT:
             item = _codec.encode_for(self.key, value)
             self.nbytes += len(item)
         else:
             check_kind_sample(self.key, self.spec, value)
-            item = bytes(value) if kind == BYTES else str(value)
-            if kind == STR and not item.isascii():
-                try:
-                    item.encode("utf-8")
-                except UnicodeEncodeError as exc:
+            if kind == BYTES:
+                item = bytes(value)
+            else:  # STR
+                text = str(value)
+                if not text.isascii():
+                    try:
+                        text.encode("utf-8")
+                    except UnicodeEncodeError as exc:
+                        raise SchemaError(
+                            f"key {self.key!r}: a str series holds valid Unicode text; this "
+                            f"sample has an unpaired surrogate ({exc.reason}). Record bytes, "
+                            "or the string inside a list (object series)"
+                        ) from None
+                if self.nul_free and "\x00" in text:
                     raise SchemaError(
-                        f"key {self.key!r}: a str series holds valid Unicode text; this "
-                        f"sample has an unpaired surrogate ({exc.reason}). Record bytes, or "
-                        "the string inside a list (object series)"
-                    ) from None
-            if self.nul_free and "\x00" in item:
-                raise SchemaError(
-                    f"key {self.key!r}: a string with a NUL character cannot be stored by "
-                    "every data store of this recorder (HDF5 strings end at NUL); "
-                    "record it as bytes, or inside a list/dict (object series)"
-                )
+                        f"key {self.key!r}: a string with a NUL character cannot be stored by "
+                        "every data store of this recorder (HDF5 strings end at NUL); "
+                        "record it as bytes, or inside a list/dict (object series)"
+                    )
+                item = text
             self.nbytes += len(item)
         self.values.append(item)
         return len(self.values) >= self.limit or self.nbytes >= self.max_bytes

@@ -32,6 +32,11 @@ _F64 = struct.Struct("<d")
 _C128 = struct.Struct("<dd")
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _MAX_DEPTH = 200
+_COLLECTION_TAGS: dict[type, bytes] = {list: b"l", tuple: b"t", set: b"e", frozenset: b"z"}
+#: builtin bases a subclass (IntEnum, OrderedDict, namedtuple...) is stored as
+_BUILTIN_BASES: tuple[type[Any], ...] = (
+    bool, int, float, complex, str, bytes, list, tuple, dict, set, frozenset,
+)  # fmt: skip
 
 
 def encode(value: Any) -> bytes:
@@ -99,7 +104,7 @@ def _encode_into(value: Any, out: list[bytes], depth: int) -> None:
     elif cls is bytes or cls is bytearray:
         out.append((b"b" if cls is bytes else b"B") + _U32.pack(len(value)) + bytes(value))
     elif cls in (list, tuple, set, frozenset):
-        tag = {list: b"l", tuple: b"t", set: b"e", frozenset: b"z"}[cls]
+        tag = _COLLECTION_TAGS[cls]
         out.append(tag + _U32.pack(len(value)))
         for item in value:
             _encode_into(item, out, depth + 1)
@@ -120,7 +125,7 @@ def _encode_into(value: Any, out: list[bytes], depth: int) -> None:
         out.append(b"g" + _U32.pack(len(descr)) + descr + _U32.pack(len(data)) + data)
     elif isinstance(value, (bool, int, float, complex, str, bytes, list, tuple, dict, set)):
         # subclasses (IntEnum, OrderedDict, namedtuple...) are stored as their base type
-        for base in (bool, int, float, complex, str, bytes, list, tuple, dict, set, frozenset):
+        for base in _BUILTIN_BASES:
             if isinstance(value, base):
                 _encode_into(base(value), out, depth)
                 return
@@ -162,7 +167,7 @@ def decode(data: bytes | bytearray | memoryview | np.ndarray) -> Any:
     StoreFormatError
         If the bytes are not an encoded sample or come from a newer format version.
     """
-    buf = memoryview(np.ascontiguousarray(data) if isinstance(data, np.ndarray) else data)
+    buf = np.ascontiguousarray(data).data if isinstance(data, np.ndarray) else memoryview(data)
     buf = buf.cast("B")
     if bytes(buf[:3]) != MAGIC:
         raise StoreFormatError("not an encoded simrecorder object sample (bad magic)")

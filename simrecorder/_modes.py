@@ -41,7 +41,7 @@ def check_mode(mode: object) -> str | None:
     if mode not in MODES:
         choices = ", ".join(repr(m) for m in MODES)
         raise InvalidModeError(f"mode must be one of {choices}; got {mode!r}")
-    return "w-" if mode == "x" else mode  # type: ignore[return-value]
+    return "w-" if mode == "x" else mode
 
 
 @dataclass(frozen=True)

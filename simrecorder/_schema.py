@@ -61,15 +61,29 @@ class SeriesSpec:
         if self.kind not in KINDS:
             raise ValueError(f"unknown series kind {self.kind!r}")
         if self.kind == DENSE:
+            if self.shape is None:
+                raise TypeError("a dense SeriesSpec needs a shape")
             object.__setattr__(self, "dtype", np.dtype(self.dtype))
             object.__setattr__(self, "shape", tuple(int(n) for n in self.shape))
+
+    @property
+    def dense_dtype(self) -> np.dtype:
+        """``dtype`` of a dense series, typed as never None (for dense specs only)."""
+        assert self.dtype is not None, f"{self.describe()} have no dtype"
+        return self.dtype
+
+    @property
+    def dense_shape(self) -> tuple[int, ...]:
+        """``shape`` of a dense series, typed as never None (for dense specs only)."""
+        assert self.shape is not None, f"{self.describe()} have no shape"
+        return self.shape
 
     @property
     def sample_nbytes(self) -> int:
         """Bytes of one dense sample (an estimate of 64 for other kinds)."""
         if self.kind != DENSE:
             return 64
-        return int(self.dtype.itemsize * int(np.prod(self.shape, dtype=np.int64)))
+        return int(self.dense_dtype.itemsize * int(np.prod(self.dense_shape, dtype=np.int64)))
 
     def describe(self) -> str:
         """Short human-readable form used in error messages."""
@@ -81,8 +95,8 @@ class SeriesSpec:
         """Encode as plain JSON-able attributes (for file and server metadata)."""
         attrs: dict[str, Any] = {"kind": self.kind}
         if self.kind == DENSE:
-            attrs["dtype"] = self.dtype.str
-            attrs["shape"] = list(self.shape)
+            attrs["dtype"] = self.dense_dtype.str
+            attrs["shape"] = list(self.dense_shape)
         return attrs
 
     @classmethod
@@ -148,9 +162,11 @@ def check_dense_sample(key: str, spec: SeriesSpec, value: Any) -> None:
     if found is None:
         raise SchemaError(f"key {key!r}: expected {spec.describe()}, got {_describe_value(value)}")
     dtype, shape = found
-    if shape != spec.shape:
+    want_dtype, want_shape = spec.dtype, spec.shape
+    assert want_dtype is not None and want_shape is not None  # a dense spec
+    if shape != want_shape:
         hint = ""
-        if len(shape) == len(spec.shape) and shape:
+        if len(shape) == len(want_shape) and shape:
             hint = (
                 " (for samples whose length varies, record a list or dict, e.g. "
                 "[array], to get an object series)"
@@ -158,14 +174,14 @@ def check_dense_sample(key: str, spec: SeriesSpec, value: Any) -> None:
         raise SchemaError(
             f"key {key!r}: expected {spec.describe()}, got shape {shape} ({dtype}){hint}"
         )
-    if dtype != spec.dtype and not np.can_cast(dtype, spec.dtype, casting="same_kind"):
+    if dtype != want_dtype and not np.can_cast(dtype, want_dtype, casting="same_kind"):
         raise SchemaError(
             f"key {key!r}: expected {spec.describe()}, got dtype {dtype}, "
             f"which does not cast to {spec.dtype} under numpy's 'same_kind' rule"
         )
-    if spec.dtype.kind in "iu" and dtype.kind in "iu" and not np.can_cast(dtype, spec.dtype):
+    if want_dtype.kind in "iu" and dtype.kind in "iu" and not np.can_cast(dtype, want_dtype):
         # same_kind lets int64 into int8 (and uint64 into int64) wrap around: check values
-        info = np.iinfo(spec.dtype)
+        info = np.iinfo(want_dtype)
         if isinstance(value, np.ndarray):
             low, high = (int(value.min()), int(value.max())) if value.size else (0, 0)
         else:

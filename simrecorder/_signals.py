@@ -48,6 +48,9 @@ def deferred_signals() -> Iterator[None]:
             signal.signal(sig, handler)
 
     def note(signum: int, frame: Any) -> None:
+        if done:  # left installed by an exception inside restore(): act as the original
+            handlers[signum](signum, frame)
+            return
         if signum == signal.SIGINT and any(s == signal.SIGINT for s, _ in caught):
             handler = saved.get(signum)
             caught[:] = [(s, f) for s, f in caught if s != signal.SIGINT]
@@ -62,14 +65,18 @@ def deferred_signals() -> Iterator[None]:
         if callable(handler):
             saved[sig] = handler
     handlers = dict(saved)
-    _state.active = True
+    done = False
     try:
-        for sig in handlers:
-            signal.signal(sig, note)
+        _state.active = True
+        for signum in handlers:
+            signal.signal(signum, note)
         yield
     finally:
+        # each step below is safe to interrupt: the flags first, so a handler that
+        # fires now (or stays installed) behaves as the original one
+        done = True
         _state.active = False
+        pending, caught[:] = list(caught), []
         restore()
-        for signum, frame in caught:
-            handler = handlers[signum]
-            handler(signum, frame)
+        for signum, frame in pending:
+            handlers[signum](signum, frame)

@@ -130,6 +130,7 @@ def summary_table(recorder: Recorder) -> str:
             rows.append((key, "value", "-", str(np.shape(value)), type(value).__name__))
             continue
         spec = store.series_spec(key)
+        assert spec is not None  # a key that is not a value is a series
         data = store.get_all(key)
         if spec.kind == "dense":
             rows.append((key, "dense", str(len(data)), str(spec.shape), str(spec.dtype)))

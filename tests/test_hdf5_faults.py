@@ -103,6 +103,9 @@ def _blocks(steps):
         ]
 
 
+@pytest.mark.filterwarnings(
+    "ignore::pytest.PytestUnraisableExceptionWarning"
+)  # an interrupt may land in a gc callback
 def test_ctrl_c_in_the_middle_of_appends_takes_nothing(tmp_path):
     """KeyboardInterrupt at random moments inside append_block/flush: the store takes
     a block whole or not at all, so handing it again gives every sample exactly once."""

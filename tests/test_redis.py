@@ -38,7 +38,7 @@ class TestRedisDataStore(DataStoreTests):
 
     def reopen_store(self, store):
         store.close()
-        return RedisDataStore("127.0.0.1", self.server.port, prefix=self.prefix)
+        return RedisDataStore("127.0.0.1", self.server.port, prefix=self.prefix, mode="a")
 
     def read_native(self, store, key):
         return read_native(redis.Redis(port=self.server.port), self.prefix, key)
@@ -54,7 +54,9 @@ class TestRedisClusterDataStore(DataStoreTests):
 
     def reopen_store(self, store):
         store.close()
-        return RedisClusterDataStore("127.0.0.1", self.cluster.ports[1], prefix=self.prefix)
+        return RedisClusterDataStore(
+            "127.0.0.1", self.cluster.ports[1], prefix=self.prefix, mode="a"
+        )
 
     def read_native(self, store, key):
         client = redis.cluster.RedisCluster(host="127.0.0.1", port=self.cluster.ports[0])

@@ -151,7 +151,7 @@ def test_schema_refusal_hands_the_blocks_back(redis_server, redis_prefix):
     silently, flush() raises until surrender() takes the blocks back, the other series
     are stored."""
     store = RedisDataStore("127.0.0.1", redis_server.port, prefix=redis_prefix)
-    other = RedisDataStore("127.0.0.1", redis_server.port, prefix=redis_prefix)
+    other = RedisDataStore("127.0.0.1", redis_server.port, prefix=redis_prefix, mode="a")
     store.append_block("x", SCALAR, rows(0, 5))
     store.append_block("y", SCALAR, rows(0, 5))
     other.set("x", "a value")  # races the queued block
@@ -222,7 +222,7 @@ def test_format_1_stores_stay_readable_and_appendable(redis_server, redis_prefix
                                      "shape": "[]", "count": 3, "pieces": 1})  # fmt: skip
     client.rpush(f"{tag}:b", f"{tag}:p:old:1:0")
     client.rpush(f"{tag}:e", "3:1")
-    store = RedisDataStore("127.0.0.1", redis_server.port, prefix=redis_prefix)
+    store = RedisDataStore("127.0.0.1", redis_server.port, prefix=redis_prefix, mode="a")
     np.testing.assert_array_equal(np.asarray(store.get_all("x")), rows(0, 3))
     store.append_block("x", SCALAR, rows(3, 2))
     store.flush()

@@ -17,7 +17,7 @@ WRITER = textwrap.dedent(
     import sys, numpy as np
     from simrecorder import Recorder, open_datastore
     url, writer, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-    rec = Recorder(open_datastore(url), max_records=4096)
+    rec = Recorder(open_datastore(url, mode="a"), max_records=4096)  # concurrent writers
     for i in range(n):
         rec.record(f"writers/w{writer}", float(i))
         rec.record("shared", np.array([writer, i], dtype=np.int64))

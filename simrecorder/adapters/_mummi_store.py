@@ -9,6 +9,8 @@ Blocks are written before the metadata that counts them.
 
 from __future__ import annotations
 
+import errno
+import glob
 import json
 import os
 from collections.abc import Mapping
@@ -18,11 +20,11 @@ from urllib.parse import parse_qs, quote, urlparse
 import numpy as np
 
 from .. import _codec
-from .._keys import validate_key
+from .._keys import check_path_parts, validate_key
 from .._provenance import provenance
 from .._schema import DENSE, SeriesSpec
 from ..datastores.base import DataStore, NodeType, check_key_free
-from ..errors import KeyNotFoundError
+from ..errors import KeyNotFoundError, SimRecorderError, StoreFullError, StoreWriteError
 from .mummi import NamespaceIO, RedisIO, SimpleIO, TaridxIO
 
 __all__ = [
@@ -84,7 +86,8 @@ class NamespaceDataStore(DataStore):
             return "series"
         if self.io.file_exists(self.namespace, f"{key}/{_VALUE}"):
             return "value"
-        if self.io.list_keys(self.namespace, f"{key}/*"):
+        # escaped: '?', '*' and '[' in a key are characters, not a pattern
+        if self.io.list_keys(self.namespace, glob.escape(key) + "/*"):
             return "group"
         return None
 
@@ -105,7 +108,17 @@ class NamespaceDataStore(DataStore):
         else:
             payload = _codec.encode(list(block))
         n = len(meta["blocks"])
-        self.io.save_files(self.namespace, f"{key}/.block-{n}", payload)
+        try:
+            self.io.save_files(self.namespace, f"{key}/.block-{n}", payload)
+        except OSError as exc:
+            if isinstance(exc, SimRecorderError):
+                raise
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise StoreFullError(
+                    f"appending to key {key!r} of {self!r}: the disk is full ({exc}); "
+                    "nothing was written: free space and write again"
+                ) from exc
+            raise StoreWriteError(f"appending to key {key!r} of {self!r} failed: {exc}") from exc
         meta = {
             **meta,
             "count": meta["count"] + len(block),
@@ -185,6 +198,16 @@ class _PathDataStore(NamespaceDataStore):
         # docstring inherited
         return f"{self.protocol}://{self.namespace}"
 
+    @property
+    def local_path(self) -> str:
+        # docstring inherited
+        return self.namespace
+
+    def check_key(self, key: str) -> None:
+        # docstring inherited: every part of a key is a directory name on disk (the
+        # series' files sit inside it), in a tar archive too when it is extracted
+        check_path_parts(key, repr(self))
+
 
 class SimpleDataStore(_PathDataStore):
     """``mummi+simple://dir``: a namespace directory."""
@@ -198,6 +221,11 @@ class TaridxDataStore(_PathDataStore):
 
     protocol = "mummi+taridx"
     io_class = TaridxIO
+
+    @property
+    def local_path(self) -> str:
+        # docstring inherited: the archive (the index is beside it)
+        return self.namespace if self.namespace.endswith(".tar") else self.namespace + ".tar"
 
 
 class RedisNamespaceDataStore(NamespaceDataStore):

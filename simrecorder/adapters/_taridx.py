@@ -17,8 +17,11 @@ import json
 import os
 import tarfile
 import time
+import warnings
 from contextlib import contextmanager
 from typing import Any
+
+from ..errors import StoreFormatError
 
 __all__ = ["TarIndex", "compact", "reindex"]
 
@@ -53,8 +56,15 @@ class TarIndex:
             f.seek(self._read_upto)
             chunk = f.read()
         complete = chunk[: chunk.rfind(b"\n") + 1]  # a torn last line is ignored
-        for line in complete.splitlines():
-            self._apply(json.loads(line))
+        for number, line in enumerate(complete.splitlines(), 1):
+            try:
+                self._apply(json.loads(line))
+            except (ValueError, KeyError, TypeError, AttributeError) as exc:
+                raise StoreFormatError(
+                    f"{self.index_path!r}: index line {number} after byte {self._read_upto} "
+                    f"is corrupt ({type(exc).__name__}: {exc}); rebuild the index from the "
+                    f"archive with reindex({self.path!r})"
+                ) from None
         self._read_upto += len(complete)
 
     def _apply(self, entry: dict[str, Any]) -> None:
@@ -71,7 +81,14 @@ class TarIndex:
         offset, size = found
         with open(self.path, "rb") as f:
             f.seek(offset)
-            return f.read(size)
+            data = f.read(size)
+        if len(data) != size:
+            raise StoreFormatError(
+                f"{self.path!r}: the data of key {key!r} runs past the end of the archive "
+                f"({len(data)} of {size} bytes; truncated?); reindex({self.path!r}) drops "
+                "the members that are cut off"
+            )
+        return data
 
     @contextmanager
     def writing(self):
@@ -136,10 +153,40 @@ def _members(path: str):
             yield member, end
 
 
+def _refusal(member: tarfile.TarInfo, size: int) -> str | None:
+    """Why ``reindex`` must not index ``member`` (None: it may)."""
+    name = member.name
+    parts = name.split("/")
+    if not member.isreg():
+        return "not a regular file (link, directory or device)"
+    if not name or name.startswith("/") or any(p in ("", ".", "..") for p in parts):
+        return "its name leaves the namespace (absolute, '..' or empty parts)"
+    if any(ord(c) < 32 for c in name):
+        return "its name has control characters"
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return "its name is not valid UTF-8"
+    if member.offset_data + member.size > size:
+        return "its data runs past the end of the archive (truncated)"
+    return None
+
+
 def reindex(path: str) -> int:
-    """Rebuild ``path + '.idx'`` from the tar alone; return the number of live keys."""
+    """Rebuild ``path + '.idx'`` from the tar alone; return the number of live keys.
+
+    Members that cannot be keys are left out, with a warning naming them: links and
+    other non-files, names that would leave the namespace (``../x``, ``/abs``, also
+    through a PAX ``path`` header) and members cut off by a truncated archive.
+    """
     lines = []
+    skipped = []
+    size = os.path.getsize(path)
     for member, end in _members(path):
+        why = _refusal(member, size)
+        if why is not None:
+            skipped.append(f"{member.name!r}: {why}")
+            continue
         if member.pax_headers.get(_TOMBSTONE):
             lines.append({"key": member.name, "deleted": True, "end": end})
         else:
@@ -151,6 +198,11 @@ def reindex(path: str) -> int:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path + ".idx")
+    if skipped:
+        warnings.warn(
+            f"reindex({path!r}) left out {len(skipped)} member(s): " + "; ".join(skipped),
+            stacklevel=2,
+        )
     index = TarIndex(path)
     index.refresh()
     return len(index.entries)

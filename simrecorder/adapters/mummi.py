@@ -22,6 +22,7 @@ pickles unless asked; checkpoints are atomic and fall back to the newest valid b
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import datetime as _dt
 import fnmatch
@@ -32,10 +33,11 @@ import os
 import re
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
-from ..errors import InvalidKeyError
+from ..errors import InvalidArgumentError, InvalidKeyError, ValueTooLargeError
 from ._npz import read_npz, write_npz
 from ._taridx import TarIndex, compact, reindex, tar_names
 
@@ -267,11 +269,16 @@ def _atomic_write(path: str, data: bytes) -> None:
     directory = os.path.dirname(path) or "."
     os.makedirs(directory, exist_ok=True)
     tmp = os.path.join(directory, f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)  # a full disk must not leave the partial copy behind
+        raise
 
 
 def _backups(filename: str) -> list[str]:
@@ -426,6 +433,10 @@ class TaridxIO(NamespaceIO):
         return count
 
 
+#: Redis' largest string (``proto-max-bulk-len``, 512 MB by default).
+MAX_REDIS_STRING = 512 * 1024 * 1024
+
+
 class RedisIO(NamespaceIO):
     """A namespace is a key prefix in Redis: ``mummi:<len>:<namespace>:<key>``, so
     namespace and key can never be confused. Listing uses SCAN, never KEYS."""
@@ -440,27 +451,36 @@ class RedisIO(NamespaceIO):
     def client(self) -> Any:
         """The redis-py client (created on first use)."""
         if self._client is None:
-            import redis
+            from ..datastores._redis_client import client_from_url
 
-            self._client = redis.Redis.from_url(self.url)
+            self._client = client_from_url(self.url)
         return self._client
 
     def check_environment(self) -> bool:
         # docstring inherited: the server must answer
-        from ..datastores._redis import _translate
+        with self._translated():
+            self.client.ping()
+        return True
+
+    @contextmanager
+    def _translated(self) -> Iterator[None]:
+        """redis-py's errors as simrecorder's, naming the server (password hidden)."""
+        from redis.exceptions import RedisError
+
+        from ..datastores._redis_client import redact, translate
 
         try:
-            self.client.ping()
-        except Exception as exc:
-            raise _translate(exc, self.url) from exc
-        return True
+            yield
+        except RedisError as exc:
+            raise translate(exc, redact(self.url)) from exc
 
     @staticmethod
     def _prefix(namespace: str) -> str:
         return f"mummi:{len(namespace)}:{namespace}:"
 
     def _exists(self, namespace: str, key: str) -> bool:
-        return bool(self.client.exists(self._prefix(namespace) + key))
+        with self._translated():
+            return bool(self.client.exists(self._prefix(namespace) + key))
 
     def _scan(self, namespace: str):
         prefix = self._prefix(namespace)
@@ -469,31 +489,43 @@ class RedisIO(NamespaceIO):
             yield raw.decode()[len(prefix) :]
 
     def _namespace_exists(self, namespace: str) -> bool:
-        return next(iter(self._scan(namespace)), None) is not None
+        with self._translated():
+            return next(iter(self._scan(namespace)), None) is not None
 
     def _keys(self, namespace: str) -> list[str]:
-        return list(self._scan(namespace))
+        with self._translated():
+            return list(self._scan(namespace))
 
     def _read(self, namespace: str, keys: list[str]) -> list[bytes | None]:
         if not keys:
             return []
-        return self.client.mget([self._prefix(namespace) + k for k in keys])
+        with self._translated():
+            return self.client.mget([self._prefix(namespace) + k for k in keys])
 
     def _write(self, namespace: str, items: list[tuple[str, bytes]]) -> None:
-        pipe = self.client.pipeline(transaction=False)
         for key, data in items:
-            pipe.set(self._prefix(namespace) + key, data)
-        pipe.execute()
+            if len(data) > MAX_REDIS_STRING:
+                raise ValueTooLargeError(
+                    f"key {key!r} in namespace {namespace!r}: {len(data):,} bytes; a Redis "
+                    f"string holds at most {MAX_REDIS_STRING:,} (512 MB)"
+                )
+        with self._translated():
+            pipe = self.client.pipeline(transaction=False)
+            for key, data in items:
+                pipe.set(self._prefix(namespace) + key, data)
+            pipe.execute()
 
     def _delete(self, namespace: str, keys: list[str]) -> list[bool]:
-        pipe = self.client.pipeline(transaction=False)
-        for key in keys:
-            pipe.delete(self._prefix(namespace) + key)
-        return [bool(n) for n in pipe.execute()]
+        with self._translated():
+            pipe = self.client.pipeline(transaction=False)
+            for key in keys:
+                pipe.delete(self._prefix(namespace) + key)
+            return [bool(n) for n in pipe.execute()]
 
     def _move(self, namespace: str, old: str, new: str) -> None:
         prefix = self._prefix(namespace)
-        self.client.rename(prefix + old, prefix + new)
+        with self._translated():
+            self.client.rename(prefix + old, prefix + new)
 
 
 def get_io(name: str, **options: Any) -> NamespaceIO:
@@ -505,4 +537,4 @@ def get_io(name: str, **options: Any) -> NamespaceIO:
         return TaridxIO()
     if name == "redis":
         return RedisIO(**options)
-    raise ValueError(f"unknown I/O backend {name!r}: use 'simple', 'taridx' or 'redis'")
+    raise InvalidArgumentError(f"unknown I/O backend {name!r}: use 'simple', 'taridx' or 'redis'")

@@ -332,11 +332,11 @@ class HDF5DataStore(DataStore):
         try:
             self._check_format()
         except BaseException:
-            self._file.close()
+            self._h5.close()
             raise
 
     def _check_format(self) -> None:
-        raw = self._file.attrs.get(_FORMAT_ATTR, FORMAT_VERSION)
+        raw = self._h5.attrs.get(_FORMAT_ATTR, FORMAT_VERSION)
         try:
             version = int(raw)
         except (TypeError, ValueError):
@@ -382,7 +382,7 @@ class HDF5DataStore(DataStore):
     def _reopen(self) -> None:
         """A read-only store catches up with a writer in another process."""
         self._datasets.clear()
-        self._file.close()
+        self._h5.close()
         self._open_reader()
 
     def _retry(self, read: Callable[[], _T], key: str | None = None) -> _T:
@@ -408,7 +408,7 @@ class HDF5DataStore(DataStore):
         """Reserve disk space for ``nbytes`` more bytes, then take the writer's lock."""
         self._reserve(nbytes)
         if not self._dirty:
-            _lock(self._fd, _WRLCK, _WRITER_WAIT)
+            _lock(self._open_fd, _WRLCK, _WRITER_WAIT)
             self._dirty = True
 
     def _end_write(self) -> None:
@@ -426,7 +426,7 @@ class HDF5DataStore(DataStore):
         :class:`StoreFullError` before HDF5 writes anything, otherwise)."""
         if self._fd is None or _fallocate is None:
             return
-        end = self._file.id.get_filesize() + self._unflushed + nbytes + _RESERVE_SLACK
+        end = self._h5.id.get_filesize() + self._unflushed + nbytes + _RESERVE_SLACK
         if end <= self._reserved_to:
             return
         start, end = self._reserved_to, end + _RESERVE_STEP
@@ -471,6 +471,18 @@ class HDF5DataStore(DataStore):
         self._check_open()
         return self._file
 
+    @property
+    def _h5(self) -> h5py.File:
+        # the open file, for code that runs only while it is open (typed as not None)
+        assert self._file is not None, "HDF5 file used while closed"
+        return self._file
+
+    @property
+    def _open_fd(self) -> int:
+        # the lock descriptor, for code that runs only while the file is open
+        assert self._fd is not None, "HDF5 file descriptor used while closed"
+        return self._fd
+
     @_translated
     def flush(self) -> None:
         # docstring inherited
@@ -480,11 +492,11 @@ class HDF5DataStore(DataStore):
     def _flush_file(self) -> None:
         if self._read_only:
             return
-        self._file.flush()
+        self._h5.flush()
         if self.durable:  # the OS page cache survives a crash of this process, not
-            os.fsync(self._fd)  # of the machine: fsync for power-loss safety
+            os.fsync(self._open_fd)  # of the machine: fsync for power-loss safety
         self._unflushed = 0
-        self._reserved_to = os.fstat(self._fd).st_size  # HDF5 may have truncated
+        self._reserved_to = os.fstat(self._open_fd).st_size  # HDF5 may have truncated
         self._end_write()
 
     @_translated
@@ -501,7 +513,7 @@ class HDF5DataStore(DataStore):
         if not self._changed:
             return
         self._begin_write(_RESERVE_SLACK)
-        epoch = int(self._file.attrs.get(_EPOCH_ATTR, 0)) + 1
+        epoch = int(self._h5.attrs.get(_EPOCH_ATTR, 0)) + 1
         for key, (rows, first) in self._changed.items():
             node = self._dataset(key)
             if node is None:
@@ -509,16 +521,16 @@ class HDF5DataStore(DataStore):
             old = node.attrs.get(_COMMIT_ATTR)
             prev = (int(old[0]), int(old[1])) if old is not None else (0, first)
             node.attrs[_COMMIT_ATTR] = np.array([epoch, rows, *prev], dtype=np.int64)
-        self._file.flush()
-        self._file.attrs[_EPOCH_ATTR] = epoch
+        self._h5.flush()
+        self._h5.attrs[_EPOCH_ATTR] = epoch
         self.flush()
         self._changed.clear()
 
     def _truncate_to_commits(self) -> None:
         """After an unclean end: cut every series back to its committed length."""
-        epoch = int(self._file.attrs.get(_EPOCH_ATTR, 0))
+        epoch = int(self._h5.attrs.get(_EPOCH_ATTR, 0))
         for key in self.keys():
-            node = self._file.get(key)
+            node = self._h5.get(key)
             info = node.attrs.get(_COMMIT_ATTR) if node is not None else None
             if info is None or len(info) != 4:
                 continue  # never committed (e.g. written before commits existed)
@@ -538,7 +550,7 @@ class HDF5DataStore(DataStore):
         if key in self._datasets:
             return "series"
         with self._reading():
-            node = self._file.get(key)
+            node = self._h5.get(key)
             if node is None:
                 return None
             if isinstance(node, h5py.Group):
@@ -554,7 +566,7 @@ class HDF5DataStore(DataStore):
         if ds is not None:
             self._datasets.move_to_end(key)
             return ds
-        node = self._file.get(key)
+        node = self._h5.get(key)
         if isinstance(node, h5py.Group):
             if _KIND_ATTR not in node.attrs:
                 return None
@@ -587,7 +599,7 @@ class HDF5DataStore(DataStore):
         """Raise :class:`KeyConflictError` if ``key`` names something in the file that
         simrecorder cannot append to (written by another tool, typically), so that
         ``record`` refuses the key at once instead of the store failing at flush."""
-        link = self._file.get(key, getlink=True)
+        link = self._h5.get(key, getlink=True)
         if link is None:
             return
         why = None
@@ -595,7 +607,7 @@ class HDF5DataStore(DataStore):
         if isinstance(link, h5py.ExternalLink):
             why = f"an external link to {link.filename}:{link.path}"
         else:
-            node = self._file.get(key)
+            node = self._h5.get(key)
             if node is None:
                 why = f"a dangling soft link to {getattr(link, 'path', '?')}"
         if isinstance(node, h5py.Dataset) and _VALUE_ATTR not in node.attrs:
@@ -623,8 +635,8 @@ class HDF5DataStore(DataStore):
             for attempt in range(5):
                 try:
                     self._datasets.pop(key, None)
-                    if self._file.get(key, getlink=True) is not None:
-                        del self._file[key]
+                    if self._h5.get(key, getlink=True) is not None:
+                        del self._h5[key]
                     break
                 except BaseException:
                     if attempt == 4:
@@ -635,11 +647,12 @@ class HDF5DataStore(DataStore):
         if spec.kind == DENSE:
             rows = chunk_rows(spec.sample_nbytes, first_rows)
             # HDF5 chunks need positive sizes: a zero-length axis gets chunk size 1
-            chunk_dims = tuple(max(1, n) for n in spec.shape)
-            ds = self._file.create_dataset(
+            shape = spec.dense_shape
+            chunk_dims = tuple(max(1, n) for n in shape)
+            ds = self._h5.create_dataset(
                 key,
-                shape=(0, *spec.shape),
-                maxshape=(None, *(n if n else None for n in spec.shape)),
+                shape=(0, *shape),
+                maxshape=(None, *(n if n else None for n in shape)),
                 dtype=spec.dtype,
                 chunks=(rows, *chunk_dims),
                 compression=self.compression,
@@ -650,7 +663,7 @@ class HDF5DataStore(DataStore):
             # append-only datasets: HDF5's vlen types keep their bytes in global heap
             # collections that are rewritten in place, and a SIGKILL during that write
             # made a whole series unreadable in our crash tests (1 in 100 kills).
-            ds = self._file.create_group(key)
+            ds = self._h5.create_group(key)
             options = {"compression": self.compression, "compression_opts": self.compression_opts}
             ds.create_dataset(
                 "data", shape=(0,), maxshape=(None,), dtype=np.uint8,
@@ -689,9 +702,9 @@ class HDF5DataStore(DataStore):
                 self._took(key, rows - len(block), rows, nbytes + 8 * len(block))
                 return
             count = len(block)
-            rows = node.chunks[0] if node is not None and node.chunks else None
-            rows = rows or chunk_rows(spec.sample_nbytes, count)
-            self._begin_write(block.nbytes + 2 * rows * spec.sample_nbytes + (16 << 10))
+            chunk = node.chunks[0] if node is not None and node.chunks else None
+            chunk = chunk or chunk_rows(spec.sample_nbytes, count)
+            self._begin_write(block.nbytes + 2 * chunk * spec.sample_nbytes + (16 << 10))
             ds = node or self._create(key, spec, count)
             start = ds.shape[0]
             undo.append((ds, start))
@@ -777,16 +790,16 @@ class HDF5DataStore(DataStore):
         dtype = None
         if kind == STR and "\x00" not in value:
             data, dtype = value, _STR_DTYPE  # a string h5py users read as a string
-        link = self._file.get(key, getlink=True)
+        link = self._h5.get(key, getlink=True)
         if link is not None and not isinstance(link, h5py.HardLink):
             raise KeyConflictError(
                 f"key {key!r} in {self!r} is a {type(link).__name__}: cannot set a value there"
             )
         self._begin_write(getattr(data, "nbytes", len(str(data))) + (64 << 10))
         if link is not None:
-            del self._file[key]
+            del self._h5[key]
         self._datasets.pop(key, None)
-        ds = self._file.create_dataset(key, data=data, dtype=dtype)
+        ds = self._h5.create_dataset(key, data=data, dtype=dtype)
         ds.attrs[_VALUE_ATTR] = kind
         ds.attrs.update(extra)
 
@@ -794,7 +807,7 @@ class HDF5DataStore(DataStore):
     def _get_value(self, key: str) -> Any:
         # docstring inherited
         with self._reading():
-            ds = self._file[key]
+            ds = self._h5[key]
             kind = ds.attrs[_VALUE_ATTR]
             if kind == STR and ds.dtype.kind != "u":
                 return ds.asstr()[()]
@@ -807,7 +820,7 @@ class HDF5DataStore(DataStore):
         # the file); series are what the file itself holds.
         self._check_open()
         with self._reading():
-            root = self._file
+            root = self._h5
             if prefix:
                 link = root.get(prefix, getlink=True)
                 if link is None or not isinstance(link, h5py.HardLink):
@@ -841,7 +854,7 @@ class HDF5DataStore(DataStore):
         # docstring inherited
         self._check_open()
         with self._reading():
-            return {name: _plain(value) for name, value in self._file.attrs.items()}
+            return {name: _plain(value) for name, value in self._h5.attrs.items()}
 
     @_translated
     def update_attrs(self, attrs: Mapping[str, Any]) -> None:
@@ -850,10 +863,10 @@ class HDF5DataStore(DataStore):
         self._begin_write(sum(len(repr(v)) for v in attrs.values()) + (64 << 10))
         for name, value in attrs.items():
             try:
-                self._file.attrs[name] = value
+                self._h5.attrs[name] = value
             except (TypeError, ValueError):
                 # dicts, None, mixed lists: HDF5 attributes cannot hold them, JSON can
-                self._file.attrs[name] = json.dumps(value, default=repr)
+                self._h5.attrs[name] = json.dumps(value, default=repr)
 
 
 def _append_items(

@@ -109,10 +109,13 @@ class InMemoryDataStore(DataStore):
         # docstring inherited
         self._check_writable(key)
         series = self._series.get(key)
-        if series is None:
-            series = self._series[key] = _Series(spec)
-            self._add_node(key)
+        if series is not None:
+            series.blocks.append(block)  # one step: taken, or not at all
+            return
+        series = _Series(spec)
         series.blocks.append(block)
+        self._add_node(key)  # counts only need to be > 0: a retry may count twice
+        self._series[key] = series  # the commit point: the new series appears whole
 
     def get_all(self, key: str) -> Any:
         # docstring inherited

@@ -21,6 +21,14 @@ A dense block is the raw bytes of its C-ordered little-endian rows, so
 ``np.frombuffer(b"".join(MGET(*LRANGE sr2:{n:P/K}:b 0 -1)), dtype).reshape(-1, *shape)``
 reads a series without simrecorder. Other kinds store one codec-encoded list per block.
 
+**Runs.** A prefix holds one run; it exists when its attrs hash (or index) does. The
+open mode (:mod:`simrecorder._modes`) decides what a store does with it: by default a
+new prefix is created and an existing one is read (writing raises
+:class:`~simrecorder.errors.StoreExistsError`); several processes writing one run
+pass ``mode='a'``. ``mode='w'`` and :func:`delete_redis_run` delete a run's keys with
+``SCAN MATCH`` on its exact key patterns and ``UNLINK`` in batches (never
+``FLUSHDB``); :func:`list_redis_runs` lists the runs on a server.
+
 **Exactly once.** A block's pieces are written with SET (Redis keeps the received
 string as is: 1 MiB SETs run at ~2x the speed of pushing the same bytes into a list),
 then a Lua script commits it: it checks that every piece exists (else ``SRMISSING``),
@@ -71,38 +79,50 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import re
 import uuid
 import weakref
 from bisect import bisect_right
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
-from urllib.parse import parse_qs, quote, unquote, urlparse
+from urllib.parse import quote
 
 import numpy as np
 import redis
-import redis.exceptions
 
 from .. import _codec
 from .._keys import parent_keys, validate_key
+from .._modes import check_mode, plan_open
 from .._provenance import provenance
 from .._schema import DENSE, STR, SeriesSpec
 from ..errors import (
     AuthenticationFailedError,
+    InvalidArgumentError,
     KeyConflictError,
     KeyNotFoundError,
     SchemaError,
     SimRecorderError,
     StoreConnectionError,
     StoreFormatError,
-    StoreFullError,
+    StoreNotFoundError,
     StoreWriteError,
     is_transient,
 )
+from ._redis_client import REDIS_ERRORS as _REDIS_ERRORS
+from ._redis_client import check_port, client_from_url, make_client, parse_redis_url, redact
+from ._redis_client import translate as _translate
 from ._values import jsonable
 from ._view import SeriesView
 from .base import DataStore, NodeType, check_key_free
 
-__all__ = ["RedisClusterDataStore", "RedisDataLostError", "RedisDataStore", "RedisView"]
+__all__ = [
+    "RedisClusterDataStore",
+    "RedisDataLostError",
+    "RedisDataStore",
+    "RedisView",
+    "delete_redis_run",
+    "list_redis_runs",
+]
 
 FORMAT_VERSION = 2
 _DEFAULT_PREFIX = "simrecorder"
@@ -138,13 +158,6 @@ redis.call('HSET', KEYS[4], ARGV[1], seq)
 return 1
 """
 
-_REDIS_ERRORS = (redis.exceptions.RedisError, redis.exceptions.RedisClusterException)
-# error replies that say "not now": the node is away, loading, failing over or moving
-_UNAVAILABLE = frozenset(
-    {"CLUSTERDOWN", "TRYAGAIN", "LOADING", "READONLY", "MASTERDOWN", "MOVED", "ASK", "BUSY",
-     "NOREPLICAS"}
-)  # fmt: skip
-
 
 class RedisDataLostError(StoreFormatError):
     """The Redis server lost data this store had written (e.g. it restarted without
@@ -161,58 +174,6 @@ class RedisDataLostError(StoreFormatError):
     def __init__(self, message: str, keys: tuple[str, ...] = ()) -> None:
         super().__init__(message)
         self.keys = keys
-
-
-def _translate(exc: BaseException, where: str) -> BaseException:
-    """redis-py's exceptions as simrecorder's, naming the server ``where``.
-
-    Transient conditions become :class:`StoreConnectionError` (server away, cluster
-    down, loading, failing over) or :class:`StoreFullError` (``maxmemory``, a failing
-    save); anything else from redis-py becomes :class:`StoreWriteError`. Exceptions
-    that are not redis-py's are returned unchanged.
-    """
-    if isinstance(exc, SimRecorderError) or not isinstance(exc, _REDIS_ERRORS):
-        return exc
-    text = str(exc)
-    code = text.split(" ", 1)[0]
-    refused = (redis.exceptions.AuthenticationError, redis.exceptions.AuthorizationError)
-    if isinstance(exc, refused) or code in ("NOAUTH", "WRONGPASS", "NOPERM"):
-        return AuthenticationFailedError(
-            f"Redis at {where} refused the credentials ({exc}): check password= / username="
-        )
-    if isinstance(exc, redis.exceptions.OutOfMemoryError) or code == "OOM" or "maxmemory" in text:
-        return StoreFullError(
-            f"Redis at {where} is full ({exc}): free memory or raise maxmemory; "
-            "the blocks are kept and sent again by the next flush()"
-        )
-    if code == "MISCONF":
-        return StoreFullError(
-            f"Redis at {where} cannot save to its disk ({exc}): is the disk full? "
-            "The blocks are kept and sent again by the next flush()"
-        )
-    if isinstance(exc, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError) and not (
-        isinstance(exc, redis.exceptions.BusyLoadingError)
-    ):
-        return StoreConnectionError(
-            f"cannot reach Redis at {where}: {exc}. Is redis-server running there? "
-            "(simrecorder.RedisServer(data_directory) starts one)"
-        )
-    unavailable = (
-        redis.exceptions.BusyLoadingError,
-        redis.exceptions.ClusterError,
-        redis.exceptions.RedisClusterException,
-        redis.exceptions.ReadOnlyError,
-        redis.exceptions.TryAgainError,
-        redis.exceptions.AskError,
-    )
-    if isinstance(exc, unavailable) or code in _UNAVAILABLE:
-        return StoreConnectionError(
-            f"Redis at {where} cannot take writes now ({type(exc).__name__}: {exc}); "
-            "the blocks are kept and sent again by the next flush()"
-        )
-    if code == "WRONGTYPE":
-        return StoreFormatError(f"Redis at {where}: a key holds another type than expected ({exc})")
-    return StoreWriteError(f"Redis at {where} failed: {type(exc).__name__}: {exc}")
 
 
 class _Connects:
@@ -241,6 +202,9 @@ class _Unit:
     """Commands sent together; the unit is delivered when its last command succeeded."""
 
     __slots__ = ("done", "key", "nbytes")
+    done: bool
+    key: str | None
+    nbytes: int
 
     def commands(self, store: RedisDataStore) -> list[tuple[str, tuple[Any, ...]]]:
         raise NotImplementedError
@@ -271,6 +235,7 @@ class _Block(_Unit):
     __slots__ = (
         "block", "dtype", "ident", "owned", "pieces", "rows", "sent", "seq", "shape", "spec",
     )  # fmt: skip
+    key: str
 
     def __init__(self, key: str, spec: SeriesSpec, block: Any, pieces: list[Any],
                  dtype: str, shape: str, nbytes: int) -> None:  # fmt: skip
@@ -320,12 +285,12 @@ class RedisView(SeriesView):
     @property
     def shape(self) -> tuple[int, ...]:
         # docstring inherited
-        return (self._store._count(self._key), *self._spec.shape)
+        return (self._store._count(self._key), *_dense(self._spec)[1])
 
     @property
     def dtype(self) -> np.dtype:
         # docstring inherited
-        return self._spec.dtype
+        return _dense(self._spec)[0]
 
     def _read(self, index: Any) -> Any:
         # docstring inherited
@@ -368,9 +333,17 @@ class RedisDataStore(DataStore):
         Accepted for SimRecorder compatibility and ignored: persistence is the
         server's business (see :class:`~simrecorder.RedisServer`).
     mode
-        ``'a'`` (default) or ``'r'`` (read-only).
+        See :mod:`simrecorder._modes`. ``None`` (default): a prefix that holds no run
+        is created for writing; one that holds a run opens read-only, and writing to
+        it raises :class:`~simrecorder.errors.StoreExistsError` (pass ``'a'`` to
+        resume the run, ``'w'`` to overwrite it). ``'r'`` reads an existing run and
+        writes nothing; ``'r+'`` resumes an existing run; ``'a'`` creates or resumes
+        (what concurrent writers of one run pass); ``'w'`` deletes the run's keys
+        (in batches, never ``FLUSHDB``) and starts afresh; ``'w-'`` creates only.
     **redis_kwargs
-        More options for ``redis.Redis`` (timeouts, ``ssl_ca_certs``, ...).
+        More options for ``redis.Redis`` (timeouts, ``ssl_ca_certs``, ...); they
+        override simrecorder's defaults (5 s connect timeout, 60 s socket timeout,
+        3 retries with a backoff capped at 0.5 s).
 
     Notes
     -----
@@ -405,18 +378,22 @@ class RedisDataStore(DataStore):
         username: str | None = None,
         ssl: bool = False,
         data_directory: str | None = None,
-        mode: str = "a",
+        mode: str | None = None,
         **redis_kwargs: Any,
     ) -> None:
-        if mode not in ("a", "r"):
-            raise ValueError(f"mode must be 'a' or 'r', got {mode!r}")
-        super().__init__(read_only=(mode == "r"))
+        mode = check_mode(mode)
+        super().__init__()
         self.host = server_host
-        self.port = int(redis_port)
-        self.db = int(db)
+        self.port = check_port(redis_port)
+        try:
+            self.db = int(db)
+        except (TypeError, ValueError):
+            raise InvalidArgumentError(f"Redis db must be an integer; got {db!r}") from None
         self.prefix = _DEFAULT_PREFIX if prefix is None else prefix
-        if not self.prefix or any(c in self.prefix for c in "{}\x00"):
-            raise ValueError(f"prefix must be non-empty without '{{', '}}' or NUL: {prefix!r}")
+        if not isinstance(self.prefix, str) or not _valid_prefix(self.prefix):
+            raise InvalidArgumentError(
+                f"Redis prefix must be a non-empty str without '{{', '}}' or NUL; got {prefix!r}"
+            )
         self.username = username
         self.ssl = ssl
         self._password = password
@@ -429,7 +406,7 @@ class RedisDataStore(DataStore):
         self._run_ids: set[str] = set()
         self._own_attrs: dict[str, str] = {}
         self._reset_writer()
-        self._connect()
+        self._connect(first=True, mode=mode)
         _STORES.add(self)
 
     def _reset_writer(self) -> None:
@@ -453,22 +430,30 @@ class RedisDataStore(DataStore):
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> RedisDataStore:
-        # docstring inherited
-        parsed = urlparse(url)
-        query = {k: v[-1] for k, v in parse_qs(parsed.query).items()}
-        options: dict[str, Any] = {
-            "server_host": parsed.hostname or "localhost",
-            "redis_port": parsed.port or 6379,
-            "ssl": parsed.scheme in ("rediss", "rediss+cluster"),
-        }
-        if parsed.path.strip("/"):
-            options["db"] = int(parsed.path.strip("/"))
-        if parsed.username:
-            options["username"] = unquote(parsed.username)
-        if parsed.password:
-            options["password"] = unquote(parsed.password)
-        if "prefix" in query:
-            options["prefix"] = query["prefix"]
+        """Create a store from ``redis://[user[:password]@]host[:port][/db]?prefix=P``
+        (``rediss://`` for TLS, ``redis+cluster://`` for a cluster).
+
+        The URL is parsed by redis-py (``redis.connection.parse_url``): every query
+        option redis-py knows (``socket_timeout``, ``ssl_ca_certs``, ...) is passed on
+        with its type; ``prefix`` and ``mode`` are simrecorder's. ``kwargs`` override
+        what the URL says.
+
+        Raises
+        ------
+        InvalidArgumentError
+            A bad port, option value or unknown option.
+        """
+        parsed = parse_redis_url(url)
+        if parsed.cluster != (cls.protocol == "redis+cluster"):
+            want = "redis+cluster://" if cls.protocol == "redis+cluster" else "redis://"
+            raise InvalidArgumentError(f"{cls.__name__} takes {want} URLs; got {redact(url)!r}")
+        options: dict[str, Any] = dict(parsed.options)
+        options.update(server_host=parsed.host, redis_port=parsed.port, ssl=parsed.ssl)
+        if not parsed.cluster:
+            options["db"] = parsed.db
+        for name in ("username", "password", "prefix", "mode"):
+            if getattr(parsed, name) is not None:
+                options[name] = getattr(parsed, name)
         options.update(kwargs)
         return cls(**options)
 
@@ -481,17 +466,10 @@ class RedisDataStore(DataStore):
 
     # -- connection ---------------------------------------------------------------------
     def _make_client(self) -> Any:
-        connects = self._connects
-
-        def on_connect(connection: Any) -> None:
-            connection.on_connect()
-            connects.bump()
-
-        options = _client_defaults()
-        options.update(self._redis_kwargs)
-        return redis.Redis(
-            host=self.host, port=self.port, db=self.db, password=self._password,
-            username=self.username, ssl=self.ssl, redis_connect_func=on_connect, **options,
+        return make_client(
+            self.host, self.port, cluster=self.protocol == "redis+cluster", db=self.db,
+            on_connect=self._connects.bump, password=self._password, username=self.username,
+            ssl=self.ssl, **self._redis_kwargs,
         )  # fmt: skip
 
     @property
@@ -504,17 +482,32 @@ class RedisDataStore(DataStore):
                 raise _translate(exc, self._where) from exc
         return self._client
 
-    def _connect(self) -> None:
+    def _connect(self, *, first: bool = False, mode: str | None = None) -> None:
+        """Connect; the ``first`` time decide what ``mode`` does with the prefix:
+        create, read, resume or replace the run (a reopen after ``close()`` keeps
+        that decision)."""
         self._client = None
         try:
             self._redis.ping()
+            plan = None
+            if first:
+                where = f"Redis prefix {self.prefix!r} at {self._where} ({self.url})"
+                plan = plan_open(mode, _run_exists(self._redis, self.prefix), where)
+                if plan.replace:
+                    _delete_run(self._redis, self.prefix)
+                self._apply_open_plan(plan)
             self._init_attrs()
             if not self.read_only:
                 self._run_ids = self._server_run_ids()
             self._seen_connects = self._connects.count
-        except _REDIS_ERRORS as exc:
-            self._client.close()
-            raise _translate(exc, self._where) from exc
+            if plan is not None and plan.resume:
+                self._note_resume()
+        except BaseException as exc:
+            if self._client is not None:
+                self._client.close()
+            if isinstance(exc, _REDIS_ERRORS):
+                raise _translate(exc, self._where) from exc
+            raise
 
     def _server_run_ids(self) -> set[str]:
         return {str(self._redis.info("server")["run_id"])}
@@ -747,7 +740,7 @@ class RedisDataStore(DataStore):
         first_error: BaseException | None = None
         for unit, cause in failures:
             text = str(cause)
-            if text.startswith("SRGAP"):  # an earlier block of the series is missing
+            if text.startswith("SRGAP") and isinstance(unit, _Block):  # an earlier block missing
                 gaps.setdefault(unit.key, int(text.split()[1]))
             elif text.startswith("SRMISSING"):  # a piece SET failed: its error says why
                 continue
@@ -941,9 +934,10 @@ class RedisDataStore(DataStore):
                 if self._queued_bytes >= self.max_queued_bytes:
                     raise  # nothing taken: the caller keeps the block
         if spec.kind == DENSE:
-            array = np.ascontiguousarray(block, dtype=spec.dtype.newbyteorder("<"))
-            payload: Any = memoryview(array).cast("B") if array.nbytes else b""
-            dtype, shape = array.dtype.str, json.dumps(list(spec.shape))
+            want, sample = _dense(spec)
+            array = np.ascontiguousarray(block, dtype=want.newbyteorder("<"))
+            payload: Any = array.data.cast("B") if array.nbytes else b""
+            dtype, shape = array.dtype.str, json.dumps(list(sample))
         else:
             payload = _codec.encode(list(block))
             dtype, shape = "", ""
@@ -977,7 +971,8 @@ class RedisDataStore(DataStore):
         """Rows ``start:stop`` of a dense series, fetching only the blocks they span."""
         self._check_open(key)
         self._sync(key)
-        empty = np.empty((0, *spec.shape), dtype=spec.dtype)
+        dtype, sample = _dense(spec)
+        empty = np.empty((0, *sample), dtype=dtype)
         if stop <= start:
             return empty
         rows, pieces = self._ends(key)
@@ -986,7 +981,7 @@ class RedisDataStore(DataStore):
         if first > last:
             return empty
         data = self._fetch(key, pieces[first], pieces[last + 1] - 1)
-        out = _join_rows(data, rows[last + 1] - rows[first], spec)
+        out = _join_rows(data, rows[last + 1] - rows[first], spec, f"series {key!r} in {self!r}")
         return out[start - rows[first] : stop - rows[first]]
 
     def get_all(self, key: str) -> Any:
@@ -1075,19 +1070,12 @@ class RedisClusterDataStore(RedisDataStore):
     _transactional = False
 
     def __init__(self, server_host: str = "localhost", redis_port: int = 6379, **kwargs: Any):
-        kwargs.pop("db", None)  # a cluster has only database 0
+        db = kwargs.pop("db", 0)
+        if db not in (0, "0"):  # redis-py refuses it too, less clearly
+            raise InvalidArgumentError(
+                f"a Redis Cluster has only database 0; got db={db!r} for {server_host}:{redis_port}"
+            )
         super().__init__(server_host, redis_port, **kwargs)
-
-    def _make_client(self) -> Any:
-        from redis.cluster import RedisCluster
-
-        options = _client_defaults()
-        options.update(self._redis_kwargs)
-        return RedisCluster(
-            host=self.host, port=self.port, password=self._password,
-            username=self.username, ssl=self.ssl, redis_connect_func=self._connects.bump,
-            **options,
-        )  # fmt: skip
 
     def _server_run_ids(self) -> set[str]:
         from redis.cluster import RedisCluster
@@ -1117,29 +1105,200 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-def _client_defaults() -> dict[str, Any]:
-    # redis-py's default retry backs off for seconds; a recorder wants a quick, clear
-    # error it can keep blocks through (they are resent on the next flush anyway)
-    from redis.backoff import ExponentialBackoff
-    from redis.retry import Retry
-
-    return {
-        "socket_connect_timeout": 5,
-        "socket_timeout": 60,
-        "retry": Retry(ExponentialBackoff(cap=0.5, base=0.05), 3),
-    }
+# -- runs on a server ---------------------------------------------------------------------------
+def _valid_prefix(prefix: str) -> bool:
+    return bool(prefix) and not any(c in prefix for c in "{}\x00")
 
 
-def _join_rows(pieces: list[bytes], rows: int, spec: SeriesSpec) -> np.ndarray:
-    """Copy the pieces of consecutive dense blocks into one new array."""
-    out = np.empty((rows, *spec.shape), dtype=spec.dtype)
+def _glob_escape(text: str) -> str:
+    """``text`` as a literal in a Redis MATCH pattern."""
+    return re.sub(r"([*?\[\]\\])", r"\\\1", text)
+
+
+def _run_patterns(prefix: str) -> list[str]:
+    """MATCH patterns of every key of the run at ``prefix`` in format 2 (its root keys
+    and its series keys). The length in front makes them exact: ``exp`` matches
+    neither ``exp/b`` (``sr2:{5:exp/b``) nor ``expx`` (``sr2:{4:expx``)."""
+    base = _glob_escape(f"sr2:{{{len(prefix)}:{prefix}")
+    return [base + "}:*", base + "/*"]
+
+
+def _run_exists(client: Any, prefix: str) -> bool:
+    """Does ``prefix`` hold a run (its attrs hash or index, format 2 or 1)?"""
+    base2, base1 = f"sr2:{{{len(prefix)}:{prefix}}}", f"sr:{{{prefix}}}"
+    return any(client.exists(f"{base}:{name}") for base in (base2, base1)
+               for name in ("attrs", "index"))  # fmt: skip
+
+
+def _scan(client: Any, pattern: str) -> Iterator[bytes]:
+    return client.scan_iter(match=pattern, count=1000)
+
+
+def _unlink(client: Any, names: list[bytes]) -> int:
+    """UNLINK ``names`` in one pipeline (one key per command: fine on a cluster)."""
+    if not names:
+        return 0
+    pipe = client.pipeline(transaction=False)
+    for name in names:
+        pipe.unlink(name)
+    try:
+        return sum(int(n) for n in pipe.execute())
+    finally:
+        pipe.reset()
+
+
+def _delete_run(client: Any, prefix: str, batch: int = 1000) -> int:
+    """Delete every key of the run at ``prefix`` in batches (SCAN + UNLINK, never
+    ``FLUSHDB``); return how many were deleted.
+
+    The attrs hashes go last: a deletion interrupted half-way leaves a run that still
+    exists (and is deleted by the next try), never keys of a run that seems gone.
+    """
+    base2, base1 = f"sr2:{{{len(prefix)}:{prefix}}}", f"sr:{{{prefix}}}"
+    last = {f"{base2}:attrs".encode(), f"{base1}:attrs".encode()}
+    # format 1 could not tell "exp" key "b/x" from "exp/b" key "x": delete only the
+    # series its own index lists (and its root keys)
+    legacy = {name.decode() for name in client.smembers(f"{base1}:index")}
+    legacy_base = f"sr:{{{prefix}/".encode()
+    patterns = [*_run_patterns(prefix), _glob_escape(base1) + ":*"]
+    if legacy:
+        patterns.append(_glob_escape(f"sr:{{{prefix}/") + "*")
+    deleted = 0
+    for pattern in patterns:
+        names: list[bytes] = []
+        for name in _scan(client, pattern):
+            if name in last:
+                continue
+            if name.startswith(legacy_base):
+                key = name[len(legacy_base) :].rsplit(b"}:", 1)[0].decode(errors="replace")
+                if key not in legacy:
+                    continue
+            names.append(name)
+            if len(names) >= batch:
+                deleted += _unlink(client, names)
+                names = []
+        deleted += _unlink(client, names)
+    return deleted + _unlink(client, sorted(last))
+
+
+def _server_of(url: str) -> tuple[Any, str]:
+    parsed = parse_redis_url(url)
+    return client_from_url(url), f"{parsed.host}:{parsed.port}"
+
+
+def list_redis_runs(url: str) -> list[str]:
+    """The prefixes of the simrecorder runs on a Redis server (or cluster) and database.
+
+    Parameters
+    ----------
+    url
+        ``redis://host:port/db`` or ``redis+cluster://host:port`` (options as for
+        :meth:`RedisDataStore.from_url`; a ``prefix`` in it is ignored).
+
+    Returns
+    -------
+    list of str
+        Sorted prefixes; pass one as ``?prefix=`` to open its run.
+
+    Raises
+    ------
+    StoreConnectionError
+        The server cannot be reached (the message names ``host:port``).
+
+    Examples
+    --------
+    >>> list_redis_runs("redis://127.0.0.1:6379/0")  # doctest: +SKIP
+    ['exp', 'exp/b', 'simrecorder']
+    """
+    client, where = _server_of(url)
+    try:
+        candidates: dict[bytes, str] = {}
+        for name in _scan(client, "sr2:{*}:attrs"):  # sr2:{<n>:<prefix>}:attrs
+            length, _, prefix = name[5:-7].decode(errors="replace").partition(":")
+            if length.isdigit() and int(length) == len(prefix) and _valid_prefix(prefix):
+                candidates[name] = prefix
+        for name in _scan(client, "sr:{*}:attrs"):  # format 1: sr:{<prefix>}:attrs
+            prefix = name[4:-7].decode(errors="replace")
+            if _valid_prefix(prefix):
+                candidates[name] = prefix
+        pipe = client.pipeline(transaction=False)
+        names = list(candidates)
+        for name in names:
+            pipe.hexists(name, "simrecorder_format")
+        try:
+            marked = pipe.execute()
+        finally:
+            pipe.reset()
+        return sorted({candidates[name] for name, ok in zip(names, marked, strict=True) if ok})
+    except _REDIS_ERRORS as exc:
+        raise _translate(exc, where) from exc
+    finally:
+        client.close()
+
+
+def delete_redis_run(url: str) -> int:
+    """Delete the run at the URL's prefix: its keys only, in batches (``SCAN`` +
+    ``UNLINK``; never ``FLUSHDB``), as ``mode='w'`` does before writing.
+
+    Parameters
+    ----------
+    url
+        ``redis://host:port/db?prefix=P`` (or ``redis+cluster://``); the prefix is
+        required. Runs at other prefixes, also nested ones (``P/b``), stay.
+
+    Returns
+    -------
+    int
+        How many Redis keys were deleted.
+
+    Raises
+    ------
+    InvalidArgumentError
+        The URL names no prefix.
+    StoreNotFoundError
+        No run at that prefix.
+    StoreConnectionError
+        The server cannot be reached.
+    """
+    parsed = parse_redis_url(url)
+    if parsed.prefix is None:
+        raise InvalidArgumentError(
+            f"delete_redis_run needs the run's prefix in the URL (?prefix=...); "
+            f"got {redact(url)!r} (list_redis_runs lists them)"
+        )
+    client, where = _server_of(url)
+    try:
+        if not _run_exists(client, parsed.prefix):
+            raise StoreNotFoundError(f"no simrecorder run at prefix {parsed.prefix!r} on {where}")
+        return _delete_run(client, parsed.prefix)
+    except _REDIS_ERRORS as exc:
+        raise _translate(exc, where) from exc
+    finally:
+        client.close()
+
+
+def _dense(spec: SeriesSpec) -> tuple[np.dtype, tuple[int, ...]]:
+    """The dtype and sample shape of a dense series' spec (never None there)."""
+    assert spec.dtype is not None and spec.shape is not None
+    return spec.dtype, spec.shape
+
+
+def _join_rows(pieces: list[bytes], rows: int, spec: SeriesSpec, where: str) -> np.ndarray:
+    """Copy the pieces of consecutive dense blocks into one new array (``where``
+    names the series and store in messages)."""
+    dtype, sample = _dense(spec)
+    out = np.empty((rows, *sample), dtype=dtype)
+    size = sum(len(piece) for piece in pieces)
+    if size != out.nbytes:
+        raise StoreFormatError(
+            f"{where} is damaged: {rows} rows of {dtype} {sample} need "
+            f"{out.nbytes} bytes, its pieces hold {size}"
+        )
     if not out.nbytes:
         return out
-    target = memoryview(out).cast("B")
+    target = out.data.cast("B")
     position = 0
     for piece in pieces:
         target[position : position + len(piece)] = piece
         position += len(piece)
-    if position != out.nbytes:
-        raise StoreFormatError(f"series data has {position} bytes, expected {out.nbytes}")
     return out

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..errors import ServerStartError
+from ..errors import InvalidArgumentError, ServerStartError
 
 __all__ = ["RedisClusterServer", "RedisServer", "free_port"]
 
@@ -100,8 +100,14 @@ class RedisServer:
         startup_timeout: float = 15.0,
     ) -> None:
         self.data_directory = Path(os.path.expanduser(os.fspath(data_directory))).resolve()
-        if redis_port != "random" and not isinstance(redis_port, int):
-            raise ValueError(f"redis_port must be an int or 'random', got {redis_port!r}")
+        if redis_port != "random" and (
+            not isinstance(redis_port, int)
+            or isinstance(redis_port, bool)
+            or not 1 <= redis_port <= 65535
+        ):
+            raise InvalidArgumentError(
+                f"redis_port must be an integer from 1 to 65535 or 'random'; got {redis_port!r}"
+            )
         self._requested_port = redis_port
         self.port: int | None = None if redis_port == "random" else int(redis_port)
         self.config_file_path = config_file_path
@@ -117,6 +123,11 @@ class RedisServer:
     def url(self) -> str:
         """``redis://127.0.0.1:<port>``."""
         return f"redis://{_HOST}:{self.port}"
+
+    def _bound_port(self) -> int:
+        if self.port is None:
+            raise ServerStartError(f"{self!r} has no port yet: start() it first")
+        return self.port
 
     @property
     def running(self) -> bool:
@@ -153,7 +164,7 @@ class RedisServer:
             )
         if self._requested_port == "random":
             self.port = free_port()
-        elif _port_in_use(self.port):
+        elif _port_in_use(self._bound_port()):
             raise ServerStartError(
                 f"port {self.port} on {_HOST} is already in use (another redis-server?); "
                 "pass redis_port='random' or stop the other server"
@@ -178,7 +189,7 @@ class RedisServer:
                     f"{self.process.returncode}: {output.strip()} {tail.strip()}"
                 )
             try:
-                reply = _command(self.port, "PING", password=self.password)
+                reply = _command(self._bound_port(), "PING", password=self.password)
                 if reply.startswith((b"+PONG", b"-NOAUTH")) or b"PONG" in reply:
                     return self
                 if reply.startswith(b"-LOADING"):
@@ -199,7 +210,7 @@ class RedisServer:
         if self.process.poll() is None:
             try:
                 _command(
-                    self.port,
+                    self._bound_port(),
                     "SHUTDOWN",
                     "SAVE" if save else "NOSAVE",
                     password=self.password,
@@ -276,15 +287,23 @@ class RedisClusterServer:
             for i in range(nodes)
         ]  # fmt: skip
 
+    host = _HOST
+
     @property
     def ports(self) -> list[int]:
-        """The nodes' ports."""
-        return [server.port for server in self.servers]
+        """The nodes' ports (known once :meth:`start` ran)."""
+        return [server._bound_port() for server in self.servers]
+
+    @property
+    def port(self) -> int | None:
+        """The first node's port: a cluster client started there finds the others
+        (``RedisClusterDataStore("127.0.0.1", cluster.port)``); None before :meth:`start`."""
+        return self.servers[0].port
 
     @property
     def url(self) -> str:
         """``redis+cluster://127.0.0.1:<first port>``."""
-        return f"redis+cluster://{_HOST}:{self.ports[0]}"
+        return f"redis+cluster://{_HOST}:{self.port}"
 
     def start(self) -> RedisClusterServer:
         """Start every node, create the cluster and wait until it serves all slots."""
@@ -325,7 +344,7 @@ class RedisClusterServer:
             The node does not start, or the cluster does not become healthy in time.
         """
         server = self.servers[index]
-        server._requested_port = server.port  # the cluster knows the node by its port
+        server._requested_port = server._bound_port()  # the cluster knows the node by its port
         server.start()
         if wait:
             self._wait_ok()

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import errno
 import fcntl
+import glob
 import json
 import os
+import re
 import shutil
 import uuid
 import warnings
+import weakref
 import zipfile
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -18,18 +23,24 @@ import zarr
 import zarr.codecs
 from zarr.core.array import AsyncArray
 from zarr.core.dtype import VariableLengthBytes, VariableLengthUTF8
+from zarr.core.sync import sync as zarr_sync
 from zarr.storage import LocalStore, ZipStore
 
 from .. import _codec
 from .._files import fsync_path
-from .._keys import validate_key
+from .._keys import check_path_parts, validate_key
 from .._provenance import provenance
 from .._schema import BYTES, DENSE, STR, SeriesSpec
+from .._signals import deferred_signals
 from ..errors import (
+    InvalidKeyError,
     KeyNotFoundError,
     NotBuiltYetError,
+    SimRecorderError,
     StoreFormatError,
+    StoreFullError,
     StoreLockedError,
+    StoreWriteError,
 )
 from ..options import CompressionType, DatastoreType
 from ._chunks import chunk_rows
@@ -44,10 +55,20 @@ FORMAT_VERSION = 1
 _KIND_ATTR = "simrecorder_kind"
 _VALUE_ATTR = "simrecorder_value"
 _FORMAT_ATTR = "simrecorder_format"
+#: per series: ``[epoch, rows, previous epoch, previous rows]`` of its last commits
+_COMMIT_ATTR = "simrecorder_commit"
+#: root: the newest epoch whose series lengths were all recorded (the commit point)
+_EPOCH_ATTR = "simrecorder_epoch"
+#: root: True after a clean close (nothing to recover at the next open)
+_CLEAN_ATTR = "simrecorder_clean"
+_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 _VLEN_CHUNK_ROWS = 1024
 #: zarr v3's default chunk key encoding with "." as separator: chunk files sit side by
 #: side in the array's directory (c.0.0), with no directory to create per chunk
 _CHUNK_KEYS = {"name": "default", "separator": "."}
+#: temporary files of atomic writes: ours (``<name>.<hex>.tmp``) and zarr's
+#: LocalStore (``<stem>.<hex>.partial``)
+_TEMP_NAME = re.compile(r"\.[0-9a-f]{32}\.(tmp|partial)$")
 
 
 @contextlib.contextmanager
@@ -126,8 +147,10 @@ class ZarrDataStore(DataStore):
     datastore_type
         ``DIRECTORY`` (a zarr v3 ``LocalStore``) or ``ZIP``. While a ZIP store is open
         for writing its data lives in the directory ``<path>.partial``; ``close()``
-        packs it into the zip (atomically) and removes the directory. ``LMDB`` is not
-        available with zarr v3.
+        packs it into the zip (atomically) and removes the directory; a ``close()``
+        that fails (disk full) leaves the store open, so it can be retried, and
+        readers read the directory until the zip exists. ``LMDB`` is not available
+        with zarr v3.
     compression_type
         Codec of new arrays: ``BLOSC`` (lz4, default), ``ZSTD``, ``LZMA`` (numcodecs'
         codec, outside the zarr v3 spec) or ``NONE``.
@@ -137,6 +160,14 @@ class ZarrDataStore(DataStore):
         ``fsync`` what each flush wrote (chunk files, then metadata, then their
         directory) so flushed data survives a power loss. Compressed arrays, which zarr
         writes itself, are synced with ``os.sync()`` at each flush.
+
+    Notes
+    -----
+    :meth:`commit` records every changed series' length (attribute
+    ``simrecorder_commit`` of the array, then root attribute ``simrecorder_epoch``,
+    the commit point). A writer that opens the store after an unclean end (no
+    ``close()``) cuts every series back to its committed length, so the series are
+    aligned at the last epoch; a clean ``close()`` commits. Readers never change it.
     """
 
     protocol = "zarr"
@@ -171,7 +202,10 @@ class ZarrDataStore(DataStore):
         self._arrays: dict[str, zarr.Array] = {}
         self._raw: dict[str, _RawChunkWriter] = {}
         self._zarr_wrote = False
-        self._lock_fd: int | None = None
+        self._lock: weakref.finalize | None = None
+        self._epoch = 0  # the newest committed epoch
+        self._dirty: dict[str, int] = {}  # series changed since the commit -> rows then
+        self._clean_on_disk = False
         self._group: zarr.Group | None = None
         self._store: Any = None
         self._open_group(mode)
@@ -196,6 +230,11 @@ class ZarrDataStore(DataStore):
             raise ValueError(f"a ZIP zarr store needs a path ending in .zip, got {self.path!r}")
         return "zarr://" + self.path
 
+    @property
+    def local_path(self) -> str:
+        # docstring inherited: the directory, or the zip file
+        return self.path
+
     # -- lifecycle ----------------------------------------------------------------------
     @property
     def _workdir(self) -> str:
@@ -219,17 +258,25 @@ class ZarrDataStore(DataStore):
                 elif os.path.exists(old):
                     os.remove(old)
         if mode == "r":
-            if not os.path.exists(self.path):
+            if is_zip and not os.path.isfile(self.path) and _looks_like_zarr(workdir, False):
+                # not packed yet (a live writer, or a close that failed): the data is here
+                store = LocalStore(workdir, read_only=True)
+            elif not os.path.exists(self.path):
                 raise FileNotFoundError(f"no zarr store at {self.path!r} to open read-only")
-            if is_zip:
+            elif is_zip:
                 store = ZipStore(self.path, mode="r")
             else:
                 store = LocalStore(self.path, read_only=True)
         else:
+            if is_zip:
+                shutil.rmtree(workdir + ".removing", ignore_errors=True)
             if is_zip and os.path.isfile(self.path) and not os.path.isdir(workdir):
                 _unpack(self.path, workdir)  # else: resume from a crashed run's directory
             os.makedirs(workdir, exist_ok=True)
-            self._lock_fd = _take_lock(workdir, self.path)
+            fd = _take_lock(workdir, self.path)
+            # owns the fd: released by close(), or when the store is collected or the
+            # process exits without close()
+            self._lock = weakref.finalize(self, _release_lock, fd)
             store = LocalStore(workdir)
         self._store = store
         creating = mode != "r" and not os.path.exists(os.path.join(workdir, "zarr.json"))
@@ -238,8 +285,7 @@ class ZarrDataStore(DataStore):
                 group_mode = "r" if mode == "r" else "a"
                 self._group = zarr.open_group(store, mode=group_mode, zarr_format=3)
         except Exception as exc:
-            store.close()
-            self._lock_fd = _release_lock(self._lock_fd)
+            self._release()
             raise StoreFormatError(f"cannot open {self.path!r} as a zarr v3 group: {exc}") from exc
         attrs = self._group.attrs
         if creating:
@@ -253,6 +299,27 @@ class ZarrDataStore(DataStore):
                 f"{self.path!r} has simrecorder format {version}; this version reads up "
                 f"to {FORMAT_VERSION}: upgrade simrecorder"
             )
+        if mode != "r":
+            try:
+                self._recover()
+            except BaseException:
+                self._release()
+                raise
+
+    def _recover(self) -> None:
+        """Cut every series back to its committed length after an unclean end."""
+        root = _read_meta(os.path.join(self._workdir, "zarr.json"), self.path)
+        attrs = root.get("attributes", {})
+        epoch = attrs.get(_EPOCH_ATTR)
+        self._epoch = int(epoch) if isinstance(epoch, int) else 0
+        self._dirty.clear()
+        if isinstance(epoch, int) and not attrs.get(_CLEAN_ATTR, False):
+            for meta_path in _array_metas(self._workdir):
+                meta = _read_meta(meta_path, self.path)
+                fixed = _recovered(meta, epoch)
+                if fixed is not None:
+                    _write_atomic(meta_path, _dump(fixed), self.durable)
+        self._set_root_attrs({_CLEAN_ATTR: False})
 
     def _open(self) -> None:
         self._open_group("r" if self.mode == "r" else "a")
@@ -264,13 +331,102 @@ class ZarrDataStore(DataStore):
         if self._store is not None:
             self._store.close()
             self._store = None
-        self._lock_fd = _release_lock(self._lock_fd)
+        if self._lock is not None:
+            self._lock()
+            self._lock = None
+
+    def close(self) -> None:
+        """Commit, pack a ZIP store, and release the store.
+
+        Raises
+        ------
+        StoreFullError
+            The disk is full (packing a ZIP store, or the final commit): the store
+            stays open and holds everything; free space and call ``close()`` again.
+        StoreWriteError
+            Another failure of the final write; the store stays open.
+        """
+        if self._closed:
+            return
+        if not self.read_only:
+            self.commit()
+            self._set_root_attrs({_CLEAN_ATTR: True})
+            self._clean_on_disk = True
+            if self.datastore_type == DatastoreType.ZIP:
+                _pack(self._workdir, self.path, self.durable, repr(self))
+        super().close()
 
     def _close(self) -> None:
         self._release()
         if self.datastore_type == DatastoreType.ZIP and self.mode != "r":
-            _pack(self._workdir, self.path)
-            shutil.rmtree(self._workdir)
+            # rename first: a crash inside rmtree must not leave a torn directory that
+            # the next writer would take for the newer copy of the store
+            gone = self._workdir + ".removing"
+            shutil.rmtree(gone, ignore_errors=True)
+            os.replace(self._workdir, gone)
+            shutil.rmtree(gone, ignore_errors=True)
+
+    def check_key(self, key: str) -> None:
+        # docstring inherited: part names become directory names, 'zarr.json' is the
+        # metadata file, and the zarr v3 spec reserves node names starting with '__'
+        check_path_parts(key, repr(self), reserved=("zarr.json",))
+        bad = next((part for part in key.split("/") if part.startswith("__")), None)
+        if bad is not None and (self._closed or self.node_type(key) is None):
+            raise InvalidKeyError(
+                f"invalid key {key!r} for {self!r}: part {bad!r} starts with '__', which "
+                "the zarr v3 specification reserves"
+            )
+
+    def commit(self) -> None:
+        """Record the length of every series changed since the last commit.
+
+        Each changed array's ``simrecorder_commit`` attribute gets ``[epoch, rows,
+        previous epoch, previous rows]``, then the root's ``simrecorder_epoch``
+        becomes ``epoch``: the commit point. Every file is replaced atomically.
+        """
+        self._check_open()
+        if self.read_only or not self._dirty:
+            return
+        epoch = self._epoch + 1
+        root_meta = os.path.join(self._workdir, "zarr.json")
+        try:
+            for key, rows_before in list(self._dirty.items()):
+                self._update_array_meta(key, lambda meta, r=rows_before: _committed(meta, epoch, r))
+            if self.durable:
+                for key in self._dirty:
+                    fsync_path(os.path.join(self._workdir, *key.split("/")))
+            self._set_root_attrs({_EPOCH_ATTR: epoch})
+        except BaseException as exc:
+            # the root file tells whether the commit point was reached
+            on_disk = _read_meta(root_meta, self.path).get("attributes", {}).get(_EPOCH_ATTR)
+            if on_disk == epoch:
+                self._epoch = epoch
+                self._dirty.clear()
+            if isinstance(exc, OSError) and not isinstance(exc, SimRecorderError):
+                raise _write_error(exc, self, None, "committing") from exc
+            raise
+        self._epoch = epoch
+        self._dirty.clear()
+
+    def _update_array_meta(self, key: str, change: Any) -> None:
+        raw = self._raw.get(key)
+        path = os.path.join(self._workdir, *key.split("/"), "zarr.json")
+        meta = json.loads(json.dumps(raw.meta)) if raw is not None else _read_meta(path, self.path)
+        change(meta)
+        self._arrays.pop(key, None)  # a cached zarr.Array would write its old attributes
+        _write_atomic(path, _dump(meta), self.durable)
+        if raw is not None:
+            raw.meta = meta
+
+    def _set_root_attrs(self, updates: Mapping[str, Any]) -> None:
+        """Merge ``updates`` into the root attributes (one atomic file replace)."""
+        path = os.path.join(self._workdir, "zarr.json")
+        meta = _read_meta(path, self.path)
+        meta.setdefault("attributes", {}).update(updates)
+        _write_atomic(path, _dump(meta), self.durable)
+        if self.durable:
+            fsync_path(self._workdir)
+        self._group.metadata.attributes.update(updates)  # the open group, without I/O
 
     @property
     def group(self) -> zarr.Group:
@@ -340,7 +496,7 @@ class ZarrDataStore(DataStore):
                     dtype=spec.dtype,
                     fill_value=0,
                     compressors=_compressors(self.compression_type),
-                    attributes={_KIND_ATTR: DENSE},
+                    attributes={_KIND_ATTR: DENSE, _COMMIT_ATTR: [0, 0, 0, 0]},
                 )
             else:
                 dtype = VariableLengthUTF8() if spec.kind == STR else VariableLengthBytes()
@@ -350,31 +506,87 @@ class ZarrDataStore(DataStore):
                     chunks=(_VLEN_CHUNK_ROWS,),
                     dtype=dtype,
                     compressors=_compressors(self.compression_type),
-                    attributes={_KIND_ATTR: spec.kind},
+                    attributes={_KIND_ATTR: spec.kind, _COMMIT_ATTR: [0, 0, 0, 0]},
                 )
         self._arrays[key] = array
         return array
 
     def append_block(self, key: str, spec: SeriesSpec, block: Any) -> None:
-        # docstring inherited
+        # docstring inherited. The array's zarr.json is the commit point, written
+        # last; any exception (KeyboardInterrupt included) puts the old one back.
         self._check_writable(key)
-        raw = self._raw.get(key)
-        if raw is None:
-            array = self._array(key) or self._create(key, spec, len(block))
-            if spec.kind == DENSE and _raw_chunks_ok(self._store, array):
-                raw = self._raw[key] = _RawChunkWriter(self._workdir, key, array, self.durable)
-        if not len(block):
-            return
-        if raw is not None:
+        try:
+            if self._clean_on_disk:  # a failed close() marked the store clean
+                self._set_root_attrs({_CLEAN_ATTR: False})
+                self._clean_on_disk = False
+            raw = self._raw.get(key)
+            if raw is None:
+                with deferred_signals():
+                    array = self._array(key) or self._zarr_guarded(
+                        self._create, key, spec, len(block)
+                    )
+                if spec.kind == DENSE and _raw_chunks_ok(self._store, array):
+                    raw = self._raw[key] = _RawChunkWriter(self._workdir, key, array, self.durable)
+            if not len(block):
+                return
+            if raw is not None:
+                self._append_raw(key, raw, block)
+            else:
+                self._append_zarr(key, spec, array, block)
+        except OSError as exc:
+            if isinstance(exc, SimRecorderError):
+                raise
+            raise _write_error(exc, self, key, "appending to") from exc
+        except Exception as exc:
+            interrupt = _interrupt_behind(exc)
+            if interrupt is not None:
+                # Ctrl-C inside threading's lock handling while zarr's thread worked
+                # surfaces as RuntimeError; the caller should see the interrupt
+                raise interrupt from exc
+            raise
+
+    def _append_raw(self, key: str, raw: _RawChunkWriter, block: np.ndarray) -> None:
+        start, meta = raw.length, raw.meta
+        try:
             raw.append(block)
             self._arrays.pop(key, None)  # the next read opens the array with its new shape
-            return
-        if spec.kind != DENSE:
-            data = np.empty(len(block), dtype=object)
-            data[:] = list(block)
-            block = data
-        _append_in_order(array, block)
-        self._zarr_wrote = True
+            self._dirty.setdefault(key, start)
+        except BaseException:
+            raw.rollback(start, meta)
+            self._arrays.pop(key, None)
+            raise
+
+    def _append_zarr(self, key: str, spec: SeriesSpec, array: zarr.Array, block: Any) -> None:
+        meta_path = os.path.join(self._workdir, *key.split("/"), "zarr.json")
+        with open(meta_path, "rb") as f:
+            before = f.read()
+        start = array.shape[0]
+        try:
+            if spec.kind != DENSE:
+                data = np.empty(len(block), dtype=object)
+                data[:] = list(block)
+                block = data
+            # An exception raised by a signal handler while this thread waits for
+            # zarr's I/O thread can leave a lock of that wait held, which hangs zarr
+            # for good: signals wait until zarr is done, then undo the append below.
+            with deferred_signals():
+                _append_in_order(array, block)
+            self._zarr_wrote = True
+            self._dirty.setdefault(key, start)
+        except BaseException:
+            self._arrays.pop(key, None)  # its in-memory shape may be the new one
+            _settle_zarr()  # zarr's own thread may still be writing: let it finish
+            _restore(meta_path, before, self.durable)
+            raise
+
+    def _zarr_guarded(self, func: Any, *args: Any) -> Any:
+        """Call ``func``, which writes through zarr; when it raises, wait until zarr's
+        I/O thread is idle, so no write of it lands after the caller has given up."""
+        try:
+            return func(*args)
+        except BaseException:
+            _settle_zarr()
+            raise
 
     def get_all(self, key: str) -> Any:
         # docstring inherited
@@ -454,7 +666,7 @@ class ZarrDataStore(DataStore):
     def update_attrs(self, attrs: Mapping[str, Any]) -> None:
         # docstring inherited
         self._check_writable()
-        self._group.attrs.update({name: jsonable(value) for name, value in attrs.items()})
+        self._set_root_attrs({name: jsonable(value) for name, value in attrs.items()})
 
 
 def _append_in_order(array: zarr.Array, block: np.ndarray) -> None:
@@ -553,11 +765,25 @@ class _RawChunkWriter:
         if self.durable:  # data before the metadata that makes it visible
             for path in written:
                 fsync_path(path)
-        self.meta["shape"][0] = end
-        _write_atomic(self.meta_path, json.dumps(self.meta, indent=2).encode(), self.durable)
+        meta = json.loads(json.dumps(self.meta))
+        meta["shape"][0] = end
+        _write_atomic(self.meta_path, _dump(meta), self.durable)  # the commit point
         if self.durable:
             fsync_path(self.base)  # the directory: chunk names and the renamed metadata
-        self.length = end
+        self.meta, self.length = meta, end
+
+    def rollback(self, length: int, meta: dict[str, Any]) -> None:
+        """Undo an :meth:`append` that raised: the metadata of ``length`` rows again.
+
+        Chunk files past ``length`` may hold the new rows; nobody reads them, and the
+        next append overwrites them. A chunk that holds visible rows was replaced
+        atomically with the same visible rows, so it needs no undo.
+        """
+        self.meta, self.length = meta, length
+        with open(self.meta_path, "rb") as f:
+            on_disk = json.loads(f.read())
+        if on_disk != meta:
+            _write_atomic(self.meta_path, _dump(meta), self.durable)
 
 
 def _take_lock(directory: str, store_path: str) -> int:
@@ -579,10 +805,9 @@ def _take_lock(directory: str, store_path: str) -> int:
     return fd
 
 
-def _release_lock(fd: int | None) -> None:
-    if fd is not None:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
+def _release_lock(fd: int) -> None:
+    fcntl.flock(fd, fcntl.LOCK_UN)
+    os.close(fd)
 
 
 def _write_in_place(path: str, data: np.ndarray) -> None:
@@ -598,12 +823,144 @@ def _write_in_place(path: str, data: np.ndarray) -> None:
 def _write_atomic(path: str, data: np.ndarray | bytes, durable: bool = False) -> None:
     os.makedirs(os.path.dirname(path), exist_ok=True)
     tmp = f"{path}.{uuid.uuid4().hex}.tmp"
-    with open(tmp, "wb") as f:
-        f.write(memoryview(data).cast("B"))
-        if durable:
-            f.flush()
-            os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(memoryview(data).cast("B"))
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
+
+
+def _restore(path: str, content: bytes, durable: bool) -> None:
+    """Put ``content`` back into ``path`` unless it is still there."""
+    with open(path, "rb") as f:
+        if f.read() == content:
+            return
+    _write_atomic(path, content, durable)
+
+
+def _dump(meta: dict[str, Any]) -> bytes:
+    return json.dumps(meta, indent=2).encode()
+
+
+def _read_meta(path: str, store_path: str) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as f:
+            meta = json.loads(f.read())
+    except ValueError as exc:
+        raise StoreFormatError(f"{store_path!r}: {path!r} is not valid JSON: {exc}") from None
+    if not isinstance(meta, dict):
+        raise StoreFormatError(f"{store_path!r}: {path!r} is not a zarr v3 metadata document")
+    return meta
+
+
+def _array_metas(root: str) -> Iterator[str]:
+    """Paths of the ``zarr.json`` of every array below the group ``root``."""
+    for directory, subdirs, files in os.walk(root):
+        if directory != root and "zarr.json" in files:
+            path = os.path.join(directory, "zarr.json")
+            with open(path, "rb") as f:
+                is_array = b'"array"' in f.read()
+            if is_array:
+                subdirs[:] = []  # an array has no children
+                yield path
+
+
+def _committed(meta: dict[str, Any], epoch: int, rows_before: int) -> None:
+    """Set the commit attribute of an array's metadata for ``epoch``."""
+    attrs = meta.setdefault("attributes", {})
+    old = attrs.get(_COMMIT_ATTR)
+    if not _valid_commit(old):
+        previous = [epoch - 1, rows_before]  # a series from before commits existed
+    elif old[0] == epoch:
+        previous = old[2:]  # a commit of this epoch was tried before: keep its base
+    else:
+        previous = old[:2]
+    attrs[_COMMIT_ATTR] = [epoch, int(meta["shape"][0]), *previous]
+
+
+def _valid_commit(value: Any) -> bool:
+    return isinstance(value, list) and len(value) == 4 and all(isinstance(v, int) for v in value)
+
+
+def _recovered(meta: dict[str, Any], epoch: int) -> dict[str, Any] | None:
+    """The metadata of an array cut back to root epoch ``epoch``, or None if unchanged.
+
+    Arrays without commit information keep their length (written before commits
+    existed, or by another tool).
+    """
+    if meta.get("node_type") != "array":
+        return None
+    attrs = meta.get("attributes") or {}
+    commit = attrs.get(_COMMIT_ATTR)
+    if not _valid_commit(commit):
+        return None
+    at, _rows, before, before_rows = commit
+    if at <= epoch:
+        keep = commit
+    elif before <= epoch:
+        keep = [before, before_rows, before, before_rows]
+    else:
+        keep = [0, 0, 0, 0]
+    shape = meta.get("shape") or [0]
+    if keep == commit and shape[0] <= keep[1]:
+        return None
+    fixed = json.loads(json.dumps(meta))
+    fixed["shape"][0] = min(shape[0], keep[1])
+    fixed["attributes"][_COMMIT_ATTR] = keep
+    return fixed
+
+
+def _write_error(exc: OSError, store: Any, key: str | None, doing: str) -> StoreWriteError:
+    """The simrecorder error for an ``OSError`` of ``store``: full or not."""
+    what = f"{doing} key {key!r} of" if key is not None else doing
+    if exc.errno in _FULL_ERRNOS:
+        return StoreFullError(
+            f"{what} {store!r}: the disk is full ({exc}); nothing was lost: free space "
+            "and write again"
+        )
+    return StoreWriteError(f"{what} {store!r} failed: {exc}")
+
+
+def _interrupt_behind(exc: BaseException) -> KeyboardInterrupt | None:
+    """The ``KeyboardInterrupt`` that ``exc`` was raised while handling, if any."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, KeyboardInterrupt):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__context__
+    return None
+
+
+def _settle_zarr() -> None:
+    """Wait until zarr's I/O event loop has finished every task it was given.
+
+    zarr runs its I/O on a thread of its own; when the calling thread is
+    interrupted (``KeyboardInterrupt``) that thread keeps writing. Undoing a write
+    is only safe once it has finished. A second interrupt while waiting is kept
+    waiting too (this is short: the writes are already under way).
+    """
+
+    async def _rest_done() -> None:
+        me = asyncio.current_task()
+        rest = [task for task in asyncio.all_tasks() if task is not me]
+        if rest:
+            await asyncio.wait(rest)
+
+    for _ in range(100):
+        try:
+            zarr_sync(_rest_done(), timeout=30)
+            return
+        except KeyboardInterrupt:
+            continue
+        except TimeoutError:
+            return  # zarr's thread is stuck (see _append_zarr): it writes nothing more
 
 
 def _looks_like_zarr(path: str, is_zip: bool) -> bool:
@@ -624,11 +981,31 @@ def _unpack(zip_path: str, directory: str) -> None:
     os.replace(tmp, directory)
 
 
-def _pack(directory: str, zip_path: str) -> None:
+def _pack(directory: str, zip_path: str, durable: bool, where: str) -> None:
+    """Pack ``directory`` into ``zip_path`` atomically (a temporary zip, renamed).
+
+    On failure the temporary zip is removed and :class:`StoreFullError` (disk full)
+    or :class:`StoreWriteError` is raised; ``directory`` is untouched.
+    """
     tmp = f"{zip_path}.{uuid.uuid4().hex}.tmp"
-    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
-        for root, _dirs, files in os.walk(directory):
-            for name in sorted(files):
-                full = os.path.join(root, name)
-                zf.write(full, os.path.relpath(full, directory).replace(os.sep, "/"))
-    os.replace(tmp, zip_path)
+    try:
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+            for root, _dirs, files in os.walk(directory):
+                for name in sorted(files):
+                    if _TEMP_NAME.search(name):
+                        continue  # a temporary file of an interrupted write
+                    full = os.path.join(root, name)
+                    zf.write(full, os.path.relpath(full, directory).replace(os.sep, "/"))
+        if durable:
+            fsync_path(tmp)
+        os.replace(tmp, zip_path)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        if isinstance(exc, OSError) and not isinstance(exc, SimRecorderError):
+            raise _write_error(exc, where, None, f"packing {directory!r} into") from exc
+        raise
+    for stale in glob.glob(glob.escape(zip_path) + ".*.tmp"):  # from a killed packer
+        if _TEMP_NAME.search(stale[len(zip_path) :]):
+            with contextlib.suppress(OSError):
+                os.remove(stale)

@@ -103,7 +103,8 @@ class DataStore(ABC):
         entry = {
             name: value
             for name, value in provenance().items()
-            if name in ("time", "command", "cwd", "host", "git_commit", "git_dirty")
+            if name
+            in ("created", "command", "working_directory", "hostname", "git_commit", "git_dirty")
         }
         earlier = self.attrs.get("simrecorder_resumes", [])
         self.update_attrs({"simrecorder_resumes": [*list(earlier), entry]})
@@ -279,6 +280,9 @@ class DataStore(ABC):
             merge_specs(key, spec, value)
         block = one_sample_block(key, spec, value, nul_free_str=not self.supports_nul_in_str)
         self.append_block(key, spec, block)
+        # without a recorder there are no epochs: each sample is its own, so a store
+        # left unclosed keeps it when a writer next opens it (see commit())
+        self.commit()
 
     # -- optional hooks with safe defaults ----------------------------------------------
     def check_key(self, key: str) -> None:  # noqa: B027 - optional hook, no-op by default

@@ -31,6 +31,7 @@ _REGISTRY: dict[str, _Entry] = {
     "redis": _Entry("simrecorder.datastores._redis:RedisDataStore", "redis"),
     "rediss": _Entry("simrecorder.datastores._redis:RedisDataStore", "redis"),
     "redis+cluster": _Entry("simrecorder.datastores._redis:RedisClusterDataStore", "redis"),
+    "rediss+cluster": _Entry("simrecorder.datastores._redis:RedisClusterDataStore", "redis"),
     "fs": _Entry("simrecorder.adapters._mummi_store:FileSystemDataStore", None),
     "mummi+simple": _Entry("simrecorder.adapters._mummi_store:SimpleDataStore", None),
     "mummi+taridx": _Entry("simrecorder.adapters._mummi_store:TaridxDataStore", None),

@@ -164,10 +164,12 @@ def crash_once(backend: str, location: str, seed: int) -> CrashResult:
          str(seed)],
         stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
+    stdout = child.stdout
+    assert stdout is not None  # stdout=PIPE
     flushed = 0
     try:
         wanted = rng.randint(1, 40)
-        for line in child.stdout:
+        for line in stdout:
             flushed = int(line)
             wanted -= 1
             if wanted <= 0:
@@ -177,10 +179,10 @@ def crash_once(backend: str, location: str, seed: int) -> CrashResult:
         child.send_signal(signal.SIGKILL)
         child.wait()
         # flushes reported after the kill decision are flushed too: count them
-        for line in child.stdout.read().splitlines():
+        for line in stdout.read().splitlines():
             if line.strip():
                 flushed = int(line)
-        child.stdout.close()
+        stdout.close()
     if child.returncode != -signal.SIGKILL:
         return CrashResult(flushed, [f"the writer exited by itself (code {child.returncode})"])
     return CrashResult(flushed, _check(backend, location, flushed))
