@@ -21,8 +21,10 @@ from ._signals import deferred_signals
 from .datastores.base import DataStore, check_key_free, check_sample_size
 from .deadletter import default_dead_letter_dir, write_dead_letter
 from .errors import (
+    ArgumentTypeError,
     BlocksQuarantinedError,
     ForkedRecorderError,
+    InvalidArgumentError,
     KeyConflictError,
     KeyNotFoundError,
     StoreClosedError,
@@ -158,11 +160,13 @@ class Recorder:
         max_kept_bytes: int = 1 << 30,
     ) -> None:
         if not datastores:
-            raise TypeError("Recorder needs at least one DataStore (e.g. InMemoryDataStore())")
+            raise ArgumentTypeError(
+                "Recorder needs at least one DataStore (e.g. InMemoryDataStore())"
+            )
         if max_records < 1 or max_bytes < 1:
-            raise ValueError("max_records and max_bytes must be at least 1")
+            raise InvalidArgumentError("max_records and max_bytes must be at least 1")
         if max_seconds is not None and max_seconds <= 0:
-            raise ValueError("max_seconds must be positive or None")
+            raise InvalidArgumentError("max_seconds must be positive or None")
         from .datastores.registry import open_datastore
 
         stores = []
@@ -172,7 +176,9 @@ class Recorder:
                 store = open_datastore(store)
                 self._opened_here.append(store)
             elif not isinstance(store, DataStore):
-                raise TypeError(f"expected a DataStore or a URL, got {type(store).__name__}")
+                raise ArgumentTypeError(
+                    f"expected a DataStore or a URL, got {type(store).__name__}"
+                )
             store.open()
             stores.append(store)
         self.datastores: tuple[DataStore, ...] = tuple(stores)
@@ -589,7 +595,7 @@ class Recorder:
             return self.datastores[datastore]
         if isinstance(datastore, DataStore):
             return datastore
-        raise TypeError(f"datastore must be a DataStore or an index, got {datastore!r}")
+        raise ArgumentTypeError(f"datastore must be a DataStore or an index, got {datastore!r}")
 
     def _flush_for_read(self, store: DataStore) -> None:
         """Write everything buffered before ``store`` is read; only a failure of that
@@ -804,7 +810,7 @@ class RecorderAttrs(MutableMapping):
             store.update_attrs(entries)
 
     def __delitem__(self, name: str) -> None:
-        raise TypeError("recorder attrs cannot be deleted")
+        raise ArgumentTypeError("recorder attrs cannot be deleted")
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._current())

@@ -14,6 +14,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from .errors import StoreFormatError
+
 __all__ = ["clear_hdf5_consistency_flags", "lookup3", "recover"]
 
 _SIGNATURE = b"\x89HDF\r\n\x1a\n"
@@ -95,7 +97,7 @@ def clear_hdf5_consistency_flags(path: str | os.PathLike[str]) -> bool:
             if f.read(8) == _SIGNATURE:
                 break
         else:
-            raise ValueError(f"{os.fspath(path)!r} has no HDF5 superblock")
+            raise StoreFormatError(f"{os.fspath(path)!r} has no HDF5 superblock")
         f.seek(offset)
         head = f.read(12)
         version, size_offsets = head[8], head[9]
@@ -106,7 +108,9 @@ def clear_hdf5_consistency_flags(path: str | os.PathLike[str]) -> bool:
         block = bytearray(f.read(size + 4))
         stored = int.from_bytes(block[size:], "little")
         if lookup3(bytes(block[:size])) != stored:
-            raise ValueError(f"{os.fspath(path)!r}: superblock checksum mismatch, not touched")
+            raise StoreFormatError(
+                f"{os.fspath(path)!r}: superblock checksum mismatch, not touched"
+            )
         if block[11] == 0:
             return False
         block[11] = 0
