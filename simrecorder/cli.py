@@ -13,17 +13,16 @@ __all__ = ["main"]
 
 
 def _open(url: str, mode: str):
-    from .datastores.registry import _protocol_of, open_datastore
+    from .datastores.registry import open_datastore
 
-    kwargs = {"mode": mode} if _protocol_of(url)[0] == "hdf5" else {}
-    return open_datastore(url, **kwargs)
+    return open_datastore(url, mode=mode)
 
 
 def _demo(args: argparse.Namespace) -> int:
     from .demo import LIFParameters, run_demo, summary_table
     from .recorder import Recorder
 
-    store = _open(args.out, "w")  # the demo writes a fresh file each run
+    store = _open(args.out, "w")  # the demo writes a fresh store each run, on every backend
     params = LIFParameters(n_neurons=args.neurons, seed=args.seed)
     print(
         f"simrecorder {__version__} demo: {args.neurons} LIF neurons, {args.steps} steps "
@@ -110,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parser.parse_args(argv)
     if args.command == "info" and "://" not in args.url and not os.path.exists(args.url):
-        parser.error(f"no such file: {args.url}")
+        print(f"simrecorder info: no such file: {args.url}", file=sys.stderr)
+        return 2
     try:
         return args.run(args)
     except BrokenPipeError:

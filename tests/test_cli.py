@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
 import h5py
 import numpy as np
+import pytest
 
-from simrecorder import HDF5DataStore
+from simrecorder import HDF5DataStore, open_datastore
 from simrecorder.cli import main
 
 
@@ -34,6 +36,47 @@ def test_demo_runs_twice_on_the_same_file(tmp_path):
         assert main(["demo", "--out", out, "--steps", "50", "--neurons", "50", "--quiet"]) == 0
     with h5py.File(out, "r") as f:
         assert f["neurons/v"].shape == (50, 50)
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["zarr://{d}/again.zarr", "{d}/again.zip", "mummi+simple://{d}/ns", "fs://{d}/fs"],
+)
+def test_demo_replaces_the_last_run_on_every_backend(tmp_path, url):
+    out = url.format(d=tmp_path)
+    for _ in range(2):
+        assert main(["demo", "--out", out, "--steps", "30", "--neurons", "10", "--quiet"]) == 0
+    with open_datastore(out, mode="r") as store:
+        assert len(store.get_all("neurons/v")) == 30
+        assert len(store.get_all("neurons/spikes")) == 30
+
+
+def _tree(path):
+    return {
+        os.path.join(root, name): os.lstat(os.path.join(root, name)).st_mtime_ns
+        for root, dirs, files in os.walk(path)
+        for name in dirs + files
+    }
+
+
+@pytest.mark.parametrize(
+    "url", ["zarr://{d}/typo", "{d}/typo.zip", "mummi+simple://{d}/typo", "fs://{d}/typo"]
+)
+def test_info_on_a_missing_store_is_one_line_and_creates_nothing(tmp_path, capsys, url):
+    assert main(["info", url.format(d=tmp_path)]) in (1, 2)
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "typo" in err
+    assert os.listdir(tmp_path) == []
+
+
+def test_info_reads_a_zarr_store_without_writing(tmp_path, capsys):
+    out = str(tmp_path / "run.zarr")
+    assert main(["demo", "--out", out, "--steps", "20", "--neurons", "10", "--quiet"]) == 0
+    before = _tree(tmp_path)
+    capsys.readouterr()
+    assert main(["info", f"zarr://{out}"]) == 0
+    assert "neurons/v" in capsys.readouterr().out
+    assert _tree(tmp_path) == before
 
 
 def test_demo_into_memory(capsys):

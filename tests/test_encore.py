@@ -240,7 +240,7 @@ class TestFileSystemDataStore(DataStoreTests):
 
     def reopen_store(self, store):
         store.close()
-        return FileSystemDataStore(store.namespace)
+        return FileSystemDataStore(store.namespace, mode="a")
 
 
 def test_recording_through_fs_url(tmp_path):

@@ -222,8 +222,9 @@ def test_a_second_writer_process_gets_store_locked_error(tmp_path):
 def test_attrs_that_hdf5_cannot_hold_are_stored_as_json(tmp_path):
     with HDF5DataStore(tmp_path / "a.h5") as store:
         store.update_attrs({"config": {"lr": 0.1, "layers": [3, 4]}, "nothing": None})
-        assert json.loads(store.attrs["config"]) == {"lr": 0.1, "layers": [3, 4]}
-        assert store.attrs["nothing"] == "null"
+        assert store.attrs["config"] == {"lr": 0.1, "layers": [3, 4]}  # round trip
+        assert store.attrs["nothing"] is None
+        assert json.loads(store.file.attrs["config"]) == {"lr": 0.1, "layers": [3, 4]}
 
 
 def test_durable_mode_round_trips(tmp_path):

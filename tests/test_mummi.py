@@ -235,7 +235,7 @@ class TestSimpleDataStore(DataStoreTests):
 
     def reopen_store(self, store):
         store.close()
-        return SimpleDataStore(store.namespace)
+        return SimpleDataStore(store.namespace, mode="a")
 
 
 class TestTaridxDataStore(DataStoreTests):
@@ -244,7 +244,7 @@ class TestTaridxDataStore(DataStoreTests):
 
     def reopen_store(self, store):
         store.close()
-        return TaridxDataStore(store.namespace)
+        return TaridxDataStore(store.namespace, mode="a")
 
 
 @pytest.mark.parametrize("scheme", ["mummi+simple", "mummi+taridx", "mummi+redis"])

@@ -32,7 +32,7 @@ class TestZarrDirectory(DataStoreTests):
 
     def reopen_store(self, store):
         store.close()
-        return ZarrDataStore(store.path)
+        return ZarrDataStore(store.path, mode="a")
 
     def read_native(self, store, key):
         return zarr.open_group(store.path, mode="r")[key][...]
@@ -51,7 +51,7 @@ class TestZarrZip(DataStoreTests):
 
     def reopen_store(self, store):
         store.close()
-        return ZarrDataStore(store.path, datastore_type=DatastoreType.ZIP)
+        return ZarrDataStore(store.path, datastore_type=DatastoreType.ZIP, mode="a")
 
     def read_native(self, store, key):
         zstore = zarr.storage.ZipStore(store.path, mode="r")
@@ -234,7 +234,7 @@ def test_zip_is_a_single_standard_file_after_close(tmp_path):
     assert not os.path.exists(f"{path}.partial")
     with zipfile.ZipFile(path) as zf:
         assert "zarr.json" in zf.namelist() and "a/b/zarr.json" in zf.namelist()
-    with Recorder(ZarrDataStore(path, datastore_type=DatastoreType.ZIP)) as rec:
+    with Recorder(ZarrDataStore(path, datastore_type=DatastoreType.ZIP, mode="a")) as rec:
         rec.record("a/b", 2.0)  # appending to an existing zip
     with ZarrDataStore(path, datastore_type=DatastoreType.ZIP, mode="r") as store:
         np.testing.assert_array_equal(np.asarray(store.get_all("a/b")), [1.0, 2.0])
@@ -283,17 +283,18 @@ def test_one_writer_at_a_time_and_readers_are_not_blocked(tmp_path):
     writer = ZarrDataStore(path)
     writer.append("x", 1.0)
     with pytest.raises(StoreLockedError, match=r"locked\.zarr"):
-        ZarrDataStore(path)
+        ZarrDataStore(path, mode="a")
     with pytest.raises(StoreLockedError):
         ZarrDataStore(path, mode="w")  # and it is not deleted under the writer
     script = (
         "from simrecorder import ZarrDataStore, StoreLockedError\n"
-        f"try:\n    ZarrDataStore({str(path)!r})\nexcept StoreLockedError:\n    print('locked')\n"
+        f"try:\n    ZarrDataStore({str(path)!r}, mode='a')\n"
+        "except StoreLockedError:\n    print('locked')\n"
         f"r = ZarrDataStore({str(path)!r}, mode='r')\nprint(len(r.get_all('x')))\n"
     )
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                          check=True).stdout.split()  # fmt: skip
     assert out == ["locked", "1"]
     writer.close()
-    with ZarrDataStore(path) as again:  # free once the writer closed
+    with ZarrDataStore(path, mode="a") as again:  # free once the writer closed
         assert len(again.get_all("x")) == 1

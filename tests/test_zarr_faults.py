@@ -67,11 +67,11 @@ def _zip(path, **kwargs) -> ZarrDataStore:
 def test_a_store_dropped_without_close_releases_its_lock(tmp_path):
     path = tmp_path / "dropped.zarr"
     for i in range(3):
-        store = ZarrDataStore(path)
+        store = ZarrDataStore(path, mode="a")
         store.append("x", float(i))
         del store
         gc.collect()
-    store = ZarrDataStore(path)  # the same process opens it again at once
+    store = ZarrDataStore(path, mode="a")  # the same process opens it again at once
     np.testing.assert_array_equal(np.asarray(store.get_all("x")), [0.0, 1.0, 2.0])
     store.close()
 
@@ -252,13 +252,13 @@ def test_a_writer_reopening_after_an_unclean_end_cuts_back_to_the_commit(tmp_pat
     gc.collect()
     with ZarrDataStore(path, mode="r") as reader:  # readers see what is there
         assert len(reader.get_all("a")) == 15
-    store = ZarrDataStore(path, compression_type=compression)
+    store = ZarrDataStore(path, compression_type=compression, mode="a")
     np.testing.assert_array_equal(np.asarray(store.get_all("a")), np.arange(10.0))
     assert store.get_all("s") == [f"s{i}" for i in range(10)]
     assert len(store.get_all("late")) == 0
     store.append("a", 10.0)  # resumes at the committed length
     store.close()  # a clean close commits
-    store = ZarrDataStore(path, compression_type=compression)
+    store = ZarrDataStore(path, compression_type=compression, mode="r")
     np.testing.assert_array_equal(np.asarray(store.get_all("a")), np.arange(11.0))
     store.close()
 
@@ -281,7 +281,7 @@ os._exit(0)  # then the process dies
     subprocess.run([sys.executable, "-c", script], check=True)
     with ZarrDataStore(path, mode="r") as reader:
         assert len(reader.get_all("a")) == 120
-    with ZarrDataStore(path) as store:
+    with ZarrDataStore(path, mode="a") as store:  # a writer cuts back to the commit
         assert len(store.get_all("a")) == len(store.get_all("b")) == 100
         np.testing.assert_array_equal(np.asarray(store.get_all("a")), np.arange(100.0))
 
@@ -295,14 +295,14 @@ def test_stores_from_before_commits_keep_their_length(tmp_path):
         for attr in ("simrecorder_commit", "simrecorder_epoch", "simrecorder_clean"):
             meta["attributes"].pop(attr, None)
         (path / name).write_text(json.dumps(meta))
-    store = ZarrDataStore(path)
+    store = ZarrDataStore(path, mode="a")
     store.append("a", 2.0)
     store.append("b", 3.0)
     store.commit()
     store.append_block("a", store.series_spec("a"), np.array([4.0]))  # never committed
     del store
     gc.collect()
-    with ZarrDataStore(path) as store:
+    with ZarrDataStore(path, mode="a") as store:  # a writer cuts back to the commit
         np.testing.assert_array_equal(np.asarray(store.get_all("a")), [1.0, 2.0])
         np.testing.assert_array_equal(np.asarray(store.get_all("b")), [3.0])
 

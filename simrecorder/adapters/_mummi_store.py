@@ -9,10 +9,12 @@ Blocks are written before the metadata that counts them.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import glob
 import json
 import os
+import shutil
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import parse_qs, quote, urlparse
@@ -21,10 +23,17 @@ import numpy as np
 
 from .. import _codec
 from .._keys import check_path_parts, validate_key
+from .._modes import check_mode, plan_open
 from .._provenance import provenance
 from .._schema import DENSE, SeriesSpec
 from ..datastores.base import DataStore, NodeType, check_key_free
-from ..errors import KeyNotFoundError, SimRecorderError, StoreFullError, StoreWriteError
+from ..errors import (
+    KeyNotFoundError,
+    SimRecorderError,
+    StoreFormatError,
+    StoreFullError,
+    StoreWriteError,
+)
 from .mummi import NamespaceIO, RedisIO, SimpleIO, TaridxIO
 
 __all__ = [
@@ -42,19 +51,52 @@ _FS_META = ".series"  # FileSystemStore: the series' description is this key's m
 
 
 class NamespaceDataStore(DataStore):
-    """A DataStore on a MuMMI namespace (any :class:`NamespaceIO`)."""
+    """A DataStore on a MuMMI namespace (any :class:`NamespaceIO`).
+
+    Parameters
+    ----------
+    io
+        The namespace backend.
+    namespace
+        The namespace's name.
+    mode
+        See :mod:`simrecorder._modes`. ``None`` (default): a namespace that does not
+        exist is created for writing; an existing one opens for reading, and writing
+        to it raises :class:`~simrecorder.errors.StoreExistsError` (resume it with
+        ``'a'``, overwrite it with ``'w'``). ``'r'`` never writes anything.
+    """
 
     persistent = True
 
-    def __init__(self, io: NamespaceIO, namespace: str) -> None:
+    def __init__(self, io: NamespaceIO, namespace: str, mode: str | None = None) -> None:
+        mode = check_mode(mode)
         super().__init__()
         self.io = io
         self.namespace = namespace
+        self.mode = mode
         self._meta: dict[str, dict[str, Any]] = {}
-        if not io.file_exists(namespace, _ATTRS):
+        plan = plan_open(mode, self._exists(), f"{self.protocol} store {namespace!r}")
+        self._apply_open_plan(plan)
+        if plan.replace:
+            self._replace()
+        self._connect_io()
+        if not plan.read_only and not self.io.file_exists(namespace, _ATTRS):
             info = provenance()
             info["simrecorder_format"] = 1
-            io.save_files(namespace, _ATTRS, json.dumps(info).encode())
+            self.io.save_files(namespace, _ATTRS, json.dumps(info).encode())
+        if plan.resume:
+            self._note_resume()
+
+    def _exists(self) -> bool:
+        """Whether the namespace holds anything (backend hook)."""
+        return self.io.namespace_exists(self.namespace)
+
+    def _replace(self) -> None:
+        """Delete what the namespace holds, for ``mode='w'`` (backend hook)."""
+        self.io.remove_files(self.namespace, self.io.list_keys(self.namespace))
+
+    def _connect_io(self) -> None:
+        """Make ``self.io`` usable once the store exists or is to be created."""
 
     def _close(self) -> None:
         self._meta.clear()
@@ -171,7 +213,8 @@ class NamespaceDataStore(DataStore):
     def attrs(self) -> dict[str, Any]:
         # docstring inherited
         self._check_open()
-        return json.loads(self.io.load_files(self.namespace, _ATTRS))
+        raw = self.io.load_files(self.namespace, _ATTRS)
+        return {} if raw is None else json.loads(raw)  # None: a namespace MuMMI wrote
 
     def update_attrs(self, attrs: Mapping[str, Any]) -> None:
         # docstring inherited
@@ -185,8 +228,20 @@ class _PathDataStore(NamespaceDataStore):
 
     io_class: type[NamespaceIO]
 
-    def __init__(self, path: str) -> None:
-        super().__init__(self.io_class(), os.path.abspath(path))
+    def __init__(self, path: str, mode: str | None = None) -> None:
+        super().__init__(self.io_class(), os.path.abspath(path), mode)
+
+    def _replace(self) -> None:
+        # deletes only what simrecorder wrote: a path is too easily mistyped
+        if not self.io.file_exists(self.namespace, _ATTRS):
+            raise StoreFormatError(
+                f"{self!r}: mode='w' replaces only a store simrecorder wrote, and "
+                f"{self.local_path!r} has no {_ATTRS}; remove it yourself to replace it"
+            )
+        self._remove_paths()
+
+    def _remove_paths(self) -> None:
+        shutil.rmtree(self.namespace)
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> NamespaceDataStore:
@@ -215,6 +270,10 @@ class SimpleDataStore(_PathDataStore):
     protocol = "mummi+simple"
     io_class = SimpleIO
 
+    def _exists(self) -> bool:
+        # an empty directory (made for the store) holds no store yet
+        return os.path.isdir(self.namespace) and bool(os.listdir(self.namespace))
+
 
 class TaridxDataStore(_PathDataStore):
     """``mummi+taridx://file.tar``: a tar archive with an index."""
@@ -227,14 +286,19 @@ class TaridxDataStore(_PathDataStore):
         # docstring inherited: the archive (the index is beside it)
         return self.namespace if self.namespace.endswith(".tar") else self.namespace + ".tar"
 
+    def _remove_paths(self) -> None:
+        for path in (self.local_path + ".idx", self.local_path):  # the index first
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(path)
+
 
 class RedisNamespaceDataStore(NamespaceDataStore):
     """``mummi+redis://namespace?url=redis://host:port/db``."""
 
     protocol = "mummi+redis"
 
-    def __init__(self, namespace: str, url: str | None = None) -> None:
-        super().__init__(RedisIO(url), namespace)
+    def __init__(self, namespace: str, url: str | None = None, mode: str | None = None) -> None:
+        super().__init__(RedisIO(url), namespace, mode)
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> RedisNamespaceDataStore:
@@ -297,15 +361,27 @@ class FileSystemDataStore(_PathDataStore):
 
     protocol = "fs"
 
-    def __init__(self, directory: str) -> None:
+    def __init__(self, directory: str, mode: str | None = None) -> None:
+        self.store: Any = None  # connected by _connect_io, once the store exists
+        NamespaceDataStore.__init__(
+            self, _FileSystemStoreIO(None), os.path.abspath(directory), mode
+        )
+
+    def _exists(self) -> bool:
+        return os.path.isfile(os.path.join(self.namespace, ".FSStore"))
+
+    def _replace(self) -> None:
+        # _exists found the store's magic file: the directory is a store
+        self._remove_paths()
+
+    def _connect_io(self) -> None:
         from .encore import FileSystemStore, init_shared_store
 
-        directory = os.path.abspath(directory)
-        if not os.path.isfile(os.path.join(directory, ".FSStore")):
-            init_shared_store(directory)
-        self.store = FileSystemStore(directory)
+        if not self._exists():
+            init_shared_store(self.namespace)
+        self.store = FileSystemStore(self.namespace)
         self.store.connect()
-        NamespaceDataStore.__init__(self, _FileSystemStoreIO(self.store), directory)
+        self.io.store = self.store
 
     def _load_meta(self, key: str) -> dict[str, Any] | None:
         name = f"{key}/{_FS_META}"

@@ -50,6 +50,7 @@ CHUNK_TARGET_BYTES = 256 << 10
 #: cheap, and a short series does not carry kilobytes of padding.
 MIN_CHUNK_BYTES = 1 << 10
 _KIND_ATTR = "simrecorder_kind"
+_JSON_ATTRS = "simrecorder_json_attrs"  # root attributes stored as JSON text
 _VALUE_ATTR = "simrecorder_value"
 _FORMAT_ATTR = "simrecorder_format"
 #: Per series: ``[epoch, rows, previous_epoch, previous_rows]`` (see ``commit``).
@@ -854,19 +855,31 @@ class HDF5DataStore(DataStore):
         # docstring inherited
         self._check_open()
         with self._reading():
-            return {name: _plain(value) for name, value in self._h5.attrs.items()}
+            raw = {name: _plain(value) for name, value in self._h5.attrs.items()}
+        for name in _names(raw.pop(_JSON_ATTRS, [])):
+            if isinstance(raw.get(name), str):
+                raw[name] = json.loads(raw[name])
+        return raw
 
     @_translated
     def update_attrs(self, attrs: Mapping[str, Any]) -> None:
         # docstring inherited
         self._check_writable()
         self._begin_write(sum(len(repr(v)) for v in attrs.values()) + (64 << 10))
+        as_json = set(_names(self._h5.attrs.get(_JSON_ATTRS, [])))
         for name, value in attrs.items():
+            as_json.discard(name)
             try:
                 self._h5.attrs[name] = value
             except (TypeError, ValueError):
                 # dicts, None, mixed lists: HDF5 attributes cannot hold them, JSON can
+                # (readable as text by plain h5py; listed so that attrs decodes them)
                 self._h5.attrs[name] = json.dumps(value, default=repr)
+                as_json.add(name)
+        if as_json:
+            self._h5.attrs[_JSON_ATTRS] = sorted(as_json)
+        elif _JSON_ATTRS in self._h5.attrs:
+            del self._h5.attrs[_JSON_ATTRS]
 
 
 def _append_items(
@@ -1000,6 +1013,13 @@ def _spec_of(ds: h5py.Dataset | h5py.Group, path: str, key: str) -> SeriesSpec:
     if kind == DENSE:
         return SeriesSpec(DENSE, ds.dtype, ds.shape[1:])
     return SeriesSpec(kind)
+
+
+def _names(value: Any) -> list[str]:
+    """A list of str attribute (h5py gives an array of str or bytes) as a list."""
+    if isinstance(value, (str, bytes)):
+        value = [value]
+    return [item.decode() if isinstance(item, bytes) else str(item) for item in value]
 
 
 def _plain(value: Any) -> Any:

@@ -10,6 +10,7 @@ import numpy as np
 
 from .. import _codec
 from .._keys import parent_keys, validate_key
+from .._modes import check_mode, plan_open
 from .._schema import DENSE, OBJECT, SeriesSpec
 from ..errors import KeyNotFoundError
 from .base import DataStore, NodeType, check_key_free
@@ -50,6 +51,13 @@ class InMemoryDataStore(DataStore):
     next one (``Recorder(store)`` reopens it), as with SimRecorder. Dense series are
     returned as read-only numpy arrays (copy them to modify).
 
+    Parameters
+    ----------
+    mode
+        See :mod:`simrecorder._modes`. A new memory store has no name, so it never
+        holds an earlier run: every mode but ``'r'`` gives a writable, empty store;
+        ``'r'`` gives a read-only one.
+
     Examples
     --------
     >>> store = InMemoryDataStore()
@@ -61,8 +69,14 @@ class InMemoryDataStore(DataStore):
     protocol = "memory"
     retains_blocks = True
 
-    def __init__(self) -> None:
+    def __init__(self, mode: str | None = None) -> None:
+        mode = check_mode(mode)
         super().__init__()
+        self.mode = mode
+        # the new object is the whole store: 'r' and 'r+' find it (empty), the other
+        # modes create it; no earlier run exists, so there is nothing to resume
+        plan = plan_open(mode, mode in ("r", "r+"), "memory://")
+        self._apply_open_plan(plan)
         self._series: dict[str, _Series] = {}
         self._values: dict[str, Any] = {}
         self._groups: dict[str, int] = {}  # group key -> number of nodes below it

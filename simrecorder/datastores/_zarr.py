@@ -29,6 +29,7 @@ from zarr.storage import LocalStore, ZipStore
 from .. import _codec
 from .._files import fsync_path
 from .._keys import check_path_parts, validate_key
+from .._modes import check_mode, plan_open
 from .._provenance import provenance
 from .._schema import BYTES, DENSE, STR, SeriesSpec
 from .._signals import deferred_signals
@@ -40,6 +41,7 @@ from ..errors import (
     StoreFormatError,
     StoreFullError,
     StoreLockedError,
+    StoreNotFoundError,
     StoreWriteError,
 )
 from ..options import CompressionType, DatastoreType
@@ -155,7 +157,11 @@ class ZarrDataStore(DataStore):
         Codec of new arrays: ``BLOSC`` (lz4, default), ``ZSTD``, ``LZMA`` (numcodecs'
         codec, outside the zarr v3 spec) or ``NONE``.
     mode
-        ``'a'`` create or append, ``'r'`` read-only, ``'w'`` overwrite.
+        See :mod:`simrecorder._modes`. ``None`` (default, SimRecorder's rule): a path
+        that holds no store is created for writing; an existing store opens for
+        reading, and writing to it raises :class:`~simrecorder.errors.StoreExistsError`
+        (resume it with ``'a'``, overwrite it with ``'w'``). ``'r'`` reads only: it
+        never writes a byte, takes no lock and creates nothing.
     durable
         ``fsync`` what each flush wrote (chunk files, then metadata, then their
         directory) so flushed data survives a power loss. Compressed arrays, which zarr
@@ -180,11 +186,10 @@ class ZarrDataStore(DataStore):
         desired_chunk_size_bytes: int = 1 << 20,
         datastore_type: DatastoreType = DatastoreType.DIRECTORY,
         compression_type: CompressionType = CompressionType.BLOSC,
-        mode: str = "a",
+        mode: str | None = None,
         durable: bool = False,
     ) -> None:
-        if mode not in ("a", "r", "w"):
-            raise ValueError(f"mode must be 'a', 'r' or 'w', got {mode!r}")
+        mode = check_mode(mode)
         datastore_type = DatastoreType(datastore_type)
         if datastore_type == DatastoreType.LMDB:
             raise NotBuiltYetError(
@@ -192,7 +197,7 @@ class ZarrDataStore(DataStore):
                 "gone), so simrecorder cannot offer one yet; use DatastoreType.DIRECTORY, "
                 "or DatastoreType.ZIP for a single file"
             )
-        super().__init__(read_only=(mode == "r"))
+        super().__init__()
         self.path = os.path.abspath(os.path.expanduser(os.fspath(data_dir_pth)))
         self.desired_chunk_size_bytes = int(desired_chunk_size_bytes)
         self.datastore_type = datastore_type
@@ -208,7 +213,11 @@ class ZarrDataStore(DataStore):
         self._clean_on_disk = False
         self._group: zarr.Group | None = None
         self._store: Any = None
-        self._open_group(mode)
+        plan = plan_open(mode, self._exists(), f"zarr store {self.path!r}")
+        self._apply_open_plan(plan)
+        self._open_group("r" if plan.read_only else "w" if plan.replace else "a")
+        if plan.resume:
+            self._note_resume()
 
     # -- identity -----------------------------------------------------------------------
     @classmethod
@@ -240,6 +249,15 @@ class ZarrDataStore(DataStore):
     def _workdir(self) -> str:
         return self.path + ".partial" if self.datastore_type == DatastoreType.ZIP else self.path
 
+    def _exists(self) -> bool:
+        """A store is here: the zip (or the directory of a writer that did not pack it
+        yet), or a directory with ``zarr.json``."""
+        if self.datastore_type == DatastoreType.ZIP and os.path.lexists(self.path):
+            return True
+        if os.path.isdir(self.path) and not os.listdir(self.path):
+            return False  # an empty directory (made for the store) holds no store yet
+        return os.path.lexists(self.path) or _looks_like_zarr(self._workdir, False)
+
     def _open_group(self, mode: str) -> None:
         is_zip = self.datastore_type == DatastoreType.ZIP
         if is_zip and os.path.exists(self.path) and not _looks_like_zarr(self.path, True):
@@ -262,7 +280,7 @@ class ZarrDataStore(DataStore):
                 # not packed yet (a live writer, or a close that failed): the data is here
                 store = LocalStore(workdir, read_only=True)
             elif not os.path.exists(self.path):
-                raise FileNotFoundError(f"no zarr store at {self.path!r} to open read-only")
+                raise StoreNotFoundError(f"no zarr store at {self.path!r} to open read-only")
             elif is_zip:
                 store = ZipStore(self.path, mode="r")
             else:
@@ -322,7 +340,7 @@ class ZarrDataStore(DataStore):
         self._set_root_attrs({_CLEAN_ATTR: False})
 
     def _open(self) -> None:
-        self._open_group("r" if self.mode == "r" else "a")
+        self._open_group("r" if self.read_only else "a")
 
     def _release(self) -> None:
         self._arrays.clear()
@@ -358,7 +376,7 @@ class ZarrDataStore(DataStore):
 
     def _close(self) -> None:
         self._release()
-        if self.datastore_type == DatastoreType.ZIP and self.mode != "r":
+        if self.datastore_type == DatastoreType.ZIP and not self.read_only:
             # rename first: a crash inside rmtree must not leave a torn directory that
             # the next writer would take for the newer copy of the store
             gone = self._workdir + ".removing"

@@ -18,6 +18,7 @@ Requires pytest (``pip install 'simrecorder[test]'``).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,12 @@ from simrecorder import (
     open_datastore,
 )
 from simrecorder.datastores import DataStore
+from simrecorder.errors import (
+    InvalidModeError,
+    ReadOnlyError,
+    StoreExistsError,
+    StoreNotFoundError,
+)
 
 __all__ = ["DataStoreTests"]
 
@@ -86,6 +93,12 @@ class DataStoreTests:
         store.close()
         store.open()
         return store
+
+    def open_again(self, store: DataStore, mode: str | None) -> DataStore:
+        """Close ``store`` and return a new store object on the same data, opened with
+        ``mode`` (for a non-persistent store: a new, empty one)."""
+        store.close()
+        return open_datastore(store.url, mode=mode)
 
     def read_native(self, store: DataStore, key: str) -> Any:
         """Read the series ``key`` with the backend's own library (after ``store`` is
@@ -267,6 +280,141 @@ class DataStoreTests:
             assert store.series_spec("nope") is None
         finally:
             store.close()
+
+    # -- open modes ---------------------------------------------------------------------
+    @staticmethod
+    def _need_persistence(store: DataStore) -> None:
+        if not store.persistent:
+            pytest.skip("the store's data does not outlive it: no earlier run to open")
+
+    @staticmethod
+    def _files_under(path: str) -> dict[str, tuple[int, int]]:
+        """Every file and directory under ``path``: (size, mtime in ns)."""
+        found = {}
+        for root, dirs, files in os.walk(path):
+            for name in dirs + files:
+                full = os.path.join(root, name)
+                info = os.lstat(full)
+                found[os.path.relpath(full, path)] = (info.st_size, info.st_mtime_ns)
+        return found
+
+    def _write_run(self, store: DataStore) -> None:
+        self.append_many(store, "x", [1.0, 2.0, 3.0])
+        store.set("params/dt", 0.1)
+        store.update_attrs({"run": "first"})
+
+    def test_mode_r_reads_and_refuses_writes(self, store: DataStore) -> None:
+        self._write_run(store)
+        again = self.open_again(store, "r")
+        try:
+            assert again.read_only
+            if store.persistent:
+                np.testing.assert_array_equal(np.asarray(again.get_all("x")), [1.0, 2.0, 3.0])
+                assert again.get("params/dt") == 0.1 and again.attrs["run"] == "first"
+            for write in (
+                lambda: again.append("x", 4.0),
+                lambda: again.append("new", 4.0),
+                lambda: again.set("params/dt", 0.2),
+                lambda: again.update_attrs({"run": "second"}),
+            ):
+                with pytest.raises(ReadOnlyError) as info:
+                    write()
+                assert type(info.value) is not StoreExistsError  # 'r' asked for reading
+            if store.persistent:
+                assert len(again.get_all("x")) == 3
+        finally:
+            again.close()
+
+    def test_mode_r_changes_nothing_on_disk(self, store: DataStore) -> None:
+        self._write_run(store)
+        store.close()
+        if store.local_path is None:
+            pytest.skip("the store keeps no files of its own (server or memory)")
+        parent = os.path.dirname(store.local_path)
+        before = self._files_under(parent)
+        again = self.open_again(store, "r")
+        try:
+            for key in again.keys():
+                if again.node_type(key) == "series":
+                    np.asarray(again.get_all(key))
+                else:
+                    again.get(key)
+            assert again.attrs["run"] == "first"
+        finally:
+            again.close()
+        assert self._files_under(parent) == before
+        missing = os.path.join(parent, "missing")
+        with pytest.raises(StoreNotFoundError):
+            open_datastore(store.url.replace(parent, missing, 1), mode="r")
+        assert not os.path.exists(missing)
+        assert self._files_under(parent) == before
+
+    def test_default_mode_reads_an_existing_store_and_refuses_writes(
+        self, store: DataStore
+    ) -> None:
+        self._need_persistence(store)
+        self._write_run(store)
+        again = self.open_again(store, None)
+        try:
+            np.testing.assert_array_equal(np.asarray(again.get_all("x")), [1.0, 2.0, 3.0])
+            for write in (
+                lambda: again.append("x", 4.0),
+                lambda: again.set("params/dt", 0.2),
+                lambda: again.update_attrs({"run": "second"}),
+            ):
+                with pytest.raises(StoreExistsError, match="mode='a'"):
+                    write()
+            assert len(again.get_all("x")) == 3 and again.attrs["run"] == "first"
+        finally:
+            again.close()
+
+    def test_mode_a_resumes_and_records_each_resume(self, store: DataStore) -> None:
+        self._need_persistence(store)
+        self._write_run(store)
+        assert "simrecorder_resumes" not in store.attrs
+        again = self.open_again(store, "a")
+        try:
+            assert not again.read_only
+            self.append_many(again, "x", [4.0])
+            np.testing.assert_array_equal(np.asarray(again.get_all("x")), [1.0, 2.0, 3.0, 4.0])
+            resumes = again.attrs["simrecorder_resumes"]
+            assert len(resumes) == 1 and "created" in resumes[0]
+            assert again.attrs["run"] == "first"  # the first run's record stays
+        finally:
+            again.close()
+        third = self.open_again(again, "a")
+        try:
+            assert len(third.attrs["simrecorder_resumes"]) == 2
+            assert len(third.get_all("x")) == 4
+        finally:
+            third.close()
+
+    def test_mode_w_replaces(self, store: DataStore) -> None:
+        self._need_persistence(store)
+        self._write_run(store)
+        again = self.open_again(store, "w")
+        try:
+            assert again.keys() == [] and "run" not in again.attrs
+            self.append_many(again, "x", [9.0])
+            np.testing.assert_array_equal(np.asarray(again.get_all("x")), [9.0])
+        finally:
+            again.close()
+
+    @pytest.mark.parametrize("mode", ["w-", "x"])
+    def test_mode_w_dash_refuses_an_existing_store(self, store: DataStore, mode: str) -> None:
+        self._need_persistence(store)
+        self._write_run(store)
+        with pytest.raises(StoreExistsError):
+            self.open_again(store, mode)
+        again = self.open_again(store, "r")  # and left it as it was
+        try:
+            np.testing.assert_array_equal(np.asarray(again.get_all("x")), [1.0, 2.0, 3.0])
+        finally:
+            again.close()
+
+    def test_invalid_mode_is_refused(self, store: DataStore) -> None:
+        with pytest.raises(InvalidModeError, match="'rw'"):
+            self.open_again(store, "rw")
 
     def test_native_back_door(self, store: DataStore) -> None:
         data = np.arange(20.0).reshape(10, 2)
