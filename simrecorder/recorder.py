@@ -43,6 +43,40 @@ def _close_open_recorders() -> None:
         recorder._final_close()
 
 
+def _flush_open_recorders() -> None:
+    # Runs when the main thread ends, before concurrent.futures shuts its thread pools
+    # down (which happens before atexit hooks): zarr writes through such a pool, so an
+    # open recorder's buffers must reach its stores now. Closing waits for atexit, as
+    # non-daemon threads may still be recording.
+    for recorder in list(_open_recorders):
+        with recorder._lock:
+            if recorder._closed or recorder._forked:
+                continue
+            try:
+                recorder._epoch(retry=True)
+            except Exception:  # noqa: BLE001 - the atexit close reports and quarantines
+                pass
+
+
+def _hook_thread_shutdown() -> None:
+    """Have :func:`_flush_open_recorders` run at interpreter shutdown before the thread
+    pools stop. The hook list is CPython's ``threading._register_atexit`` (the one
+    concurrent.futures uses itself); it runs last-registered-first, so registering once
+    concurrent.futures is imported puts the flush ahead of the pools' shutdown."""
+    global _thread_hook_after_futures
+    register = getattr(threading, "_register_atexit", None)
+    if register is None or _thread_hook_after_futures:
+        return
+    try:
+        register(_flush_open_recorders)
+    except RuntimeError:  # already shutting down
+        return
+    _thread_hook_after_futures = "concurrent.futures.thread" in sys.modules
+
+
+_thread_hook_after_futures = False
+
+
 def _forget_inherited_recorders() -> None:
     # after os.fork(), in the child: the buffers hold the parent's samples and the
     # stores the parent's handles; writing either would duplicate or corrupt the
@@ -217,6 +251,7 @@ class Recorder:
         # libraries were imported makes our flush run before h5py closes its files
         atexit.unregister(_close_open_recorders)
         atexit.register(_close_open_recorders)
+        _hook_thread_shutdown()
 
     # -- the hot path -------------------------------------------------------------------
     def record(self, key: str, value: Any, datastore: DataStore | int | None = None) -> None:
@@ -721,7 +756,13 @@ class Recorder:
             except Exception as exc:  # noqa: BLE001 - close the others, then report
                 error = error or exc
         if error is not None:
-            raise error
+            # a store that could not close (e.g. a zip that cannot be packed on a full
+            # disk) keeps the recorder open, so close() can be called again
+            self._closed = False
+            _open_recorders.add(self)
+            if isinstance(error, StoreWriteError):
+                raise error
+            raise StoreWriteError(f"closing a store failed: {error}") from error
 
     def _final_close(self, *, collected: bool = False) -> None:
         """Close at interpreter exit or garbage collection, where no caller can retry:
@@ -749,8 +790,9 @@ class Recorder:
                 self._quarantine(store, store.surrender(), backlog.error)
             try:
                 self._shutdown(stores)
-            except Exception:  # noqa: BLE001 - reported below
-                pass
+            except Exception:  # noqa: BLE001 - nobody left to retry: done all the same
+                self._closed = True
+                _open_recorders.discard(self)
             if self._quarantined:
                 error = self._quarantine_error(self._quarantined)
                 print(f"simrecorder: {error}", file=sys.stderr)

@@ -177,3 +177,25 @@ def test_ctrl_c_is_held_back_until_the_flush_is_complete(tmp_path):
     rec.close()
     with HDF5DataStore(tmp_path / "sig.h5", mode="r") as again:
         assert len(again.get_all("a")) == 1
+
+
+@pytest.mark.parametrize("name", ["run.zarr", "run.h5"])
+def test_a_recorder_open_at_exit_is_flushed_into_its_store(tmp_path, name):
+    import subprocess
+    import sys
+
+    path = tmp_path / name
+    script = (
+        "import sys\n"
+        "from simrecorder import Recorder\n"
+        "rec = Recorder(sys.argv[1])\n"
+        "for i in range(1000):\n"
+        "    rec.record('a', float(i))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True,
+                          text=True, timeout=120, check=True)  # fmt: skip
+    assert "dead-letter" not in done.stderr
+    from simrecorder import open_datastore
+
+    with open_datastore(str(path), mode="r") as store:
+        np.testing.assert_array_equal(np.asarray(store.get_all("a")), np.arange(1000.0))
