@@ -520,7 +520,12 @@ class HDF5DataStore(DataStore):
             if node is None:
                 continue
             old = node.attrs.get(_COMMIT_ATTR)
-            prev = (int(old[0]), int(old[1])) if old is not None else (0, first)
+            if old is None:
+                prev = (0, first)
+            elif int(old[0]) == epoch:  # a retry of a commit that did not complete
+                prev = (int(old[2]), int(old[3]))
+            else:
+                prev = (int(old[0]), int(old[1]))
             node.attrs[_COMMIT_ATTR] = np.array([epoch, rows, *prev], dtype=np.int64)
         self._h5.flush()
         self._h5.attrs[_EPOCH_ATTR] = epoch
@@ -675,6 +680,9 @@ class HDF5DataStore(DataStore):
                 chunks=(chunk_rows(8, first_rows),), **options,
             )  # fmt: skip
         ds.attrs[_KIND_ATTR] = spec.kind
+        # a series born after the last commit holds no committed rows: an unclean end
+        # cuts it back to empty, like every other series recorded in that epoch
+        ds.attrs[_COMMIT_ATTR] = np.zeros(4, dtype=np.int64)
         self._remember(key, ds)
         return ds
 
