@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import uuid
 
 import numpy as np
@@ -56,3 +57,18 @@ def redis_cluster(tmp_path_factory):
 def redis_prefix() -> str:
     """A fresh key namespace, so tests sharing a server never see each other's data."""
     return f"test-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 20 MiB tmpfs to fill up (disk-full tests; they run as root in CI)."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=20m", "tmpfs", str(disk)],
+                          capture_output=True, text=True, check=False)  # fmt: skip
+    if done.returncode != 0:  # said in the skip reason, never silent
+        pytest.skip(f"cannot mount a small tmpfs (needs root): {done.stderr.strip()}")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)

@@ -20,19 +20,6 @@ from simrecorder.datastores import _hdf5
 from simrecorder.errors import StoreFullError
 
 
-@pytest.fixture
-def small_disk(tmp_path):
-    """A 20 MiB tmpfs (the tests run as root in CI)."""
-    mount = tmp_path / "small"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=20m", "tmpfs", str(mount)],
-                          capture_output=True, text=True)  # fmt: skip
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs (needs root): {done.stderr.strip()}")
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], check=True)
-
-
 def fill(directory, leave):
     """Fill the file system of ``directory`` up to ``leave`` free bytes."""
     st = os.statvfs(directory)

@@ -30,21 +30,6 @@ RAW = CompressionType.NONE  # chunk files written by simrecorder itself
 CODEC = CompressionType.BLOSC  # chunks written through zarr
 
 
-@pytest.fixture
-def small_disk(tmp_path):
-    """A 20 MiB tmpfs (the tests run as root), unmounted afterwards."""
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=20m", "tmpfs", str(disk)],
-                          capture_output=True, text=True)  # fmt: skip
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs to fill (needs root): {done.stderr.strip()}")
-    try:
-        yield disk
-    finally:
-        subprocess.run(["umount", "-l", str(disk)], check=False)
-
-
 def _fill(disk, leave: int) -> str:
     """Fill ``disk`` up to ``leave`` free bytes; return the filler's path."""
     filler = os.path.join(disk, "filler")
