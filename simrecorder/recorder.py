@@ -466,7 +466,7 @@ class Recorder:
             else:
                 self._deliver(store, key, spec, block)
 
-    def _deliver(self, store: DataStore, key: str, spec: SeriesSpec, block: Any) -> bool:
+    def _deliver(self, store: DataStore, key: str, spec: SeriesSpec, block: Any) -> None:
         """Hand one block to ``store``; keep or quarantine it when the store fails."""
         try:
             store.append_block(key, spec, block)
@@ -474,16 +474,19 @@ class Recorder:
             # the store took nothing (DataStore contract): the block is still ours
             if isinstance(exc, Exception) and not is_transient(exc):
                 self._quarantine(store, [(key, spec, block)], exc)
-                return False
-            backlog = self._backlogs.setdefault(store, _Backlog())
-            backlog.keep(key, spec, block)
-            backlog.error = exc
-            backlog.last_try = time.monotonic()
+                return
+            self._mark_failing(store, exc).keep(key, spec, block)
             if not isinstance(exc, Exception):
                 raise  # KeyboardInterrupt, SystemExit: the block is kept, the signal wins
-            return False
+            return
         self._dirty.add(store)
-        return True
+
+    def _mark_failing(self, store: DataStore, error: BaseException) -> _Backlog:
+        """Record that ``store`` failed now; return its backlog (created if new)."""
+        backlog = self._backlogs.setdefault(store, _Backlog())
+        backlog.error = error
+        backlog.last_try = time.monotonic()
+        return backlog
 
     def _retry_backlogs(self, *, force: bool) -> None:
         now = time.monotonic()
@@ -538,9 +541,7 @@ class Recorder:
             if not is_transient(exc):
                 # the store cannot deliver what it holds: take it back, keep it on disk
                 self._quarantine(store, store.surrender(), exc)
-            backlog = self._backlogs.setdefault(store, _Backlog())
-            backlog.error = exc
-            backlog.last_try = time.monotonic()
+            self._mark_failing(store, exc)
             return False
         return True
 
@@ -554,13 +555,13 @@ class Recorder:
             try:
                 path = write_dead_letter(directory, store.url, key, spec, block, str(error))
             except Exception as exc:  # noqa: BLE001 - the block stays in memory
-                backlog = self._backlogs.setdefault(store, _Backlog())
+                backlog = self._mark_failing(
+                    store,
+                    StoreWriteError(f"cannot quarantine blocks of {store!r} in {directory}: {exc}"),
+                )
                 for key, spec, block in reversed(blocks[i:]):
                     backlog.keep(key, spec, block)
                     backlog.items.rotate(1)  # back to the front, in order
-                backlog.error = StoreWriteError(
-                    f"cannot quarantine blocks of {store!r} in {directory}: {exc}"
-                )
                 return
             self._quarantined.append((store, key, path))
 
