@@ -1,0 +1,115 @@
+"""A location in this process's memory."""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+import threading
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
+from typing import IO, ClassVar
+
+from .base import Data, Location, as_bytes, bytes_stream, check_location_key
+
+__all__ = ["MemoryLocation"]
+
+_names = itertools.count()
+
+
+class MemoryLocation(Location):
+    """Values kept in a dict in this process (tests, caches, scratch space).
+
+    Parameters
+    ----------
+    max_size
+        Total bytes this location accepts; writes that would go over are declined.
+        ``None`` (default) for no limit.
+    read_only
+        Decline every write.
+
+    Notes
+    -----
+    A pickled memory location carries its values with it (a copy, not a shared dict).
+    """
+
+    protocol: ClassVar[str] = "memory"
+    persistent: ClassVar[bool] = False
+
+    def __init__(self, max_size: int | None = None, read_only: bool = False) -> None:
+        self._values: dict[str, bytes] = {}
+        self._sorted: list[str] = []
+        self._size = 0
+        self._lock = threading.Lock()
+        self.max_size = max_size
+        self.read_only = read_only
+        self._name = f"m{next(_names)}"
+
+    @property
+    def url(self) -> str:
+        """``memory://<name>``: unique per instance (memory is not shared by URL)."""
+        return f"memory://{self._name}"
+
+    @property
+    def size(self) -> int:
+        """Bytes held."""
+        return self._size
+
+    def read(self, key: str) -> AbstractContextManager[IO[bytes] | None]:
+        """See :meth:`Location.read`."""
+        return bytes_stream(self._values.get(check_location_key(key)))
+
+    def get(self, key: str) -> bytes | None:
+        """See :meth:`Location.get` (no stream in between)."""
+        return self._values.get(check_location_key(key))
+
+    def exists(self, key: str) -> bool:
+        """See :meth:`Location.exists`."""
+        return check_location_key(key) in self._values
+
+    def write(self, key: str, data: Data) -> bool:
+        """See :meth:`Location.write`."""
+        check_location_key(key)
+        if self.read_only:
+            return False
+        value = as_bytes(data)
+        with self._lock:
+            old = len(self._values.get(key, b""))
+            if self.max_size is not None and self._size - old + len(value) > self.max_size:
+                return False
+            if key not in self._values:
+                bisect.insort(self._sorted, key)
+            self._values[key] = value
+            self._size += len(value) - old
+        return True
+
+    def delete(self, key: str) -> bool:
+        """See :meth:`Location.delete`."""
+        check_location_key(key)
+        self._refuse_read_only(key)
+        with self._lock:
+            value = self._values.pop(key, None)
+            if value is None:
+                return False
+            del self._sorted[bisect.bisect_left(self._sorted, key)]
+            self._size -= len(value)
+        return True
+
+    def keys(self, prefix: str = "") -> Iterator[str]:
+        """See :meth:`Location.keys`."""
+        with self._lock:
+            start = bisect.bisect_left(self._sorted, prefix)
+            found = []
+            for key in itertools.islice(self._sorted, start, None):
+                if not key.startswith(prefix):
+                    break
+                found.append(key)
+        yield from found
+
+    def __getstate__(self) -> dict[str, object]:
+        state = self.__dict__.copy()
+        del state["_lock"]
+        return state
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
