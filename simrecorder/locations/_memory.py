@@ -9,7 +9,15 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from typing import IO, ClassVar
 
-from .base import Data, Location, as_bytes, bytes_stream, check_location_key
+from .base import (
+    Data,
+    Location,
+    as_bytes,
+    bytes_stream,
+    check_location_key,
+    rewind,
+    stream_position,
+)
 
 __all__ = ["MemoryLocation"]
 
@@ -71,10 +79,16 @@ class MemoryLocation(Location):
         check_location_key(key)
         if self.read_only:
             return False
+        stream = None if isinstance(data, (bytes, bytearray, memoryview)) else data
+        position = (
+            stream_position(stream) if stream is not None and hasattr(stream, "read") else None
+        )
         value = as_bytes(data)
         with self._lock:
             old = len(self._values.get(key, b""))
             if self.max_size is not None and self._size - old + len(value) > self.max_size:
+                if stream is not None and position is not None:
+                    rewind(stream, position)
                 return False
             if key not in self._values:
                 bisect.insort(self._sorted, key)

@@ -35,7 +35,7 @@ from contextlib import AbstractContextManager, contextmanager
 from typing import IO, ClassVar
 
 from .._keys import validate_key
-from ..errors import ArgumentTypeError, ReadOnlyError
+from ..errors import ArgumentTypeError, InvalidArgumentError, ReadOnlyError
 
 __all__ = ["Data", "Location", "SubLocation", "check_location_key", "rewind"]
 
@@ -207,6 +207,17 @@ class Location(abc.ABC):
     @abc.abstractmethod
     def url(self) -> str:
         """A URL that :func:`~simrecorder.locations.open_location` opens to this location."""
+
+    @classmethod
+    def from_url(cls, url: str, **options: object) -> Location:
+        """Open the location that :attr:`url` names (kinds with no URL form raise).
+
+        Raises
+        ------
+        InvalidArgumentError
+            When this kind of location cannot be reopened from a URL.
+        """
+        raise InvalidArgumentError(f"{cls.__name__} cannot be opened from a URL ({url!r})")
 
     # -- lifecycle --------------------------------------------------------------------------
 

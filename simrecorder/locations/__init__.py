@@ -1,0 +1,32 @@
+"""Byte key-value locations: the one layer under everything that stores bytes by key.
+
+See :mod:`simrecorder.locations.base` for the contract.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from ._directory import DirectoryLocation
+from ._memory import MemoryLocation
+from .base import Location, SubLocation
+from .registry import open_location
+
+__all__ = [
+    "DirectoryLocation",
+    "Location",
+    "MemoryLocation",
+    "RedisLocation",
+    "SubLocation",
+    "open_location",
+]
+
+# locations whose module imports an optional library are resolved on first access
+_LAZY = {"RedisLocation": "_redis"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,511 @@
+"""A location in a Redis database: one Redis string per key."""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import stat
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
+from typing import IO, Any, ClassVar
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
+
+import redis
+
+from .._fs import TEMP_PREFIX
+from ..datastores._redis_client import (
+    REDIS_ERRORS,
+    client_defaults,
+    client_from_url,
+    parse_redis_url,
+    redact,
+    translate,
+)
+from ..errors import (
+    ArgumentTypeError,
+    InvalidArgumentError,
+    InvalidKeyError,
+    StoreFullError,
+)
+from .base import (
+    COPY_CHUNK_BYTES,
+    Data,
+    Location,
+    bytes_stream,
+    check_location_key,
+    rewind,
+    stream_position,
+)
+
+__all__ = ["MAX_REDIS_STRING", "RedisLocation"]
+
+#: Redis' largest string (``proto-max-bulk-len``, 512 MiB by default).
+MAX_REDIS_STRING = 512 * 1024 * 1024
+
+#: A partly sent stream lives this long under its temp key if its writer dies.
+TEMP_TTL_SECONDS = 3600
+
+_GLOB = re.compile(r"([*?\[\]\\])")
+
+
+class RedisLocation(Location):
+    """Values as Redis strings: key ``a/b`` is the Redis key ``<prefix>/a/b``.
+
+    Parameters
+    ----------
+    url_or_client
+        ``redis://[user[:password]@]host[:port]/db[/prefix]`` (``rediss://`` for TLS,
+        ``unix:///path/to/socket[/prefix]?db=N``), or a ``redis.Redis`` client (shared,
+        not closed by :meth:`close`). URLs go through simrecorder's one Redis client
+        factory: 5 s connect timeout, 60 s socket timeout, three retries with backoff.
+    prefix
+        Namespace of this location's keys (appended to the URL's); ``""`` (default
+        without one in the URL) makes every key of the database a key of the location.
+    max_value_bytes
+        Larger values are declined (at most 512 MiB, Redis' string limit).
+    read_only
+        Decline every write; :meth:`delete` raises :class:`ReadOnlyError`.
+    **options
+        redis-py client options (``password``, ``socket_timeout``...), overriding the URL.
+
+    Notes
+    -----
+    - A full Redis (``maxmemory`` with ``noeviction``, or a ``MISCONF`` failing save)
+      makes writes *decline* (``False``, streams rewound), so a
+      :class:`~simrecorder.locations.Fanout` spills to its next location. A server
+      that cannot be reached raises :class:`StoreConnectionError` (after the
+      factory's timeouts and retries); other error replies raise the errors of
+      :func:`~simrecorder.datastores._redis_client.translate`.
+    - ``write`` of a stream longer than 1 MiB sends it in 1 MiB pieces to a temp key
+      (``.simrecorder-tmp-*``, expiring after an hour) and renames it into place in
+      one ``MULTI``/``EXEC``: memory stays bounded and readers never see a part.
+      :meth:`write_many` sends all values in one ``MULTI``/``EXEC`` (all land or
+      none; streams are read whole first). :meth:`read_many` is one ``MGET``.
+    - :meth:`keys` uses ``SCAN`` (never ``KEYS``) with glob characters escaped;
+      Redis keys that are no valid location key (another program's) are skipped.
+    - The password is left out of :attr:`url`; pickling keeps it.
+    """
+
+    protocol: ClassVar[str] = "redis"
+    persistent: ClassVar[bool] = True
+    supports_atomic_batch: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        url_or_client: str | Any = "redis://localhost:6379/0",
+        prefix: str = "",
+        max_value_bytes: int | None = None,
+        read_only: bool | None = None,
+        **options: Any,
+    ) -> None:
+        self._options = dict(options)
+        own: dict[str, Any] = {}
+        if isinstance(url_or_client, str):
+            endpoint, url_prefix, own, self._client = _client_for(url_or_client, options)
+            self._owns_client = True
+        elif isinstance(url_or_client, redis.Redis):
+            endpoint, url_prefix, self._client = _endpoint_of(url_or_client), "", url_or_client
+            self._owns_client = False
+        else:
+            raise ArgumentTypeError(
+                "RedisLocation takes a redis:// URL or a redis.Redis client; got "
+                f"{type(url_or_client).__name__}"
+            )
+        self._endpoint = endpoint
+        if max_value_bytes is None:
+            max_value_bytes = own.get("max_value_bytes", MAX_REDIS_STRING)
+        if not isinstance(max_value_bytes, int) or not 0 <= max_value_bytes <= MAX_REDIS_STRING:
+            raise InvalidArgumentError(
+                f"max_value_bytes must be from 0 to {MAX_REDIS_STRING} (512 MiB); "
+                f"got {max_value_bytes!r}"
+            )
+        self.max_value_bytes = max_value_bytes
+        self._limit = max_value_bytes
+        self.read_only = bool(own.get("read_only", False) if read_only is None else read_only)
+        self.prefix = _join_prefix(url_prefix, prefix)
+        self._namespace = f"{self.prefix}/" if self.prefix else ""
+
+    # -- identity ---------------------------------------------------------------------------
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> RedisLocation:
+        """Open ``redis://host:port/db/prefix`` (see the class); ``options`` override."""
+        return cls(url, **options)
+
+    @property
+    def url(self) -> str:
+        """``redis://host:port/db/prefix`` (or ``unix:///socket/prefix?db=N``), no password."""
+        prefix = "/" + quote(self.prefix) if self.prefix else ""
+        own = {}
+        if self.read_only:
+            own["read_only"] = "1"
+        if self._limit != MAX_REDIS_STRING:
+            own["max_value_bytes"] = str(self._limit)
+        return _endpoint_url(self._endpoint, prefix, urlencode(own))
+
+    @property
+    def _where(self) -> str:
+        return redact(self.url)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        client = self._client
+        kwargs = dict(client.connection_pool.connection_kwargs)
+        settings = {name: kwargs[name] for name in ("password", "username") if kwargs.get(name)}
+        settings.update(self._options)
+        url = _endpoint_url(self._endpoint)
+        return (
+            _restore,
+            (url, self.prefix, self.max_value_bytes, self.read_only, settings),
+        )
+
+    def close(self) -> None:
+        """Close the connections of a client this location made (a given one stays open)."""
+        if self._owns_client:
+            self._client.close()
+
+    # -- primitives -------------------------------------------------------------------------
+
+    def _key(self, key: str) -> str:
+        check_location_key(key)
+        if key.split("/", 1)[0].startswith(TEMP_PREFIX) and not self._namespace:
+            raise InvalidKeyError(
+                f"invalid key {key!r} for {self!r}: keys starting with {TEMP_PREFIX!r} "
+                "are the temp keys of unfinished writes"
+            )
+        return self._namespace + key
+
+    @contextmanager
+    def _translated(self) -> Iterator[None]:
+        try:
+            yield
+        except REDIS_ERRORS as exc:
+            raise translate(exc, self._where) from exc
+
+    def read(self, key: str) -> AbstractContextManager[IO[bytes] | None]:
+        """See :meth:`Location.read` (the value is fetched whole)."""
+        return bytes_stream(self.get(key))
+
+    def get(self, key: str) -> bytes | None:
+        """See :meth:`Location.get`."""
+        name = self._key(key)
+        with self._translated():
+            value: bytes | None = self._client.get(name)
+        return value
+
+    def exists(self, key: str) -> bool:
+        """See :meth:`Location.exists`."""
+        name = self._key(key)
+        with self._translated():
+            return bool(self._client.exists(name))
+
+    def write(self, key: str, data: Data) -> bool:
+        """See :meth:`Location.write`."""
+        name = self._key(key)
+        _check_data(data, key, self)
+        if self.read_only:
+            return False
+        if isinstance(data, (bytes, bytearray, memoryview)):
+            if memoryview(data).nbytes > self._limit:
+                return False
+            return self._declines_when_full(lambda: self._set(name, data), data, None)
+        position = stream_position(data)
+        if position is not None and _remaining(data, position) > self._limit:
+            return False
+        first = _read_up_to(data, COPY_CHUNK_BYTES)
+        if len(first) < COPY_CHUNK_BYTES:  # the whole stream: one SET
+            return self._declines_when_full(lambda: self._set(name, first), data, position)
+        return self._declines_when_full(
+            lambda: self._send_pieces(name, first, data), data, position
+        )
+
+    def _set(self, name: str, value: bytes | bytearray | memoryview) -> bool:
+        self._client.set(name, bytes(value) if isinstance(value, memoryview) else value)
+        return True
+
+    def _send_pieces(self, name: str, first: bytes, stream: IO[bytes]) -> bool:
+        """Send a long stream in pieces to a temp key, then rename it into place."""
+        temp = f"{TEMP_PREFIX}{secrets.token_hex(8)}"
+        size = len(first)
+        try:
+            self._client.set(temp, first, ex=TEMP_TTL_SECONDS)
+            while piece := stream.read(COPY_CHUNK_BYTES):
+                size += len(piece)
+                if size > self._limit:
+                    return False
+                pipe = self._client.pipeline(transaction=False)
+                pipe.append(temp, piece)
+                pipe.expire(temp, TEMP_TTL_SECONDS)
+                pipe.execute()
+            pipe = self._client.pipeline(transaction=True)
+            pipe.rename(temp, name)
+            pipe.persist(name)
+            pipe.execute()
+            temp = ""
+            return True
+        finally:
+            if temp:
+                self._forget(temp)
+
+    def _forget(self, temp: str) -> None:
+        try:
+            self._client.delete(temp)
+        except REDIS_ERRORS:
+            pass  # it expires by itself
+
+    def _declines_when_full(self, send: Any, data: Data, position: int | None) -> bool:
+        """Run ``send``; a full Redis or an over-long stream declines (stream rewound)."""
+        try:
+            with self._translated():
+                stored: bool = send()
+        except StoreFullError:
+            stored = False
+        if not stored and position is not None:
+            rewind(data, position)  # type: ignore[arg-type]
+        return stored
+
+    def delete(self, key: str) -> bool:
+        """See :meth:`Location.delete`."""
+        name = self._key(key)
+        self._refuse_read_only(key)
+        with self._translated():
+            return bool(self._client.delete(name))
+
+    def keys(self, prefix: str = "") -> Iterator[str]:
+        """See :meth:`Location.keys` (``SCAN MATCH``, glob characters escaped)."""
+        start = self._namespace + prefix
+        pattern = _GLOB.sub(r"\\\1", start) + "*"
+        cut = len(self._namespace)
+        found = []
+        with self._translated():
+            for raw in self._client.scan_iter(match=pattern, count=1000):
+                key = _as_key(raw, cut)
+                if key is not None and key.startswith(prefix):
+                    found.append(key)
+        yield from sorted(found)
+
+    # -- batches ----------------------------------------------------------------------------
+
+    def read_many(self, keys: Iterable[str]) -> dict[str, bytes | None]:
+        """See :meth:`Location.read_many` (one ``MGET``)."""
+        keys = list(keys)
+        if not keys:
+            return {}
+        names = [self._key(key) for key in keys]
+        with self._translated():
+            values = self._client.mget(names)
+        return dict(zip(keys, values, strict=True))
+
+    def write_many(self, items: Mapping[str, Data]) -> dict[str, bool]:
+        """See :meth:`Location.write_many` (one ``MULTI``/``EXEC``: all or none)."""
+        names = {key: self._key(key) for key in items}
+        for key, data in items.items():
+            _check_data(data, key, self)
+        stored = dict.fromkeys(items, False)
+        if self.read_only or not items:
+            return stored
+        positions = {key: _position(data) for key, data in items.items()}
+        values = {}
+        for key, data in items.items():
+            value = _read_limited(data, self._limit)
+            if value is None:
+                _rewind_if(data, positions[key])
+                continue
+            values[key] = value
+        try:
+            with self._translated():
+                pipe = self._client.pipeline(transaction=True)
+                for key, value in values.items():
+                    pipe.set(names[key], value)
+                pipe.execute()
+        except StoreFullError:
+            for key, data in items.items():
+                _rewind_if(data, positions[key])
+            return stored
+        stored.update(dict.fromkeys(values, True))
+        return stored
+
+    def delete_many(self, keys: Iterable[str]) -> int:
+        """See :meth:`Location.delete_many` (one round trip)."""
+        names = [self._key(key) for key in keys]
+        if not names:
+            return 0
+        if self.read_only:
+            self._refuse_read_only(names[0])
+        with self._translated():
+            pipe = self._client.pipeline(transaction=False)
+            for name in names:
+                pipe.delete(name)
+            return sum(pipe.execute())
+
+
+def _restore(
+    url: str, prefix: str, max_value_bytes: int, read_only: bool, options: dict[str, Any]
+) -> RedisLocation:
+    return RedisLocation(url, prefix, max_value_bytes, read_only, **options)
+
+
+def _join_prefix(first: str, second: str) -> str:
+    prefix = "/".join(part.strip("/") for part in (first, second) if part.strip("/"))
+    if prefix:
+        check_location_key(prefix)
+    return prefix
+
+
+def _as_key(raw: bytes, cut: int) -> str | None:
+    """A Redis key name as a location key, or ``None`` when it is none of ours."""
+    try:
+        key = raw.decode("utf-8")[cut:]
+        check_location_key(key)
+    except (UnicodeDecodeError, InvalidKeyError):
+        return None
+    if key.split("/", 1)[0].startswith(TEMP_PREFIX):
+        return None
+    return key
+
+
+def _check_data(data: object, key: str, where: Location) -> None:
+    if not isinstance(data, (bytes, bytearray, memoryview)) and not hasattr(data, "read"):
+        raise ArgumentTypeError(
+            f"{where!r}: cannot write {key!r}: a location stores bytes or a binary stream, "
+            f"got {type(data).__name__}"
+        )
+
+
+def _position(data: Data) -> int | None:
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        return None
+    return stream_position(data)
+
+
+def _rewind_if(data: Data, position: int | None) -> None:
+    if position is not None:
+        rewind(data, position)  # type: ignore[arg-type]
+
+
+def _remaining(stream: IO[bytes], position: int) -> int:
+    try:
+        end = stream.seek(0, os.SEEK_END)
+    finally:
+        stream.seek(position)
+    return end - position
+
+
+def _read_limited(data: Data, limit: int) -> bytes | None:
+    """``data`` as bytes, or ``None`` when it is longer than ``limit``."""
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        value = bytes(data)
+        return value if len(value) <= limit else None
+    value = _read_up_to(data, limit + 1)
+    return value if len(value) <= limit else None
+
+
+def _read_up_to(stream: IO[bytes], size: int) -> bytes:
+    """Read ``size`` bytes, or up to the end (a pipe returns short reads before it)."""
+    pieces = []
+    left = size
+    while left > 0:
+        piece = stream.read(min(left, COPY_CHUNK_BYTES))
+        if not piece:
+            break
+        if not isinstance(piece, (bytes, bytearray)):
+            raise ArgumentTypeError(
+                f"a location stores binary streams, got a stream yielding {type(piece).__name__}"
+            )
+        pieces.append(piece)
+        left -= len(piece)
+    return b"".join(pieces)
+
+
+# -- URLs and clients -------------------------------------------------------------------------
+
+_Endpoint = tuple[str, str, str, str]  # scheme, netloc (no password), path, query
+
+
+def _endpoint_url(endpoint: _Endpoint, prefix: str = "", own: str = "") -> str:
+    """``scheme://netloc/path[/prefix][?query]`` (``urlunsplit`` drops the ``//`` of
+    ``unix://`` URLs, which have no host)."""
+    scheme, netloc, path, query = endpoint
+    query = "&".join(part for part in (query, own) if part)
+    return f"{scheme}://{netloc}{path}{prefix}" + (f"?{query}" if query else "")
+
+
+def _client_for(url: str, options: dict[str, Any]) -> tuple[_Endpoint, str, dict[str, Any], Any]:
+    """The endpoint, the prefix in the URL, the location's own options in the URL
+    (``read_only``, ``max_value_bytes``) and a client for ``url``."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    rest = dict(parse_qsl(parts.query, keep_blank_values=True))
+    query_prefix = rest.pop("prefix", "")
+    if "mode" in rest:
+        raise InvalidArgumentError(f"a Redis location takes no mode= option: {redact(url)!r}")
+    own = _own_options(rest, url)
+    query = urlencode(rest)
+    if scheme == "unix":
+        socket, path_prefix = _split_socket_path(unquote(parts.path))
+        found = redis.connection.parse_url(f"unix://{quote(socket)}?{query}")
+        settings = client_defaults()
+        settings.update({k: v for k, v in found.items() if k not in ("path", "connection_class")})
+        settings.update(options)
+        try:
+            client = redis.Redis(unix_socket_path=socket, **settings)
+        except TypeError as exc:
+            raise InvalidArgumentError(f"bad option for {redact(url)!r}: {exc}") from None
+        endpoint = ("unix", "", quote(socket), query)
+    elif scheme in ("redis", "rediss"):
+        pieces = [unquote(part) for part in parts.path.split("/") if part]
+        db = pieces.pop(0) if pieces and pieces[0].isdigit() else "0"
+        path_prefix = "/".join(pieces)
+        base = urlunsplit((scheme, parts.netloc, f"/{db}", query, ""))
+        parsed = parse_redis_url(base)
+        client = client_from_url(base, **options)
+        user = f"{quote(parsed.username)}@" if parsed.username else ""
+        endpoint = (scheme, f"{user}{parsed.host}:{parsed.port}", f"/{parsed.db}", query)
+    else:
+        raise InvalidArgumentError(
+            f"RedisLocation takes redis://, rediss:// or unix:// URLs; got {redact(url)!r}"
+        )
+    return endpoint, _join_prefix(path_prefix, query_prefix), own, client
+
+
+def _own_options(query: dict[str, str], url: str) -> dict[str, Any]:
+    """Take ``read_only`` and ``max_value_bytes`` out of a URL's query."""
+    own: dict[str, Any] = {}
+    if "read_only" in query:
+        text = query.pop("read_only").lower()
+        if text not in ("1", "0", "true", "false", "yes", "no"):
+            raise InvalidArgumentError(f"bad read_only={text!r} in {redact(url)!r}: use 1 or 0")
+        own["read_only"] = text in ("1", "true", "yes")
+    if "max_value_bytes" in query:
+        text = query.pop("max_value_bytes")
+        if not text.isdigit():
+            raise InvalidArgumentError(
+                f"bad max_value_bytes={text!r} in {redact(url)!r}: a number of bytes"
+            )
+        own["max_value_bytes"] = int(text)
+    return own
+
+
+def _split_socket_path(path: str) -> tuple[str, str]:
+    """Split ``/run/redis.sock/a/b`` into the socket and the prefix ``a/b``."""
+    parts = path.split("/")
+    for end in range(len(parts), 1, -1):
+        candidate = "/".join(parts[:end])
+        try:
+            if stat.S_ISSOCK(os.stat(candidate).st_mode):
+                return candidate, "/".join(parts[end:])
+        except OSError:
+            continue
+    return path, ""
+
+
+def _endpoint_of(client: Any) -> _Endpoint:
+    """The endpoint a ``redis.Redis`` client talks to."""
+    kwargs = client.connection_pool.connection_kwargs
+    db = kwargs.get("db", 0)
+    if kwargs.get("path"):
+        return ("unix", "", quote(kwargs["path"]), urlencode({"db": db}))
+    scheme = "rediss" if client.connection_pool.connection_class is redis.SSLConnection else "redis"
+    user = f"{quote(kwargs['username'])}@" if kwargs.get("username") else ""
+    return (scheme, f"{user}{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}",
+            f"/{db}", "")  # fmt: skip

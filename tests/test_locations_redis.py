@@ -1,0 +1,261 @@
+"""The Location contract for Redis (TCP with a prefix, a whole database, a unix
+socket), plus what is special to Redis: URLs, a given client, a server that is down,
+a full server, long streams sent in pieces."""
+
+from __future__ import annotations
+
+import io
+import pickle
+import time
+import tracemalloc
+import uuid
+
+import pytest
+import redis
+
+from simrecorder import RedisServer
+from simrecorder.datastores._redis_server import free_port
+from simrecorder.errors import InvalidArgumentError, StoreConnectionError
+from simrecorder.locations import Location, open_location
+from simrecorder.locations._redis import RedisLocation
+from simrecorder.testing.location import LocationTests
+
+MIB = 1 << 20
+
+
+@pytest.fixture(scope="module")
+def own_server(tmp_path_factory):
+    """A redis-server of this module only (its memory limit and databases are changed),
+    also listening on a unix socket."""
+    directory = tmp_path_factory.mktemp("redis-loc")
+    socket = directory / "redis.sock"
+    server = RedisServer(directory, redis_port="random",
+                         extra_args=["--unixsocket", str(socket), "--unixsocketperm", "700",
+                                     "--appendonly", "no", "--save", ""])  # fmt: skip
+    server.start()
+    server.socket = str(socket)
+    yield server
+    server.stop(save=False)
+
+
+class TestRedisLocation(LocationTests):
+    crash_safe_writes = True
+
+    @pytest.fixture
+    def location(self, redis_server, redis_prefix):
+        with RedisLocation(f"{redis_server.url}/0", prefix=redis_prefix) as location:
+            yield location
+
+    def declining_location(self, location: Location) -> Location:
+        return RedisLocation(location.url, max_value_bytes=3)
+
+
+class TestRedisLocationWholeDatabase(LocationTests):
+    """Prefix '': every key of database 3 is a key of the location."""
+
+    crash_safe_writes = True
+
+    @pytest.fixture
+    def location(self, own_server):
+        client = redis.Redis(port=own_server.port, db=3)
+        client.flushdb()
+        client.close()
+        with RedisLocation(f"{own_server.url}/3") as location:
+            yield location
+
+    def declining_location(self, location: Location) -> Location:
+        return RedisLocation(location.url, read_only=True)
+
+
+class TestRedisLocationUnixSocket(LocationTests):
+    crash_safe_writes = True
+
+    @pytest.fixture
+    def location(self, own_server):
+        prefix = f"unix-{uuid.uuid4().hex[:8]}"
+        with RedisLocation(f"unix://{own_server.socket}?db=1", prefix=prefix) as location:
+            yield location
+
+    def declining_location(self, location: Location) -> Location:
+        return RedisLocation(location.url, max_value_bytes=3)
+
+
+def test_url_layout(redis_server, redis_prefix):
+    location = RedisLocation(f"{redis_server.url}/2/{redis_prefix}/a%20b")
+    assert location.prefix == f"{redis_prefix}/a b"
+    assert location.url == f"{redis_server.url}/2/{redis_prefix}/a%20b"
+    assert open_location(location.url) == location
+    assert RedisLocation(f"{redis_server.url}/2?prefix={redis_prefix}/a%20b") == location
+    location.put("k", b"v")
+    raw = redis.Redis(port=redis_server.port, db=2)
+    assert raw.get(f"{redis_prefix}/a b/k") == b"v"
+    assert location.sub("s").url == f"{redis_server.url}/2/{redis_prefix}/a%20b/s"
+    assert open_location(location.sub("s").url).prefix == f"{redis_prefix}/a b/s"
+    raw.close()
+
+
+def test_url_own_options(redis_server, redis_prefix):
+    location = RedisLocation(f"{redis_server.url}/0", prefix=redis_prefix, read_only=True,
+                             max_value_bytes=100)  # fmt: skip
+    assert location.url == (f"{redis_server.url}/0/{redis_prefix}?read_only=1&max_value_bytes=100")
+    again = open_location(location.url)
+    assert again == location and again.read_only and again.max_value_bytes == 100
+    assert open_location(location.url, read_only=False).read_only is False
+    assert location != RedisLocation(f"{redis_server.url}/0", prefix=redis_prefix)
+    with pytest.raises(InvalidArgumentError, match="read_only"):
+        RedisLocation(f"{redis_server.url}/0?read_only=maybe")
+
+
+def test_url_without_db_is_db_0(redis_server):
+    assert RedisLocation(redis_server.url).url == f"{redis_server.url}/0"
+
+
+def test_url_options(redis_server):
+    location = RedisLocation(f"{redis_server.url}/0/p?socket_timeout=7")
+    assert location._client.connection_pool.connection_kwargs["socket_timeout"] == 7.0
+    assert "socket_timeout=7" in location.url
+    with pytest.raises(InvalidArgumentError, match="no mode"):
+        RedisLocation(f"{redis_server.url}/0?mode=r")
+    with pytest.raises(InvalidArgumentError, match="bogus"):
+        RedisLocation(f"{redis_server.url}/0?bogus=1")
+
+
+def test_glob_characters_in_prefix(redis_server, redis_prefix):
+    odd = RedisLocation(f"{redis_server.url}/0", prefix=f"{redis_prefix}/p[1]*")
+    near = RedisLocation(f"{redis_server.url}/0", prefix=f"{redis_prefix}/p1x")
+    odd.put("k", b"1")
+    near.put("k", b"2")
+    assert list(odd.keys()) == ["k"]
+    assert odd.get("k") == b"1"
+
+
+def test_given_client_is_shared_not_closed(redis_server, redis_prefix):
+    client = redis.Redis(port=redis_server.port, db=0)
+    location = RedisLocation(client, prefix=redis_prefix)
+    assert location.url == f"redis://localhost:{redis_server.port}/0/{redis_prefix}"
+    assert location.put("k", b"v")
+    location.close()
+    assert client.get(f"{redis_prefix}/k") == b"v"  # still usable
+    again = pickle.loads(pickle.dumps(location))
+    assert again == location and again.get("k") == b"v"
+    client.close()
+
+
+def test_password_is_kept_out_of_url_but_pickled(tmp_path):
+    with RedisServer(tmp_path, redis_port="random", password="s3cret") as server:
+        url = f"redis://:s3cret@127.0.0.1:{server.port}/0/p"
+        location = open_location(url)
+        assert "s3cret" not in location.url and "s3cret" not in repr(location)
+        assert location.put("k", b"v")
+        again = pickle.loads(pickle.dumps(location))
+        assert again.get("k") == b"v"
+
+
+def test_server_down_raises_connection_error_quickly():
+    location = RedisLocation(f"redis://127.0.0.1:{free_port()}/0", prefix="p")
+    for call in (lambda: location.get("k"), lambda: location.put("k", b"v"),
+                 lambda: list(location.keys()), lambda: location.read_many(["k"])):  # fmt: skip
+        started = time.monotonic()
+        with pytest.raises(StoreConnectionError, match=r"127\.0\.0\.1"):
+            call()
+        assert time.monotonic() - started < 10
+
+
+def test_full_server_declines_and_rewinds(own_server):
+    admin = redis.Redis(port=own_server.port)
+    location = RedisLocation(f"{own_server.url}/4", prefix="full")
+    assert location.put("before", b"kept")
+    try:
+        admin.config_set("maxmemory-policy", "noeviction")
+        admin.config_set("maxmemory", 1)  # below what an empty server uses: every write is OOM
+        assert location.put("k", b"value") is False
+        stream = io.BytesIO(b"h" + b"x" * 200_000)
+        stream.seek(1)
+        assert location.write("k", stream) is False
+        assert stream.tell() == 1, "a declined stream is rewound"
+        long = io.BytesIO(b"y" * (3 * MIB))  # sent in pieces
+        assert location.write("long", long) is False
+        assert long.tell() == 0
+        assert location.write_many({"a": b"1", "b": io.BytesIO(b"2")}) == {"a": False, "b": False}
+        assert list(location.keys()) == ["before"]
+        assert location.get("before") == b"kept"  # reads still work
+    finally:
+        admin.config_set("maxmemory", 0)
+    assert location.put("after", b"room again")
+    assert not list(admin.scan_iter(match=".simrecorder-tmp-*"))
+    admin.flushdb()
+    admin.close()
+
+
+def test_long_stream_sent_in_pieces(redis_server, redis_prefix, tmp_path):
+    source = tmp_path / "big"
+    value = bytes(range(256)) * (20 * MIB // 256)
+    source.write_bytes(value)
+    location = RedisLocation(f"{redis_server.url}/0", prefix=redis_prefix)
+    raw = redis.Redis(port=redis_server.port)
+    temps = set(raw.scan_iter(match=".simrecorder-tmp-*"))  # left by the SIGKILL tests
+    tracemalloc.start()
+    try:
+        with open(source, "rb") as stream:
+            assert location.write("big", stream)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 * MIB, f"writing 20 MiB from a file held {peak:,} bytes"
+    assert location.get("big") == value
+    assert raw.ttl(f"{redis_prefix}/big") == -1  # the temp key's expiry is not inherited
+    assert set(raw.scan_iter(match=".simrecorder-tmp-*")) == temps
+    assert all(0 < raw.ttl(temp) <= 3600 for temp in temps)  # a killed writer's temp expires
+    raw.close()
+
+
+def test_failing_stream_leaves_no_temp_key(redis_server, redis_prefix):
+    location = RedisLocation(f"{redis_server.url}/0", prefix=redis_prefix)
+    raw = redis.Redis(port=redis_server.port)
+    temps = set(raw.scan_iter(match=".simrecorder-tmp-*"))
+    location.put("k", b"old")
+    with pytest.raises(OSError, match="disk gone"):
+        location.write("k", _Failing(3 * MIB))
+    assert location.get("k") == b"old"
+    assert set(raw.scan_iter(match=".simrecorder-tmp-*")) == temps
+    raw.close()
+
+
+def test_max_value_bytes(redis_server, redis_prefix):
+    location = RedisLocation(f"{redis_server.url}/0", prefix=redis_prefix, max_value_bytes=10)
+    assert location.put("ok", b"0123456789")
+    assert location.put("big", b"01234567890") is False
+    assert location.write("pipe-like", _Unseekable(b"x" * (2 * MIB))) is False
+    assert location.write_many({"a": b"1", "b": b"x" * 11}) == {"a": True, "b": False}
+    assert sorted(location.keys()) == ["a", "ok"]
+    with pytest.raises(InvalidArgumentError):
+        RedisLocation(f"{redis_server.url}/0", max_value_bytes=(512 << 20) + 1)
+
+
+class _Unseekable(io.RawIOBase):
+    def __init__(self, data: bytes) -> None:
+        self._stream = io.BytesIO(data)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        return self._stream.readinto(buffer)
+
+
+class _Failing(io.RawIOBase):
+    """A stream that fails after ``size`` bytes (a file on a dying disk)."""
+
+    def __init__(self, size: int) -> None:
+        self._left = size
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        if self._left <= 0:
+            raise OSError("disk gone")
+        size = min(len(buffer), self._left)
+        buffer[:size] = b"f" * size
+        self._left -= size
+        return size
