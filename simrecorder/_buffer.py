@@ -14,6 +14,10 @@ hands the whole block over (:meth:`take`). Every buffer has
     writes the block if that says the buffer is full). The recorder's flush timer
     sets it to 0 to make the next sample trigger a flush, so the hot path never reads
     a clock; after a flush it goes back to ``full_at``.
+``rejected``
+    samples the hot path took but the block conversion found out of the range of the
+    series' dtype (``1e300`` into float32): they are left out of the block and kept
+    here until the recorder reports them (see :class:`ScalarBuffer`).
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from ._schema import (
     check_dense_sample,
     check_kind_sample,
 )
-from .errors import SchemaError
+from .errors import InvalidArgumentError, SchemaError
 
 __all__ = ["SeriesBuffer", "make_buffer", "one_sample_block"]
 
@@ -40,7 +44,17 @@ __all__ = ["SeriesBuffer", "make_buffer", "one_sample_block"]
 class SeriesBuffer:
     """Base of all buffers; see the module docstring for the shared attributes."""
 
-    __slots__ = ("capacity", "fast_type", "full_at", "key", "limit", "nbytes", "spec", "values")
+    __slots__ = (
+        "capacity",
+        "fast_type",
+        "full_at",
+        "key",
+        "limit",
+        "nbytes",
+        "rejected",
+        "spec",
+        "values",
+    )
 
     def __init__(self, key: str, spec: SeriesSpec, capacity: int) -> None:
         self.key = key
@@ -51,6 +65,7 @@ class SeriesBuffer:
         self.fast_type: type | None = None
         self.values: list[Any] = []
         self.nbytes = 0
+        self.rejected: list[Any] = []
 
     def append(self, value: Any) -> bool:
         """Check and add one sample; return True when ``limit`` is reached."""
@@ -81,14 +96,24 @@ class ScalarBuffer(SeriesBuffer):
     The recorder appends Python scalars to ``values`` (the fastest thing Python can
     do); every :data:`SCALAR_PART` samples they are packed into a numpy part, so a
     large block costs 8 bytes per sample, not a 32-byte Python object each.
+
+    Samples of the fast type are not checked one by one. For a dtype narrower than
+    the fast type (float16/float32 series of Python floats, complex64 of Python
+    complex) the packing checks the part: a finite sample that would become ``inf``
+    is left out of the part and put in ``rejected`` (the recorder then raises
+    :class:`~simrecorder.errors.ValueOutOfRangeError`); every other sample keeps its
+    place, in order.
     """
 
-    __slots__ = ("parts", "rows")
+    __slots__ = ("narrow", "parts", "rows")
 
     def __init__(self, key: str, spec: SeriesSpec, capacity: int) -> None:
         super().__init__(key, spec, capacity)
         # complex64 takes Python complex, float16/32 take float: same_kind allows both
         self.fast_type = _FAST_TYPES.get(spec.dense_dtype.kind)
+        self.narrow = self.fast_type is not None and not np.can_cast(
+            np.dtype(self.fast_type), spec.dense_dtype, casting="safe"
+        )
         self.full_at = self.limit = min(capacity, SCALAR_PART)
         self.parts: list[np.ndarray] = []
         self.rows = 0
@@ -100,11 +125,28 @@ class ScalarBuffer(SeriesBuffer):
         if count:
             # copy, then delete in place: another thread's record() may append to this
             # very list meanwhile (the fast path takes no lock), and must not be lost
-            part = np.array(values[:count], dtype=self.spec.dtype)
+            chunk = values[:count]
+            part = self._narrowed(chunk) if self.narrow else np.array(chunk, dtype=self.spec.dtype)
             del values[:count]
-            self.parts.append(part)
-            self.rows += count
+            if len(part):
+                self.parts.append(part)
+                self.rows += len(part)
         return self.rows >= self.capacity or self.limit < self.full_at
+
+    def _narrowed(self, chunk: list[Any]) -> np.ndarray:
+        """``chunk`` as the series' narrow dtype, without the finite samples that
+        would become ``inf`` (those go to ``rejected``)."""
+        dtype = self.spec.dense_dtype
+        with np.errstate(over="ignore"):
+            part = np.array(chunk, dtype=dtype)
+        if np.isfinite(part).all():  # the usual case: one cheap pass
+            return part
+        wide = np.array(chunk, dtype=np.complex128 if dtype.kind == "c" else np.float64)
+        bad = np.isinf(part) & np.isfinite(wide)
+        if not bad.any():  # inf or nan recorded as such
+            return part
+        self.rejected.extend(chunk[i] for i in np.flatnonzero(bad))
+        return part[~bad]
 
     def append(self, value: Any) -> bool:
         # docstring inherited
@@ -302,7 +344,7 @@ def make_buffer(
         return ArrayBuffer(key, spec, capacity)
     if spec.kind in (STR, BYTES, OBJECT):
         return ListBuffer(key, spec, max_records, max_bytes, nul_free_str)
-    raise ValueError(f"unknown series kind {spec.kind!r}")
+    raise InvalidArgumentError(f"key {key!r}: unknown series kind {spec.kind!r}")
 
 
 def one_sample_block(key: str, spec: SeriesSpec, value: Any, *, nul_free_str: bool) -> Any:

@@ -31,11 +31,13 @@ __all__ = [
     "NotBuiltYetError",
     "ReadOnlyError",
     "SchemaError",
+    "SeriesIndexError",
     "SimRecorderError",
     "StoreClosedError",
     "StoreFormatError",
     "StoreLockedError",
     "StoreWriteError",
+    "ValueOutOfRangeError",
     "ValueTooLargeError",
     "is_transient",
 ]
@@ -47,6 +49,47 @@ class SimRecorderError(Exception):
 
 class SchemaError(SimRecorderError, TypeError):
     """A sample does not fit the series it is recorded into (kind, dtype or shape)."""
+
+
+class ValueOutOfRangeError(SchemaError, ValueError):
+    """A number is outside the range of the series' dtype (``1e300`` into float32,
+    ``300`` into uint8, ``-1`` into uint32, ``2**70`` into int64).
+
+    The out-of-range samples are not recorded (never silently wrapped or turned into
+    ``inf``); every other sample is. Also a ``ValueError``, and a :class:`SchemaError`
+    (so ``except SchemaError`` catches every sample that does not fit).
+
+    Attributes
+    ----------
+    key
+        The series.
+    values
+        The refused samples (the first few when there were many).
+    dtype
+        The series' dtype, as a string.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from simrecorder import InMemoryDataStore, Recorder
+    >>> rec = Recorder(InMemoryDataStore())
+    >>> rec.record("n", np.uint8(7))
+    >>> rec.record("n", 300)
+    Traceback (most recent call last):
+    ...
+    simrecorder.errors.ValueOutOfRangeError: key 'n': ... got 300, out of the range of uint8; ...
+    >>> rec.get_all("n")
+    array([7], dtype=uint8)
+    >>> rec.close()
+    """
+
+    def __init__(
+        self, message: str, key: str = "", values: tuple[object, ...] = (), dtype: str = ""
+    ) -> None:
+        super().__init__(message)
+        self.key = key
+        self.values = values
+        self.dtype = dtype
 
 
 class KeyConflictError(SchemaError):
@@ -62,6 +105,11 @@ class KeyNotFoundError(SimRecorderError, KeyError):
 
     def __str__(self) -> str:  # KeyError quotes its argument; keep the message readable
         return str(self.args[0]) if self.args else ""
+
+
+class SeriesIndexError(SimRecorderError, IndexError):
+    """An index outside a series read through a view (``view[n]`` for a series of
+    ``n`` samples), as numpy raises ``IndexError`` for an array."""
 
 
 class StoreClosedError(SimRecorderError, ValueError):

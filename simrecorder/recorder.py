@@ -16,7 +16,7 @@ import numpy as np
 
 from ._buffer import LargeSampleBuffer, SeriesBuffer, make_buffer, one_sample_block
 from ._keys import parent_keys, validate_key
-from ._schema import SeriesSpec, infer_spec, merge_specs
+from ._schema import SeriesSpec, infer_spec, merge_specs, stored_schema_error
 from ._signals import deferred_signals
 from .datastores.base import DataStore, check_key_free, check_sample_size
 from .deadletter import default_dead_letter_dir, write_dead_letter
@@ -27,8 +27,10 @@ from .errors import (
     InvalidArgumentError,
     KeyConflictError,
     KeyNotFoundError,
+    SchemaError,
     StoreClosedError,
     StoreWriteError,
+    ValueOutOfRangeError,
     is_transient,
 )
 
@@ -221,6 +223,9 @@ class Recorder:
         self.max_seconds = max_seconds
         self._buffers: dict[str, SeriesBuffer] = {}
         self._buffer_groups: set[str] = set()
+        self._stored_in: dict[str, str] = {}  # series continued from a store: its repr
+        # out-of-range samples the buffers left out, not reported yet: key -> (dtype, values)
+        self._rejected: dict[str, tuple[str, list[Any]]] = {}
         self._backlogs: dict[DataStore, _Backlog] = {}
         self._dirty: set[DataStore] = set()
         self._quarantined: list[tuple[DataStore, str, str]] = []  # (store, key, file)
@@ -272,7 +277,21 @@ class Recorder:
         ------
         SchemaError
             The sample does not fit the series (dtype, shape or kind); nothing
-            recorded before is touched.
+            recorded before is touched. When the series already exists in a store
+            (an earlier run), the message names that store and both schemas.
+        ValueOutOfRangeError
+            A number outside the range of the series' dtype (``1e300`` into float32,
+            ``300`` into uint8, ``2**70`` into int64); a :class:`SchemaError` and a
+            ``ValueError``. Such a sample is never recorded (never wrapped around or
+            turned into ``inf``); every other sample is, in order. Samples that
+            need a check are refused by their own ``record`` call. Python floats
+            into a float16/float32 series (and complex into complex64) take the fast
+            path unchecked: they are checked when the buffer packs them (every
+            8192 samples of the key, and at every flush, also the timer's or a
+            read's), and the error is raised by that ``record`` call (whose own
+            sample is recorded), else by the next ``record`` that writes or the next
+            :meth:`flush` or :meth:`close`; it names the key and lists the refused
+            values (``error.values``).
         InvalidKeyError
             ``key`` is not a valid key path.
         StoreClosedError
@@ -307,6 +326,8 @@ class Recorder:
         self._append_locked(key, value)
         if error is not None:
             raise error
+        if self._rejected:
+            self._raise_rejected()
 
     def _append_locked(self, key: str, value: Any) -> None:
         buf = self._buffers.get(key)
@@ -320,7 +341,13 @@ class Recorder:
                 self._buffer_groups = {p for k in self._buffers for p in parent_keys(k)}
                 raise
         else:
-            full = buf.append(value)
+            try:
+                full = buf.append(value)
+            except SchemaError as exc:
+                where = self._stored_in.get(key)
+                if where is None:
+                    raise
+                raise stored_schema_error(exc, key, buf.spec, value, where) from None
         if full:
             self._on_full(buf)
 
@@ -364,8 +391,10 @@ class Recorder:
         for store in stores:
             existing = None if store.closed else store.series_spec(key)
             if existing is not None:
-                merge_specs(key, existing, value)
-                spec = spec or existing
+                merge_specs(key, existing, value, where=repr(store))
+                if spec is None:
+                    spec = existing
+                    self._stored_in[key] = repr(store)
         if spec is None:
             spec = infer_spec(value)
         merge_specs(key, spec, value)
@@ -397,9 +426,12 @@ class Recorder:
                 self._check_open(buf.key)
             if self._forced:
                 self._epoch(retry=False)
+                self._raise_rejected()
                 return
             large = type(buf) is LargeSampleBuffer
             full = large or buf.compact()
+            if buf.rejected:
+                self._note_rejected(buf)
             if (full or self._due) and self._pivot is None:
                 self._arm_epoch(buf)
             if full:
@@ -412,6 +444,8 @@ class Recorder:
                     if large:
                         self._finish(commit=False)
                 self._raise_for(self.datastores)
+            if self._rejected:
+                self._raise_rejected()
 
     def _arm_epoch(self, buf: SeriesBuffer) -> None:
         """Run an epoch just before ``buf``'s next sample.
@@ -455,8 +489,54 @@ class Recorder:
     def _flush_buffer(self, buf: SeriesBuffer) -> None:
         buf.limit = buf.full_at
         block = buf.take()
+        if buf.rejected:
+            self._note_rejected(buf)
         if block is not None:
             self._write(buf.key, buf.spec, block, self.datastores)
+
+    def _note_rejected(self, buf: SeriesBuffer) -> None:
+        """Move the out-of-range samples ``buf`` left out of its blocks to the list
+        :meth:`_raise_rejected` reports."""
+        _, values = self._rejected.setdefault(buf.key, (str(buf.spec.dtype), []))
+        values.extend(buf.rejected)
+        buf.rejected = []
+
+    def _take_rejected(self) -> ValueOutOfRangeError | None:
+        """The error that reports the out-of-range samples of one key not reported yet
+        (and forget them), or None. Other keys' wait for the next call."""
+        if not self._rejected:
+            return None
+        key = next(iter(self._rejected))
+        dtype, values = self._rejected.pop(key)
+        shown = ", ".join(repr(v) for v in values[:5]) + (" ..." if len(values) > 5 else "")
+        more = ""
+        if key in self._stored_in:
+            more = f" (the series continues the one in {self._stored_in[key]})"
+        if self._rejected:
+            more += f"; keys {', '.join(map(repr, self._rejected))} have some too"
+        return ValueOutOfRangeError(
+            f"key {key!r}: {len(values)} sample(s) recorded since the last check are out of "
+            f"the range of the series' dtype {dtype} ({shown}) and were not recorded; every "
+            f"other sample was, in order{more}. Record such numbers into a series of a "
+            "wider dtype (e.g. float64), or clip them first",
+            key=key,
+            values=tuple(values[:100]),
+            dtype=dtype,
+        )
+
+    def _raise_rejected(self) -> None:
+        """Raise :class:`ValueOutOfRangeError` for samples the buffers left out (one
+        key per call: the next call raises the next key's)."""
+        error = self._take_rejected()
+        if error is not None:
+            raise error
+
+    def _take_all_rejected(self) -> list[ValueOutOfRangeError]:
+        """Every error :meth:`_take_rejected` has left (at close: nobody calls again)."""
+        errors = []
+        while (error := self._take_rejected()) is not None:
+            errors.append(error)
+        return errors
 
     def _write(self, key: str, spec: SeriesSpec, block: Any, stores: tuple[DataStore, ...]) -> None:
         for store in stores:
@@ -609,10 +689,14 @@ class Recorder:
             A store is failing (raised by every flush until it is back).
         BlocksQuarantinedError
             Blocks a store could not take were saved in its dead-letter directory.
+        ValueOutOfRangeError
+            Samples taken by the fast path were out of the range of their series'
+            dtype and were left out (see :meth:`record`).
         """
         with self._lock:
             self._check_open()
             self._epoch(retry=True)
+            self._raise_rejected()
 
     def _mark_due(self) -> None:
         """Called by the flush timer (another thread): make the next record flush."""
@@ -730,7 +814,9 @@ class Recorder:
         leaves the recorder open, so that ``close()`` (or ``flush()``) can be called
         again once the store is back. Blocks quarantined during the run do not keep
         the recorder open: it closes, then raises :class:`BlocksQuarantinedError`
-        naming them and their dead-letter directory.
+        naming them and their dead-letter directory. Likewise, out-of-range samples
+        found by the last packing close the recorder, then raise
+        :class:`~simrecorder.errors.ValueOutOfRangeError` (see :meth:`record`).
         """
         with self._lock:
             if self._closed or self._forked:
@@ -740,8 +826,13 @@ class Recorder:
             except BlocksQuarantinedError:
                 pass  # saved on disk: close, then report every quarantined block below
             self._shutdown()
+            errors: list[Exception] = list(self._take_all_rejected())
             if self._quarantined:
-                raise self._quarantine_error(self._quarantined)
+                errors.insert(0, self._quarantine_error(self._quarantined))
+            if errors:  # closed all the same; the first error carries the others as notes
+                for other in errors[1:]:
+                    errors[0].add_note(f"also: {other}")
+                raise errors[0]
 
     def _shutdown(self, stores: tuple[DataStore, ...] | None = None) -> None:
         """Stop the timer and close ``stores`` (all by default; the buffers are empty)."""
@@ -783,6 +874,8 @@ class Recorder:
             except Exception:  # noqa: BLE001 - handled below, nobody left to raise to
                 for buf in list(self._buffers.values()):
                     block = buf.take()
+                    if buf.rejected:
+                        self._note_rejected(buf)
                     if block is not None:
                         self._write(buf.key, buf.spec, block, self.datastores)
             for store, backlog in list(self._backlogs.items()):
@@ -797,6 +890,8 @@ class Recorder:
             if self._quarantined:
                 error = self._quarantine_error(self._quarantined)
                 print(f"simrecorder: {error}", file=sys.stderr)
+            for rejected in self._take_all_rejected():
+                print(f"simrecorder: {rejected}", file=sys.stderr)
 
     def _forget_after_fork(self) -> None:
         self._forked = True

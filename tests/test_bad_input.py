@@ -3,11 +3,16 @@ the store stays valid with everything recorded before intact. Runs on every back
 
 from __future__ import annotations
 
+import ast
+import builtins
+from pathlib import Path
+
 import h5py
 import numpy as np
 import pytest
 import zarr
 
+import simrecorder
 from simrecorder import (
     HDF5DataStore,
     InMemoryDataStore,
@@ -21,6 +26,7 @@ from simrecorder import (
     ValueTooLargeError,
     ZarrDataStore,
 )
+from simrecorder.errors import ValueOutOfRangeError
 
 
 @pytest.fixture(params=["memory", "hdf5", "zarr", "redis"])
@@ -121,3 +127,142 @@ def test_files_of_a_future_format_version(tmp_path):
     zarr.open_group(tmp_path / "f.zarr", mode="w").attrs["simrecorder_format"] = 2
     with pytest.raises(StoreFormatError, match="upgrade"):
         ZarrDataStore(tmp_path / "f.zarr")
+
+
+# -- numbers out of the range of the series' dtype (issue 13, item 2) ----------------------
+@pytest.mark.parametrize(
+    ("first", "bad"),
+    [
+        (np.float32(1.0), 1e300),  # fast path: checked when the buffer packs its part
+        (np.float32(1.0), np.float64(-1e300)),
+        (np.float16(1.0), 70000.0),
+        (np.float16(1.0), 70000),  # a Python int into a float16 series
+        (np.complex64(1.0), 1e300 + 0j),
+        (np.zeros(2, dtype=np.float32), np.array([1.0, 1e300])),
+        (np.uint8(1), 300),
+        (np.uint8(1), -1),
+        (np.uint32(1), -1),
+        (1, 2**70),  # a Python int beyond int64
+        (np.int8(1), np.int64(-129)),
+    ],
+    ids=["1e300-f32", "np-f64-f32", "f16", "int-f16", "c64", "array-f32", "300-u8", "-1-u8",
+         "-1-u32", "2**70-i64", "i64-i8"],
+)  # fmt: skip
+def test_out_of_range_numbers_are_refused_and_the_rest_is_kept(rec, first, bad):
+    rec.record("n", first)
+    rec.record("n", first)
+    errors = []
+    for step in (lambda: rec.record("n", bad), lambda: rec.record("n", first), rec.flush):
+        try:
+            step()
+        except ValueOutOfRangeError as exc:
+            errors.append(exc)
+    assert len(errors) == 1, "raised once, by record() or by flush()"
+    error = errors[0]
+    assert isinstance(error, ValueError) and isinstance(error, SchemaError)
+    first_dtype = np.asarray(first).dtype
+    message = str(error)
+    assert "'n'" in message and str(first_dtype) in message and "range" in message
+    assert error.key == "n" and error.dtype == str(first_dtype)
+    shown = bad if np.ndim(bad) == 0 else bad[1]
+    assert np.asarray(shown).item() in [np.asarray(v).item() for v in error.values]
+    got = np.asarray(rec.get_all("n"))
+    np.testing.assert_array_equal(got, np.asarray([first] * 3))  # nothing lost, no inf/wrap
+    intact(rec)
+    rec.record("x", 2.5)  # and the recorder goes on
+    rec.flush()
+    assert len(rec.get_all("x")) == 2
+
+
+def test_nan_into_an_int_series_names_key_value_and_dtype(rec):
+    rec.record("i", 1)
+    with pytest.raises(SchemaError) as info:
+        rec.record("i", float("nan"))
+    assert "'i'" in str(info.value) and "nan" in str(info.value) and "int64" in str(info.value)
+    np.testing.assert_array_equal(np.asarray(rec.get_all("i")), [1])
+
+
+# -- no bare builtin raises (issue 13, item 2) ---------------------------------------------
+PACKAGE = Path(simrecorder.__file__).parent
+
+#: Files that still raise bare builtins, owned by others: the lead empties this list.
+#: (Remove a file here once its raises derive from simrecorder.errors.)
+ALLOWED_BARE_RAISES = {
+    "adapters/encore.py",  # KeyError of the Mapping protocol, FileNotFoundError
+    "adapters/mummi.py",  # KeyError / ValueError / TypeError of the MuMMI API
+    "adapters/_mummi_store.py",
+    "datastores/_zarr.py",  # unknown compression, a ZIP path without .zip
+    "datastores/_hdf5.py",  # _check_stored's ValueError (new in this round)
+    "testing/crash.py",  # KeyError / ValueError of the crash-test helper
+    "cli.py",
+    "recover.py",
+}
+
+#: Builtins whose bare raise is the protocol, not an error report: AttributeError
+#: from ``__getattr__``, NotImplementedError of an abstract method, AssertionError
+#: of an "unreachable" line. BaseException-only ones (KeyboardInterrupt) are re-raised
+#: signals.
+_PROTOCOL = {"NotImplementedError", "AssertionError"}
+
+
+class _RaiseScanner(ast.NodeVisitor):
+    """Collects ``raise <builtin>`` lines, knowing the function each is in."""
+
+    def __init__(self) -> None:
+        self.function = ""
+        self.found: list[tuple[int, str]] = []
+
+    def visit_FunctionDef(self, node: ast.FunctionDef | ast.AsyncFunctionDef) -> None:
+        outer, self.function = self.function, node.name
+        self.generic_visit(node)
+        self.function = outer
+
+    visit_AsyncFunctionDef = visit_FunctionDef
+
+    def visit_Raise(self, node: ast.Raise) -> None:
+        exc = node.exc
+        target = exc.func if isinstance(exc, ast.Call) else exc
+        if isinstance(target, ast.Name):
+            builtin = getattr(builtins, target.id, None)
+            protocol = target.id in _PROTOCOL or (
+                target.id == "AttributeError" and self.function == "__getattr__"
+            )
+            if isinstance(builtin, type) and issubclass(builtin, Exception) and not protocol:
+                self.found.append((node.lineno, target.id))
+        self.generic_visit(node)
+
+
+def bare_builtin_raises(source: str) -> list[str]:
+    """``'<line>: raise <Builtin>'`` for every bare builtin raise in ``source``."""
+    scanner = _RaiseScanner()
+    scanner.visit(ast.parse(source))
+    return [f"{line}: raise {name}" for line, name in sorted(scanner.found)]
+
+
+def test_every_raise_uses_the_error_tree():
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        relative = path.relative_to(PACKAGE).as_posix()
+        if relative == "errors.py" or relative in ALLOWED_BARE_RAISES:
+            continue
+        found += [f"simrecorder/{relative}:{hit}" for hit in bare_builtin_raises(path.read_text())]
+    assert not found, (
+        "raise a class from simrecorder.errors (it derives from the builtin too):\n"
+        + "\n".join(found)
+    )
+
+
+def test_the_raise_scanner_finds_bare_raises():
+    source = (
+        "def f(x):\n    if x:\n        raise ValueError(x)\n    raise KeyError\n"
+        "def __getattr__(name):\n    raise AttributeError(name)\n"
+        "def g():\n    raise NotImplementedError\n"
+        "def h():\n    raise AttributeError('h')\n"
+        "def i():\n    raise KeyboardInterrupt\n"
+        "def j(exc):\n    raise SchemaError('x') from exc\n"
+    )
+    assert bare_builtin_raises(source) == [
+        "3: raise ValueError",
+        "4: raise KeyError",
+        "10: raise AttributeError",
+    ]

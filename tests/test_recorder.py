@@ -20,6 +20,7 @@ from simrecorder import (
     StoreClosedError,
     StoreWriteError,
 )
+from simrecorder.errors import ValueOutOfRangeError
 
 
 @pytest.fixture(params=["memory", "hdf5"])
@@ -188,6 +189,41 @@ def test_schema_is_checked_against_data_already_stored(tmp_path):
             rec.record("x", np.zeros(3, dtype=np.float64))
         rec.record("x", np.ones(3, dtype=np.int16))  # same_kind: fine
         assert len(rec.get_all("x")) == 2
+
+
+@pytest.mark.parametrize(
+    ("bad", "new_schema"),
+    [("text", "str samples"), (np.zeros(2), "dense float64 samples of shape (2,)"),
+     (np.float64(1e300), None)],
+    ids=["str", "shape", "out-of-range"],
+)  # fmt: skip
+def test_schema_error_names_the_store_holding_the_older_series(tmp_path, bad, new_schema):
+    path = tmp_path / "older.h5"
+    with Recorder(HDF5DataStore(path)) as rec:
+        rec.record("x", np.float32(1.0))
+    with Recorder(HDF5DataStore(path, mode="a"), max_seconds=None) as rec:
+        for _ in range(2):  # the run's first sample of x, then a later one
+            with pytest.raises(SchemaError) as info:
+                rec.record("x", bad)
+            message = str(info.value)
+            assert "'x'" in message and str(path) in message  # the key and the store
+            assert "dense float32 samples of shape ()" in message  # the stored schema
+            if new_schema is not None:  # and the one the sample would start
+                assert f"would start a series of {new_schema}" in message
+            rec.record("x", 2.0)
+        assert len(rec.get_all("x")) == 3
+
+
+def test_fast_path_range_error_names_the_store_holding_the_older_series(tmp_path):
+    path = tmp_path / "older.h5"
+    with Recorder(HDF5DataStore(path)) as rec:
+        rec.record("x", np.float32(1.0))
+    with Recorder(HDF5DataStore(path, mode="a"), max_seconds=None) as rec:
+        rec.record("x", 2.0)
+        rec.record("x", 1e300)  # Python floats into float32: checked at the flush
+        with pytest.raises(ValueOutOfRangeError, match=r"'x'.*float32.*older\.h5"):
+            rec.flush()
+        np.testing.assert_array_equal(np.asarray(rec.get_all("x")), [1.0, 2.0])
 
 
 def test_int_into_float_series_is_cast(store):

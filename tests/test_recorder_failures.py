@@ -168,3 +168,90 @@ def test_hdf5_failed_block_leaves_no_rows(tmp_path):
         store.append_block("x", spec, np.zeros((2, 4)))  # a block h5py cannot write
     assert store.get_all("x").shape == (2, 3)
     store.close()
+
+
+# -- numbers out of the series' dtype range on the fast path (issue 13, item 2) ------------
+def test_fast_path_out_of_range_floats_are_left_out_where_the_part_is_packed():
+    from simrecorder._buffer import SCALAR_PART
+    from simrecorder.errors import ValueOutOfRangeError
+
+    store = InMemoryDataStore()
+    rec = Recorder(store, max_seconds=None)
+    rec.record("f", np.float32(0.0))  # a float32 series; Python floats take the fast path
+    rec.record("other", 1.0)
+    raised_at = []
+    for i in range(1, 3 * SCALAR_PART):
+        value = 1e300 if i in (100, 101, SCALAR_PART + 5) else float(i)
+        try:
+            rec.record("f", value)
+        except ValueOutOfRangeError as exc:
+            raised_at.append((i, exc.values))
+    rec.flush()
+    # raised by the record() that filled the part holding the bad samples (its own
+    # sample is kept), naming what was left out
+    assert raised_at == [(SCALAR_PART - 1, (1e300, 1e300)), (2 * SCALAR_PART - 1, (1e300,))]
+    want = np.array(
+        [0.0] + [i for i in range(1, 3 * SCALAR_PART) if i not in (100, 101, SCALAR_PART + 5)]
+    )
+    got = rec.get_all("f")
+    assert got.dtype == np.float32 and np.isfinite(got).all()
+    np.testing.assert_array_equal(got, want.astype(np.float32))  # the rest, in order
+    np.testing.assert_array_equal(rec.get_all("other"), [1.0])
+    rec.record("f", float("inf"))  # inf and nan themselves are fine
+    rec.record("f", float("nan"))
+    rec.flush()
+    assert np.isinf(rec.get_all("f")[-2]) and np.isnan(rec.get_all("f")[-1])
+    rec.close()
+
+
+def test_close_reports_out_of_range_floats_and_closes(tmp_path):
+    from simrecorder.errors import ValueOutOfRangeError
+
+    rec = Recorder(HDF5DataStore(tmp_path / "c.h5"), max_seconds=None)
+    rec.record("f", np.float16(1.0))
+    rec.record("f", 2.0)
+    rec.record("f", 1e6)  # beyond float16's 65504
+    rec.record("f", 3.0)
+    with pytest.raises(ValueOutOfRangeError, match=r"'f'.*float16.*1000000\.0"):
+        rec.close()
+    assert rec.closed
+    with HDF5DataStore(tmp_path / "c.h5", mode="r") as again:
+        np.testing.assert_array_equal(np.asarray(again.get_all("f")), np.float16([1, 2, 3]))
+
+
+def test_python_ints_fit_unsigned_and_narrow_series_when_in_range(pair):
+    mem, _ = pair
+    rec = Recorder(mem, max_seconds=None)
+    rec.record("u", np.uint8(1))
+    rec.record("u", 255)  # was refused: a Python int is int64, which is not same_kind
+    rec.record("u64", np.uint64(1))
+    rec.record("u64", 2**64 - 1)
+    rec.record("h", np.float16(1))
+    rec.record("h", 65504)
+    rec.flush()
+    np.testing.assert_array_equal(rec.get_all("u"), np.uint8([1, 255]))
+    np.testing.assert_array_equal(rec.get_all("u64"), np.uint64([1, 2**64 - 1]))
+    np.testing.assert_array_equal(rec.get_all("h"), np.float16([1, 65504]))
+
+
+def test_out_of_range_floats_of_several_keys_are_each_reported():
+    from simrecorder.errors import ValueOutOfRangeError
+
+    store = InMemoryDataStore()
+    rec = Recorder(store, max_seconds=None)
+    for key in ("a", "b", "c"):
+        rec.record(key, np.float32(0.0))
+        rec.record(key, -1e300)
+    with pytest.raises(ValueOutOfRangeError) as first:
+        rec.flush()  # one key per call, naming the others
+    assert first.value.key == "a" and first.value.values == (-1e300,)
+    assert "'b', 'c' have some too" in str(first.value)
+    with pytest.raises(ValueOutOfRangeError) as second:
+        rec.flush()
+    assert second.value.key == "b"
+    with pytest.raises(ValueOutOfRangeError) as last:
+        rec.close()  # the recorder closes; nothing is left unreported
+    assert last.value.key == "c" and rec.closed
+    store.open()
+    for key in ("a", "b", "c"):
+        np.testing.assert_array_equal(store.get_all(key), np.float32([0.0]))

@@ -3,6 +3,12 @@ what only Redis does."""
 
 from __future__ import annotations
 
+import contextlib
+import re
+import socket
+import threading
+import time
+
 import numpy as np
 import pytest
 import redis
@@ -15,6 +21,7 @@ from simrecorder import (
     open_datastore,
 )
 from simrecorder.datastores._redis import RedisView
+from simrecorder.errors import InvalidArgumentError
 from simrecorder.testing.datastore import DataStoreTests
 
 
@@ -120,6 +127,81 @@ def test_unreachable_server_names_host_and_port():
         RedisDataStore("127.0.0.1", 1)
     assert isinstance(info.value, ConnectionError)
     assert "redis-server" in str(info.value)
+
+
+# -- a bad Redis port (issue 13, item 2): a clear, named error within seconds ---------------
+@pytest.mark.parametrize("port", [99999, 0, -1, "abc", 1.5])
+def test_a_port_out_of_range_is_an_invalid_argument(port):
+    with pytest.raises(InvalidArgumentError, match=re.escape(repr(port))) as info:
+        RedisDataStore("127.0.0.1", port)
+    assert isinstance(info.value, ValueError)
+    if port != 1.5:
+        with pytest.raises(InvalidArgumentError, match="port must be an integer from 1 to 65535"):
+            open_datastore(f"redis://127.0.0.1:{port}/0?prefix=p")
+
+
+@contextlib.contextmanager
+def _listener(answer):
+    """A real TCP server on a free loopback port that accepts connections and calls
+    ``answer(connection)`` for each one (a service that is not Redis)."""
+    server = socket.create_server(("127.0.0.1", 0))
+    stop, connections = threading.Event(), []
+
+    def serve():
+        server.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                connection, _ = server.accept()
+            except TimeoutError:
+                continue
+            connections.append(connection)
+            answer(connection)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield server.getsockname()[1]
+    finally:
+        stop.set()
+        thread.join()
+        for connection in connections:
+            connection.close()
+        server.close()
+
+
+def _http(connection):
+    connection.recv(1024)
+    connection.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+
+
+def test_a_port_where_another_service_listens():
+    with _listener(_http) as port:
+        start = time.monotonic()
+        with pytest.raises(StoreConnectionError, match="does not answer like a Redis server"):
+            open_datastore(f"redis://127.0.0.1:{port}/0?prefix=p")
+        assert time.monotonic() - start < 5
+        with pytest.raises(StoreConnectionError, match=f"127.0.0.1:{port}.*port right"):
+            RedisDataStore("127.0.0.1", port)
+
+
+def test_a_port_where_nothing_answers_fails_within_the_connect_timeout():
+    # the socket timeout (60 s by default, here 30 s) applies once the store is open;
+    # opening waits at most the connect timeout per try (two tries)
+    with _listener(lambda connection: None) as port:
+        start = time.monotonic()
+        with pytest.raises(StoreConnectionError, match=f"127.0.0.1:{port}.*within 1 s"):
+            RedisDataStore("127.0.0.1", port, socket_connect_timeout=1, socket_timeout=30)
+        assert time.monotonic() - start < 5
+
+
+def test_a_port_where_nothing_listens_fails_at_once():
+    from simrecorder.datastores._redis_server import free_port
+
+    port = free_port()
+    start = time.monotonic()
+    with pytest.raises(StoreConnectionError, match=f"127.0.0.1:{port}.*redis-server"):
+        RedisDataStore("127.0.0.1", port)
+    assert time.monotonic() - start < 2
 
 
 # -- SimRecorder's Redis usage, unmodified (default port 6379, default prefix) --------------

@@ -32,7 +32,7 @@ class _Series:
             if self.blocks:
                 joined = np.concatenate(self.blocks)
             else:
-                joined = np.empty((0, *self.spec.shape), dtype=self.spec.dtype)
+                joined = np.empty((0, *self.spec.dense_shape), dtype=self.spec.dense_dtype)
             self.blocks = [joined]
         view = self.blocks[0].view()
         view.flags.writeable = False  # callers must not change recorded data in place

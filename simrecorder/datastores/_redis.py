@@ -101,6 +101,7 @@ from ..errors import (
     KeyConflictError,
     KeyNotFoundError,
     SchemaError,
+    SeriesIndexError,
     SimRecorderError,
     StoreConnectionError,
     StoreFormatError,
@@ -109,7 +110,14 @@ from ..errors import (
     is_transient,
 )
 from ._redis_client import REDIS_ERRORS as _REDIS_ERRORS
-from ._redis_client import check_port, client_from_url, make_client, parse_redis_url, redact
+from ._redis_client import (
+    check_port,
+    client_from_url,
+    make_client,
+    parse_redis_url,
+    probe,
+    redact,
+)
 from ._redis_client import translate as _translate
 from ._values import jsonable
 from ._view import SeriesView
@@ -307,7 +315,10 @@ class RedisView(SeriesView):
         if row < 0:
             row += length
         if not 0 <= row < length:
-            raise IndexError(f"index {first} is out of bounds for a series of {length} samples")
+            raise SeriesIndexError(
+                f"index {first} is out of bounds for the series {self._key!r} of {length} "
+                f"samples in {self._store!r}"
+            )
         return self._store._read_rows(self._key, self._spec, row, row + 1)[(0, *rest)]
 
 
@@ -487,6 +498,11 @@ class RedisDataStore(DataStore):
         create, read, resume or replace the run (a reopen after ``close()`` keeps
         that decision)."""
         self._client = None
+        if first:  # a wrong port fails within seconds (see probe)
+            probe(
+                self.host, self.port, db=self.db, password=self._password,
+                username=self.username, ssl=self.ssl, **self._redis_kwargs,
+            )  # fmt: skip
         try:
             self._redis.ping()
             plan = None

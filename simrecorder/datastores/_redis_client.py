@@ -18,7 +18,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import redis
 import redis.exceptions
-from redis.backoff import ExponentialBackoff
+from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.connection import SSLConnection, parse_url
 from redis.retry import Retry
 
@@ -40,6 +40,7 @@ __all__ = [
     "client_from_url",
     "make_client",
     "parse_redis_url",
+    "probe",
     "redact",
     "translate",
 ]
@@ -239,6 +240,45 @@ def parse_redis_url(url: str) -> RedisURL:
     return parsed
 
 
+def probe(host: str, port: int, *, db: int = 0, **options: Any) -> None:
+    """Send one ``PING`` to ``host:port``, waiting for the reply no longer than the
+    connect timeout (5 s by default) and retrying once.
+
+    A store checks its server this way when it opens: a port where nothing listens
+    fails at once, and one where a service other than Redis listens (or nothing
+    answers) within seconds, instead of after the 60 s socket timeout of every retry.
+    ``options`` are redis-py's (credentials, TLS, timeouts); ``socket_connect_timeout
+    =None`` (no time limit) skips the check.
+
+    Raises
+    ------
+    StoreConnectionError
+        No answer in time, a refused connection, or an answer that is not Redis'.
+    AuthenticationFailedError
+        The server refused the credentials.
+    """
+    settings = {name: value for name, value in options.items() if name in _accepted_options(False)}
+    limit = settings.get("socket_connect_timeout", client_defaults()["socket_connect_timeout"])
+    if limit is None:
+        return
+    reply = settings.get("socket_timeout")
+    limit = limit if reply is None else min(limit, reply)
+    settings.update(socket_connect_timeout=limit, socket_timeout=limit)
+    settings["retry"] = Retry(NoBackoff(), 1)
+    client = make_client(host, port, db=db, **settings)
+    try:
+        client.ping()
+    except redis.exceptions.TimeoutError as exc:
+        raise StoreConnectionError(
+            f"Redis at {host}:{port} did not answer a PING within {limit:g} s ({exc}): is "
+            "the port right, and is it redis-server that listens there?"
+        ) from exc
+    except REDIS_ERRORS as exc:
+        raise translate(exc, f"{host}:{port}") from exc
+    finally:
+        client.close()
+
+
 def client_from_url(url: str, **options: Any) -> Any:
     """A client for the server a Redis URL names (see :func:`parse_redis_url`); its
     ``prefix`` and ``mode`` are ignored, ``options`` override the URL's."""
@@ -258,9 +298,10 @@ def translate(exc: BaseException, where: str) -> BaseException:
     """redis-py's exceptions as simrecorder's, naming the server ``where``.
 
     Transient conditions become :class:`StoreConnectionError` (server away, cluster
-    down, loading, failing over) or :class:`StoreFullError` (``maxmemory``, a failing
-    save); anything else from redis-py becomes :class:`StoreWriteError`. Exceptions
-    that are not redis-py's are returned unchanged.
+    down, loading, failing over, a server that does not speak Redis: a wrong port)
+    or :class:`StoreFullError` (``maxmemory``, a failing save); anything else from
+    redis-py becomes :class:`StoreWriteError`. Exceptions that are not redis-py's are
+    returned unchanged.
     """
     if isinstance(exc, SimRecorderError) or not isinstance(exc, REDIS_ERRORS):
         return exc
@@ -280,6 +321,11 @@ def translate(exc: BaseException, where: str) -> BaseException:
         return StoreFullError(
             f"Redis at {where} cannot save to its disk ({exc}): is the disk full? "
             "The blocks are kept and sent again by the next flush()"
+        )
+    if isinstance(exc, redis.exceptions.InvalidResponse):
+        return StoreConnectionError(
+            f"the server at {where} does not answer like a Redis server ({exc}): is the "
+            "port right? (another service may listen there)"
         )
     if isinstance(exc, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError) and not (
         isinstance(exc, redis.exceptions.BusyLoadingError)

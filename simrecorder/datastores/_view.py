@@ -9,6 +9,8 @@ from typing import Any
 import numpy as np
 from numpy.lib.mixins import NDArrayOperatorsMixin
 
+from ..errors import ArgumentTypeError, SeriesIndexError
+
 __all__ = ["SeriesView"]
 
 #: ndarray methods a view offers by reading the series first (``view.mean()``, ...).
@@ -66,16 +68,43 @@ class SeriesView(NDArrayOperatorsMixin, ABC):
         return self.shape[0]
 
     def __getitem__(self, index: Any) -> Any:
+        self._check_bounds(index)
         if _is_basic(index):
             return self._read(index)
         return self._read_general(index)
+
+    def _check_bounds(self, index: Any) -> None:
+        """Raise :class:`SeriesIndexError` for an int index outside its axis (as
+        numpy does, whatever the backend would do with it)."""
+        parts = index if isinstance(index, tuple) else (index,)
+        shape: tuple[int, ...] | None = None
+        for axis, part in enumerate(parts):
+            if isinstance(part, slice):
+                continue
+            if isinstance(part, bool) or not isinstance(part, (int, np.integer)):
+                return  # Ellipsis, newaxis, masks: the later parts' axes are numpy's business
+            if shape is None:
+                shape = self.shape
+            if axis >= len(shape):
+                raise SeriesIndexError(
+                    f"too many indices for {self!r}: it has {len(shape)} axes, got index {index!r}"
+                )
+            size = shape[axis]
+            if not -size <= int(part) < size:
+                raise SeriesIndexError(
+                    f"index {int(part)} is out of bounds for axis {axis} with size {size} "
+                    f"({self!r})"
+                )
 
     def _read_general(self, index: Any) -> Any:
         """Indexing the backends lack (negative steps, lists, masks), done in numpy on
         the smallest run of rows that covers the request."""
         parts = index if isinstance(index, tuple) else (index,)
         first, rest = (parts[0], parts[1:]) if parts else (slice(None), ())
-        rows = np.arange(len(self))[first]
+        try:
+            rows = np.arange(len(self))[first]
+        except IndexError as exc:
+            raise SeriesIndexError(f"{self!r}: {exc} (index {index!r})") from None
         if np.ndim(rows) == 0:  # an int first index with fancy indexing after it
             return np.asarray(self._read(int(rows)))[rest]
         if rows.size == 0:
@@ -92,7 +121,9 @@ class SeriesView(NDArrayOperatorsMixin, ABC):
     def __array_ufunc__(self, ufunc: Any, method: str, *inputs: Any, **kwargs: Any) -> Any:
         outputs = kwargs.get("out", ())
         if any(isinstance(x, SeriesView) for x in outputs):
-            raise TypeError(f"{self!r} is read-only: it cannot be the out= of {ufunc.__name__}")
+            raise ArgumentTypeError(
+                f"{self!r} is read-only: it cannot be the out= of {ufunc.__name__}"
+            )
         inputs = tuple(_materialized(x) for x in inputs)
         return getattr(ufunc, method)(*inputs, **kwargs)
 

@@ -277,7 +277,7 @@ class DataStore(ABC):
             spec = infer_spec(value)
             check_sample_size(key, spec, (self,))
         else:
-            merge_specs(key, spec, value)
+            merge_specs(key, spec, value, where=repr(self))
         block = one_sample_block(key, spec, value, nul_free_str=not self.supports_nul_in_str)
         self.append_block(key, spec, block)
         # without a recorder there are no epochs: each sample is its own, so a store

@@ -39,8 +39,10 @@ from simrecorder.datastores import DataStore
 from simrecorder.errors import (
     InvalidModeError,
     ReadOnlyError,
+    SeriesIndexError,
     StoreExistsError,
     StoreNotFoundError,
+    ValueOutOfRangeError,
 )
 
 __all__ = ["DataStoreTests"]
@@ -433,6 +435,40 @@ class DataStoreTests:
         with pytest.raises(SchemaError, match="'x'"):
             store.append("x", "text")
         np.testing.assert_array_equal(np.asarray(store.get_all("x")), np.zeros((1, 3)))
+
+    def test_numbers_out_of_the_dtype_range_are_refused(self, store: DataStore) -> None:
+        store.append("f", np.float32(1.0))
+        store.append("u", np.uint8(1))
+        store.append("i", 1)
+        for key, bad in (
+            ("f", 1e300),
+            ("f", np.float64(-1e300)),
+            ("u", 300),
+            ("u", -1),
+            ("u", np.uint16(256)),
+            ("i", 2**70),
+        ):
+            with pytest.raises(ValueOutOfRangeError, match=f"'{key}'") as info:
+                store.append(key, bad)
+            assert isinstance(info.value, ValueError) and info.value.key == key
+        store.append("u", 255)  # a Python int in range fits an unsigned series
+        store.append("f", 3e38)  # a Python float in range fits a float32 series
+        np.testing.assert_array_equal(np.asarray(store.get_all("u")), [1, 255])
+        np.testing.assert_array_equal(
+            np.asarray(store.get_all("f")), np.array([1, 3e38], dtype=np.float32)
+        )
+        np.testing.assert_array_equal(np.asarray(store.get_all("i")), [1])
+
+    def test_view_index_out_of_range_is_an_index_error(self, store: DataStore) -> None:
+        self.append_many(store, "v", list(np.arange(20.0).reshape(10, 2)))
+        view = store.get_all("v")
+        for index in (10, -11, (0, 2), (slice(None), -3), [3, 10], np.int64(99)):
+            with pytest.raises(IndexError):
+                np.asarray(view)[index]  # numpy's behaviour ...
+            with pytest.raises(IndexError) as info:
+                view[index]  # ... is the view's
+            if isinstance(view, SeriesView):
+                assert isinstance(info.value, SeriesIndexError), index
 
     def test_key_conflicts(self, store: DataStore) -> None:
         store.append("a", 1.0)
