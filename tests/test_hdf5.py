@@ -56,6 +56,7 @@ def test_layout_is_where_a_user_looks(tmp_path):
         for i in range(10):
             rec.record("train/what", np.full((10, 5, 2, 6), i, dtype=np.float32))
         rec.record("train/loss", 0.5)
+        rec.record("train/phase", "warm-up ✓")
         rec.set("params/dt", 0.1)
     # a fresh interpreter without simrecorder reads the file with plain h5py
     script = (
@@ -64,11 +65,12 @@ def test_layout_is_where_a_user_looks(tmp_path):
         "assert 'simrecorder' not in sys.modules\n"
         "d = f['train']['what']\n"
         "print(d.shape, d.dtype, d[9, 0, 0, 0, 0], f['params/dt'][()], f.attrs['seed'])\n"
+        "print(f['train/phase/text'].asstr()[:].tolist())\n"
     )
     out = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, check=True
     ).stdout
-    assert out.strip() == "(10, 10, 5, 2, 6) float32 9.0 0.1 7"
+    assert out.splitlines() == ["(10, 10, 5, 2, 6) float32 9.0 0.1 7", "['warm-up ✓']"]
 
 
 @pytest.mark.parametrize("sample_bytes", [1, 8, 800, 8000, 80_000, 1 << 20, 8 << 20])

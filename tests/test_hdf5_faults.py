@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 import h5py
 import numpy as np
@@ -309,3 +310,163 @@ def test_a_writer_reopening_after_a_crash_cuts_series_to_the_last_commit(tmp_pat
         np.testing.assert_array_equal(f["a"][()], np.arange(31.0))
     with HDF5DataStore(path, mode="a") as store:
         assert len(store.get_all("a")) == 31
+
+
+# -- the plain-h5py `text` copy of str series, written at a clean close ----------------
+
+
+def _labels(start, stop):
+    return [f"{i}-é" * (i % 4) for i in range(start, stop)]
+
+
+def _text_state(path):
+    """(rows of `s/text`, its valid rows, the rows it holds if all are valid)."""
+    with h5py.File(path, "r", locking=False) as f:
+        return _text_of(f)
+
+
+def _text_of(f):
+    text = f["s/text"]
+    valid = int(text.attrs["simrecorder_text_rows"])
+    rows = text.asstr()[:valid].tolist() if valid == len(text) else None
+    return len(text), valid, rows
+
+
+RESUMED_WRITER = textwrap.dedent(
+    """
+    import os, sys
+    from simrecorder import HDF5DataStore
+    from simrecorder._schema import infer_spec
+    store = HDF5DataStore(sys.argv[1], mode="a")
+    store.append_block("s", infer_spec("x"), [f"{i}-é" * (i % 4) for i in range(5, 9)])
+    store.flush()
+    store.commit()
+    os._exit(0)  # like SIGKILL: no close
+    """
+)
+
+
+def test_an_unclean_end_of_a_resumed_run_keeps_text_and_the_next_close_completes_it(tmp_path):
+    path = tmp_path / "run.h5"
+    with HDF5DataStore(path) as store:
+        store.append_block("s", infer_spec("x"), _labels(0, 5))
+    subprocess.run([sys.executable, "-c", RESUMED_WRITER, str(path)], check=True)
+    assert _text_state(path) == (5, 5, _labels(0, 5))  # as of the last clean close
+    with HDF5DataStore(path, mode="a") as store:
+        assert store.get_all("s") == _labels(0, 9)  # all 9 were committed
+    assert _text_state(path) == (9, 9, _labels(0, 9))
+
+
+def _forge(path, text_rows=None, shape=None, commit_rows=None):
+    """Leave ``path`` as a crash would: unclean, with ``s/text`` changed."""
+    with h5py.File(path, "r+") as f:
+        f.attrs["simrecorder_clean"] = 0
+        text = f["s/text"]
+        if shape is not None:
+            text.resize(shape, axis=0)
+            text[-1] = "junk"
+        if text_rows is not None:
+            text.attrs["simrecorder_text_rows"] = text_rows
+        if commit_rows is not None:
+            commit = f["s"].attrs["simrecorder_commit"]
+            f["s"].attrs["simrecorder_commit"] = [commit[0], commit_rows, 0, 0]
+
+
+@pytest.mark.parametrize(
+    "crash",
+    [
+        {"text_rows": 0, "shape": 8},  # killed while a close extended text
+        {"text_rows": 0},  # killed after the mark, before the rows
+        {"commit_rows": 3},  # text longer than the committed series
+    ],
+)
+def test_a_writer_reopening_after_a_crash_empties_text_never_beyond_the_commit(tmp_path, crash):
+    path = tmp_path / "run.h5"
+    with HDF5DataStore(path) as store:
+        store.append_block("s", infer_spec("x"), _labels(0, 5))
+    _forge(path, **crash)
+    rows = crash.get("commit_rows", 5)
+    with HDF5DataStore(path, mode="a") as store:
+        assert _text_of(store.file) == (0, 0, [])  # emptied at once on reopen
+        assert store.get_all("s") == _labels(0, rows)
+    assert _text_state(path) == (rows, rows, _labels(0, rows))  # rewritten at close
+
+
+KILLED_AT_CLOSE = textwrap.dedent(
+    """
+    import sys, time
+    from simrecorder import HDF5DataStore
+    from simrecorder._schema import infer_spec
+    path, first, stop = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    store = HDF5DataStore(path, mode="a")
+    for start in range(first, stop, 5000):
+        labels = [f"{i}-é" * (i % 4) for i in range(start, min(stop, start + 5000))]
+        store.append_block("s", infer_spec("x"), labels)
+    store.flush()
+    store.commit()  # every row is committed: only `text` is left to write
+    print("closing", flush=True)
+    start = time.perf_counter()
+    store.close()
+    print(time.perf_counter() - start, flush=True)
+    """
+)
+
+
+def test_sigkill_while_close_writes_text_never_shows_wrong_rows(tmp_path):
+    """Kill the writer at random moments of a close that writes or extends `text`:
+    its valid rows are always right, and the next writer repairs it."""
+    n = 40_000
+    rng = random.Random(5)
+
+    def run(path, first, stop):
+        return subprocess.Popen([sys.executable, "-c", KILLED_AT_CLOSE, str(path), str(first),
+                                 str(stop)], stdout=subprocess.PIPE, text=True)  # fmt: skip
+
+    probe = run(tmp_path / "probe.h5", 0, n)
+    duration = float(probe.communicate()[0].split()[-1])  # of a close left alone
+    for kill in range(6):
+        path = tmp_path / f"kill{kill}.h5"
+        resumed = kill % 2
+        if resumed:
+            first = run(path, 0, n)
+            first.communicate()
+            assert first.returncode == 0
+        child = run(path, resumed * n, (resumed + 1) * n)
+        assert child.stdout.readline() == "closing\n"
+        time.sleep(rng.uniform(0, 1.5 * duration))
+        child.send_signal(signal.SIGKILL)
+        child.communicate()
+        total = (resumed + 1) * n
+        _, valid, rows = _text_state(path)
+        if rows is not None:
+            assert rows == _labels(0, valid), f"kill {kill}: wrong text rows"
+        with HDF5DataStore(path, mode="a") as store:
+            assert store.get_all("s") == _labels(0, total)
+        assert _text_state(path) == (total, total, _labels(0, total))
+
+
+def test_a_full_disk_while_close_writes_text_loses_no_row(small_disk):
+    path = small_disk / "run.h5"
+    store = HDF5DataStore(path)
+    labels = [str(i) for i in range(200_000)]  # 1 MiB of data, about 8 MiB as `text`
+    store.append_block("s", infer_spec("x"), labels)
+    store.commit()
+    filler = fill(small_disk, 2 << 20)
+    with pytest.raises(StoreFullError, match=r"s/text.*committed and safe"):
+        store.close()
+    filler.unlink()
+    with HDF5DataStore(path, mode="a") as store:
+        assert store.get_all("s") == labels
+    with h5py.File(path, "r") as f:
+        assert f["s/text"].asstr()[:].tolist() == labels
+
+
+def test_offsets_claiming_more_rows_than_stored_give_store_format_error(tmp_path):
+    path = tmp_path / "run.h5"
+    with HDF5DataStore(path) as store:
+        store.append_block("s", infer_spec("x"), ["a", "b"])
+    with h5py.File(path, "r+") as f:  # a damaged shape: reading it needs 8 PB
+        f["s/offsets"].resize(10**15, axis=0)
+    with HDF5DataStore(path, mode="r") as store:
+        with pytest.raises(StoreFormatError, match=r"run\.h5.*'s'.*claims"):
+            store.get_all("s")

@@ -8,10 +8,12 @@ import sys
 import textwrap
 import time
 
+import h5py
 import numpy as np
 import pytest
 
-from simrecorder import KeyNotFoundError, open_datastore
+from simrecorder import HDF5DataStore, KeyNotFoundError, open_datastore
+from simrecorder._schema import infer_spec
 
 WRITER = textwrap.dedent(
     """
@@ -128,3 +130,53 @@ def test_hdf5_reader_polling_a_fast_writer_sees_only_correct_prefixes(tmp_path):
         writer.wait(timeout=60)
         writer.stdout.close()
     assert writer.returncode == 0 and reads > 10
+
+
+TEXT_WRITER = textwrap.dedent(
+    """
+    import sys, time
+    from simrecorder import HDF5DataStore, Recorder
+    path, first, seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+    rec = Recorder(HDF5DataStore(path, mode="a"), max_seconds=0.05)
+    print("ready", flush=True)
+    start, i = time.time(), first
+    while time.time() - start < seconds:
+        rec.record("s", f"label {i} ✓")
+        i += 1
+        time.sleep(0.0005)
+    rec.close()
+    print(i, flush=True)
+    """
+)
+
+
+def test_plain_h5py_reader_of_a_resumed_run_sees_only_valid_text_rows(tmp_path):
+    """A plain h5py reader (``locking=False``) polls a resumed run, through its close:
+    the rows ``simrecorder_text_rows`` declares valid are always the right strings."""
+    path = str(tmp_path / "text.h5")
+    with HDF5DataStore(path) as store:
+        store.append_block("s", infer_spec("x"), [f"label {i} ✓" for i in range(1000)])
+    writer = subprocess.Popen([sys.executable, "-c", TEXT_WRITER, path, "1000", "2"],
+                              stdout=subprocess.PIPE, text=True)  # fmt: skip
+    seen = set()
+    try:
+        assert writer.stdout.readline().strip() == "ready"
+        while writer.poll() is None:
+            try:
+                with h5py.File(path, "r", locking=False) as f:
+                    text = f["s/text"]
+                    valid = int(text.attrs["simrecorder_text_rows"])
+                    rows = text.asstr()[:valid].tolist() if valid == len(text) else None
+            except (OSError, KeyError):  # the writer is midway through a flush
+                continue
+            if rows is not None:
+                assert rows == [f"label {i} ✓" for i in range(valid)]
+                seen.add(valid)
+            time.sleep(0.005)
+        total = int(writer.stdout.read())
+    finally:
+        writer.wait(timeout=60)
+        writer.stdout.close()
+    assert writer.returncode == 0 and 1000 in seen
+    with h5py.File(path, "r") as f:
+        assert f["s/text"].asstr()[:].tolist() == [f"label {i} ✓" for i in range(total)]
