@@ -28,6 +28,7 @@ from simrecorder.adapters.encore import (
     StoreUpdateEvent,
     init_shared_store,
 )
+from simrecorder.errors import KeyNotFoundError, StoreFormatError, StoreNotFoundError
 from simrecorder.testing.datastore import DataStoreTests
 
 
@@ -80,8 +81,29 @@ def test_update_merges_and_missing_keys_raise(store):
         lambda k: store.update_metadata(k, {}),
         lambda k: store.get_data_range(k, 0, 1),
     ):
-        with pytest.raises(KeyError):
+        with pytest.raises(KeyNotFoundError, match="'missing' not in FileSystemStore") as caught:
             call("missing")
+        assert isinstance(caught.value, KeyError)  # encore's callers catch KeyError
+
+
+@pytest.mark.parametrize("damage", [b'{"x": ', b"[1, 2]", b"\xff\xfe"])
+def test_a_bad_metadata_file_is_a_named_error_naming_its_key(store, damage):
+    store.set("good", (io.BytesIO(b"1"), {"a": 1}))
+    store.set("dir/bad", (io.BytesIO(b"2"), {"a": 2}))
+    with open(os.path.join(store.path, "dir", "bad.metadata"), "wb") as f:
+        f.write(damage)
+    for call in (
+        lambda: store.get_metadata("dir/bad"),
+        lambda: store.get("dir/bad"),
+        lambda: list(store.query_keys(a=1)),  # one bad file: the error names it
+        lambda: store.update_metadata("dir/bad", {"b": 1}),
+    ):
+        with pytest.raises(StoreFormatError, match=r"key 'dir/bad'.*bad\.metadata") as caught:
+            call()
+        assert isinstance(caught.value, OSError)
+    assert store.get_metadata("good") == {"a": 1} and store.to_bytes("dir/bad") == b"2"
+    store.set_metadata("dir/bad", {"a": 3})  # the message's advice repairs it
+    assert sorted(store.query_keys()) == ["dir/bad", "good"]
 
 
 def test_a_failing_stream_leaves_the_old_value(store):
@@ -161,8 +183,9 @@ def test_symlinks_do_not_lead_out(store, tmp_path):
 
 
 def test_connect_needs_a_store(tmp_path):
-    with pytest.raises(FileNotFoundError, match="init_shared_store"):
+    with pytest.raises(StoreNotFoundError, match="init_shared_store") as caught:
         FileSystemStore(str(tmp_path)).connect()
+    assert isinstance(caught.value, FileNotFoundError)
 
 
 def test_readers_beside_two_writers_never_see_torn_values(store):

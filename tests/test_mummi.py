@@ -5,6 +5,8 @@ from __future__ import annotations
 import functools
 import json
 import os
+import shutil
+import socket
 import subprocess
 import sys
 import tarfile
@@ -16,6 +18,12 @@ import pytest
 from simrecorder import InvalidKeyError, Recorder, get_io, open_datastore
 from simrecorder.adapters._mummi_store import SimpleDataStore, TaridxDataStore
 from simrecorder.adapters.mummi import read_npz, tar_names
+from simrecorder.errors import (
+    ArgumentTypeError,
+    InvalidArgumentError,
+    KeyNotFoundError,
+    StoreConnectionError,
+)
 from simrecorder.testing.datastore import DataStoreTests
 
 KEYS = ["a/x", "b/x", "x", "x.npz", "data-1.npz", "data-2.npz", "sub/deep/y.npz", "ünï.npz"]
@@ -116,6 +124,82 @@ def test_symlinks_do_not_lead_out(tmp_path):
     with pytest.raises(InvalidKeyError, match="leaves"):
         io.save_files(str(ns), "link/x", b"x")
     assert not (tmp_path / "outside" / "x").exists()
+
+
+def test_missing_keys_and_bad_arguments_are_named_errors_and_builtins(io_ns):
+    io, ns = io_ns
+    io.save_files(ns, "here", b"1")
+    for call in (
+        lambda: io.load_files(ns, "gone"),
+        lambda: io.remove_files(ns, "gone"),
+        lambda: io.move_key(ns, "gone"),
+    ):
+        with pytest.raises(KeyNotFoundError, match=r"'gone.*' not in namespace") as caught:
+            call()
+        assert isinstance(caught.value, KeyError)  # MuMMI code catches KeyError
+    with pytest.raises(InvalidArgumentError, match="save_files") as caught:
+        io.save_files(ns, ["a", "b"], [b"1"])
+    assert isinstance(caught.value, ValueError)
+    with pytest.raises(InvalidArgumentError, match="load_files"):
+        io.load_files(ns, ("a", "b"))
+    with pytest.raises(ArgumentTypeError, match=r"'a'.*int") as caught:
+        io.save_files(ns, "a", 3)
+    assert isinstance(caught.value, TypeError)
+
+
+def test_redis_io_without_a_server_raises_store_connection_error():
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    io = get_io("redis", url=f"redis://127.0.0.1:{port}/0")
+    for call in (
+        io.check_environment,
+        lambda: io.file_exists("ns", "k"),
+        lambda: io.list_keys("ns"),
+        lambda: io.save_files("ns", "k", b"1"),
+        lambda: io.load_files("ns", ["k"]),
+        lambda: io.remove_files("ns", ["k"]),
+        lambda: io.namespace_exists("ns"),
+    ):
+        with pytest.raises(StoreConnectionError, match=f"127.0.0.1:{port}") as caught:
+            call()
+        assert isinstance(caught.value, ConnectionError)  # the builtin, not redis-py's
+
+
+def _tar_xf(archive, into):
+    """Extract ``archive`` with the real ``tar`` binary; return {name: bytes}."""
+    into.mkdir()
+    done = subprocess.run(["tar", "xf", str(archive), "-C", str(into)], capture_output=True,
+                          text=True, check=True)  # fmt: skip
+    assert done.stderr == ""  # no "unknown extended header keyword" warnings either
+    found = {}
+    for root, _dirs, files in os.walk(into):
+        for name in files:
+            with open(os.path.join(root, name), "rb") as f:
+                found[os.path.relpath(os.path.join(root, name), into)] = f.read()
+    return found
+
+
+@pytest.mark.skipif(shutil.which("tar") is None, reason="needs the tar command")
+def test_tar_xf_of_a_taridx_archive_gives_exactly_the_live_keys(tmp_path):
+    io, ns = get_io("taridx"), str(tmp_path / "runs" / "ns1.tar")
+    frames = [{"pos": np.arange(3.0)}, {"pos": np.arange(4.0)}]
+    io.save_npz(ns, ["frame1", "frame2"], frames)  # the README's example
+    assert io.move_key(ns, "frame1") == "done-frame1.npz"
+    io.save_files(ns, ["gone", "twice", "deep/" + "n" * 150], [b"g1", b"t1", b"long"])
+    io.save_files(ns, ["gone", "twice"], [b"g2", b"t2"])
+    io.remove_files(ns, "gone")  # both of its versions must stay deleted
+    live = {key: io.load_files(ns, key) for key in io.list_keys(ns)}
+    assert sorted(live) == ["deep/" + "n" * 150, "done-frame1.npz", "frame2.npz", "twice"]
+    assert _tar_xf(ns, tmp_path / "x") == live  # no 0-byte frame1.npz, no stale 'gone'
+    assert io.load_npz(ns, "done-frame1")["pos"].tolist() == [0.0, 1.0, 2.0]
+    assert sorted(tar_names(ns)) == sorted([*live, "twice"])  # 'twice' twice: 2 versions
+    assert get_io("taridx").reindex(ns) == 4  # the tar alone still says what is deleted
+    assert get_io("taridx").list_keys(ns) == sorted(live)
+    io.save_files(ns, "gone", b"back")  # a deleted key can come back
+    assert _tar_xf(ns, tmp_path / "y")["gone"] == b"back"
+    assert io.compact(ns) == 5
+    assert _tar_xf(ns, tmp_path / "z") == {**live, "gone": b"back"}
 
 
 # -- taridx --------------------------------------------------------------------------------

@@ -50,6 +50,25 @@ _ATTRS = ".simrecorder-attrs.json"
 _FS_META = ".series"  # FileSystemStore: the series' description is this key's metadata
 
 
+def _parse_json(raw: bytes, name: str, store: DataStore) -> dict[str, Any]:
+    """The JSON object in ``raw``, the bytes of key ``name`` of ``store``.
+
+    Raises
+    ------
+    StoreFormatError
+        ``raw`` is not a JSON object (the key is damaged); the message names it.
+    """
+    try:
+        found = json.loads(raw)
+    except ValueError as exc:
+        raise StoreFormatError(f"{store!r}: key {name!r} is not valid JSON ({exc})") from None
+    if not isinstance(found, dict):
+        raise StoreFormatError(
+            f"{store!r}: key {name!r} holds a JSON {type(found).__name__}, not an object"
+        )
+    return found
+
+
 class NamespaceDataStore(DataStore):
     """A DataStore on a MuMMI namespace (any :class:`NamespaceIO`).
 
@@ -106,8 +125,9 @@ class NamespaceDataStore(DataStore):
         self._check_open()
 
     def _load_meta(self, key: str) -> dict[str, Any] | None:
-        raw = self.io.load_files(self.namespace, [f"{key}/{_META}"])[0]
-        return None if raw is None else json.loads(raw)
+        name = f"{key}/{_META}"
+        raw = self.io.load_files(self.namespace, [name])[0]
+        return None if raw is None else _parse_json(raw, name, self)
 
     def _save_meta(self, key: str, meta: dict[str, Any]) -> None:
         self.io.save_files(self.namespace, f"{key}/{_META}", json.dumps(meta).encode())
@@ -146,7 +166,8 @@ class NamespaceDataStore(DataStore):
             return
         meta = self._series_meta(key) or {**spec.to_attrs(), "count": 0, "blocks": []}
         if spec.kind == DENSE:
-            payload = np.ascontiguousarray(block, dtype=spec.dtype.newbyteorder("<")).tobytes()
+            little = spec.dense_dtype.newbyteorder("<")
+            payload = np.ascontiguousarray(block, dtype=little).tobytes()
         else:
             payload = _codec.encode(list(block))
         n = len(meta["blocks"])
@@ -169,6 +190,25 @@ class NamespaceDataStore(DataStore):
         self._save_meta(key, meta)
         self._meta[key] = meta
 
+    def series_length(self, key: str) -> int:
+        """Samples in the series ``key``, from its metadata (no block is read).
+
+        Raises
+        ------
+        KeyNotFoundError
+            ``key`` is not a series of this store.
+        """
+        self._check_open(key)
+        meta = self._series_meta(key)
+        if meta is None:
+            raise KeyNotFoundError(f"no series {key!r} in {self!r}")
+        count = meta.get("count")
+        if not isinstance(count, int) or count < 0:
+            raise StoreFormatError(
+                f"{self!r}: the metadata of series {key!r} has no valid 'count' ({count!r})"
+            )
+        return count
+
     def get_all(self, key: str) -> Any:
         # docstring inherited
         self._check_open(key)
@@ -180,8 +220,9 @@ class NamespaceDataStore(DataStore):
         blocks = self.io.load_files(self.namespace, names)
         if spec.kind == DENSE:
             data = b"".join(blocks)
-            flat = np.frombuffer(data, dtype=spec.dtype.newbyteorder("<")).astype(spec.dtype)
-            return flat.reshape(meta["count"], *spec.shape)
+            little = spec.dense_dtype.newbyteorder("<")
+            flat = np.frombuffer(data, dtype=little).astype(spec.dense_dtype)
+            return flat.reshape(meta["count"], *spec.dense_shape)
         items = [item for block in blocks for item in _codec.decode(block)]
         return items if spec.kind != "object" else [_codec.decode(i) for i in items]
 
@@ -213,8 +254,8 @@ class NamespaceDataStore(DataStore):
     def attrs(self) -> dict[str, Any]:
         # docstring inherited
         self._check_open()
-        raw = self.io.load_files(self.namespace, _ATTRS)
-        return {} if raw is None else json.loads(raw)  # None: a namespace MuMMI wrote
+        raw = self.io.load_files(self.namespace, [_ATTRS])[0]
+        return {} if raw is None else _parse_json(raw, _ATTRS, self)  # None: MuMMI wrote it
 
     def update_attrs(self, attrs: Mapping[str, Any]) -> None:
         # docstring inherited
@@ -298,7 +339,8 @@ class RedisNamespaceDataStore(NamespaceDataStore):
     protocol = "mummi+redis"
 
     def __init__(self, namespace: str, url: str | None = None, mode: str | None = None) -> None:
-        super().__init__(RedisIO(url), namespace, mode)
+        self.redis_io = RedisIO(url)
+        super().__init__(self.redis_io, namespace, mode)
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> RedisNamespaceDataStore:
@@ -311,7 +353,7 @@ class RedisNamespaceDataStore(NamespaceDataStore):
     @property
     def url(self) -> str:
         # docstring inherited
-        return f"mummi+redis://{self.namespace}?url={quote(self.io.url, safe='')}"
+        return f"mummi+redis://{self.namespace}?url={quote(self.redis_io.url, safe='')}"
 
 
 class _FileSystemStoreIO(NamespaceIO):
@@ -363,9 +405,8 @@ class FileSystemDataStore(_PathDataStore):
 
     def __init__(self, directory: str, mode: str | None = None) -> None:
         self.store: Any = None  # connected by _connect_io, once the store exists
-        NamespaceDataStore.__init__(
-            self, _FileSystemStoreIO(None), os.path.abspath(directory), mode
-        )
+        self.fs_io = _FileSystemStoreIO(None)
+        NamespaceDataStore.__init__(self, self.fs_io, os.path.abspath(directory), mode)
 
     def _exists(self) -> bool:
         return os.path.isfile(os.path.join(self.namespace, ".FSStore"))
@@ -381,7 +422,7 @@ class FileSystemDataStore(_PathDataStore):
             init_shared_store(self.namespace)
         self.store = FileSystemStore(self.namespace)
         self.store.connect()
-        self.io.store = self.store
+        self.fs_io.store = self.store
 
     def _load_meta(self, key: str) -> dict[str, Any] | None:
         name = f"{key}/{_FS_META}"

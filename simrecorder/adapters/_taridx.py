@@ -3,11 +3,19 @@
 ``ns.tar`` is a standard (PAX) tar file; ``ns.tar.idx`` has one JSON line per member:
 ``{"key", "offset", "size"}`` (offset of the data actually written, after any PAX
 header blocks) or ``{"key", "deleted": true}``. A rewrite appends a new member and
-the index points at the newest; a delete appends a zero-size tombstone member (PAX
-header ``SIMRECORDER.deleted``), so :func:`reindex` can rebuild the index from the tar
-alone. Index lines are written after their data, so a crash never exposes a torn
-value; data past the last indexed member is overwritten by the next append.
-:func:`compact` rewrites only the live members.
+the index points at the newest (``tar xf`` extracts the newest too: a later member of
+the same name overwrites). A delete (and the old name of ``move_key``) appends a
+zero-size tombstone member of type ``V`` (a GNU volume header, which ``tar xf`` skips),
+then, once the index line is written, turns every earlier member of that key into a
+``V`` member in place (its header's type flag; the data stays). So ``tar xf`` of the
+archive gives exactly the live keys with their newest data, and :func:`reindex`
+rebuilds the index from the tar alone (a ``V`` member deletes its name; archives of
+older versions mark tombstones with the PAX header ``SIMRECORDER.deleted``). Index
+lines are written after their data, so a crash never exposes a torn value; data past
+the last indexed member is overwritten by the next append. A crash between a delete's
+index line and the rewriting of the old headers leaves the key deleted for the index
+and for :func:`reindex`, but ``tar xf`` extracts its old data; :func:`compact`
+rewrites only the live members.
 """
 
 from __future__ import annotations
@@ -26,7 +34,10 @@ from ..errors import StoreFormatError
 __all__ = ["TarIndex", "compact", "reindex"]
 
 _BLOCK = 512
-_TOMBSTONE = "SIMRECORDER.deleted"
+_TOMBSTONE = "SIMRECORDER.deleted"  # PAX header of the tombstones of older versions
+#: the type of tombstones and deleted members: a GNU volume header, skipped by ``tar xf``
+_DELETED = b"V"
+_REGULAR = (tarfile.REGTYPE, tarfile.AREGTYPE)
 
 
 class TarIndex:
@@ -36,6 +47,8 @@ class TarIndex:
         self.path = path
         self.index_path = path + ".idx"
         self.entries: dict[str, tuple[int, int]] = {}
+        #: data offsets of every member of a key since it was last deleted
+        self.versions: dict[str, list[int]] = {}
         self.end = 0  # where the next member's header goes
         self._read_upto = 0
         self._index_ino: int | None = None
@@ -45,10 +58,10 @@ class TarIndex:
         try:
             info = os.stat(self.index_path)
         except FileNotFoundError:
-            self.entries, self.end, self._read_upto = {}, 0, 0
+            self._reset()
             return
         if info.st_ino != self._index_ino or info.st_size < self._read_upto:
-            self.entries, self.end, self._read_upto = {}, 0, 0  # replaced by compact()
+            self._reset()  # replaced by compact() or reindex()
             self._index_ino = info.st_ino
         if info.st_size == self._read_upto:
             return
@@ -67,11 +80,17 @@ class TarIndex:
                 ) from None
         self._read_upto += len(complete)
 
+    def _reset(self) -> None:
+        self.entries, self.versions, self.end, self._read_upto = {}, {}, 0, 0
+
     def _apply(self, entry: dict[str, Any]) -> None:
+        key = entry["key"]
         if entry.get("deleted"):
-            self.entries.pop(entry["key"], None)
+            self.entries.pop(key, None)
+            self.versions.pop(key, None)
         else:
-            self.entries[entry["key"]] = (entry["offset"], entry["size"])
+            self.entries[key] = (entry["offset"], entry["size"])
+            self.versions.setdefault(key, []).append(entry["offset"])
         self.end = max(self.end, entry["end"])
 
     def read(self, key: str) -> bytes | None:
@@ -106,6 +125,7 @@ class TarIndex:
         """Append members (``None`` data = tombstone); call inside :meth:`writing`."""
         mode = "r+b" if os.path.exists(self.path) else "w+b"
         lines = []
+        doomed = [o for key, data in items if data is None for o in self.versions.get(key, [])]
         with open(self.path, mode) as f:
             position = self.end
             for key, data in items:
@@ -114,7 +134,7 @@ class TarIndex:
                 info.mtime = int(time.time())
                 info.mode = 0o644
                 if data is None:
-                    info.pax_headers = {_TOMBSTONE: "1"}
+                    info.type = _DELETED
                 header = info.tobuf(format=tarfile.PAX_FORMAT, encoding="utf-8")
                 f.seek(position)
                 f.write(header)
@@ -138,6 +158,38 @@ class TarIndex:
             f.flush()
             os.fsync(f.fileno())
         self.refresh()
+        if doomed:
+            self._mark_deleted(doomed)
+
+    def _mark_deleted(self, offsets: list[int]) -> None:
+        """Turn the members whose data starts at ``offsets`` into ``V`` members, which
+        ``tar xf`` skips (after the index line: the index says they are deleted)."""
+        with open(self.path, "r+b") as f:
+            for offset in offsets:
+                f.seek(offset - _BLOCK)  # the ustar header right before the data
+                header = bytearray(f.read(_BLOCK))
+                if len(header) != _BLOCK or header[156:157] not in _REGULAR:
+                    continue
+                if _checksum(header) != _stored_checksum(header):
+                    continue  # not a header we wrote: never touch it
+                header[156:157] = _DELETED
+                header[148:156] = b"%06o\0 " % _checksum(header)
+                f.seek(offset - _BLOCK)
+                f.write(header)
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def _checksum(header: bytes | bytearray) -> int:
+    """The ustar header checksum: the byte sum with the checksum field as spaces."""
+    return sum(header[:148]) + 8 * 32 + sum(header[156:_BLOCK])
+
+
+def _stored_checksum(header: bytes | bytearray) -> int | None:
+    try:
+        return int(bytes(header[148:156]).split(b"\0", 1)[0].strip() or b"-1", 8)
+    except ValueError:
+        return None
 
 
 def _members(path: str):
@@ -183,6 +235,9 @@ def reindex(path: str) -> int:
     skipped = []
     size = os.path.getsize(path)
     for member, end in _members(path):
+        if member.type == _DELETED:
+            lines.append({"key": member.name, "deleted": True, "end": end})
+            continue
         why = _refusal(member, size)
         if why is not None:
             skipped.append(f"{member.name!r}: {why}")
@@ -225,6 +280,7 @@ def compact(path: str) -> int:
 
 
 def tar_names(path: str) -> list[str]:
-    """Member names as ``tar tf`` lists them (for tests and users)."""
+    """Names of the members ``tar xf`` extracts, in archive order (deleted members and
+    tombstones left out; a name appears once per version)."""
     with tarfile.open(path, "r:") as tar:
-        return [m.name for m in tar.getmembers()]
+        return [m.name for m in tar.getmembers() if m.type != _DELETED]

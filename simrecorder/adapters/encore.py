@@ -10,7 +10,9 @@ adds, each tested:
   stream that fails midway leaves the old value. Both files of a write carry the same
   modification time (a per-write token), so a reader that finds different times
   retries and never returns new data with old metadata;
-* ``update_metadata`` merges; a missing key raises ``KeyError`` everywhere;
+* ``update_metadata`` merges; a missing key raises ``KeyNotFoundError`` (a
+  ``KeyError``) everywhere; a ``.metadata`` file that is not a JSON object raises
+  ``StoreFormatError`` naming the key and the file (``query`` included);
 * ``transaction()`` stages every write and commits them together on success (events
   are emitted after the commit) or discards them all;
 * keys may contain ``/`` (nested directories, listed by ``glob``/``query_keys``);
@@ -34,7 +36,7 @@ import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, BinaryIO
 
-from ..errors import InvalidKeyError
+from ..errors import InvalidKeyError, KeyNotFoundError, StoreFormatError, StoreNotFoundError
 
 __all__ = [
     "FileSystemStore",
@@ -63,7 +65,32 @@ def _token() -> int:
     return _last_token
 
 
-def _read_json(path: str) -> dict[str, Any]:
+def _parse_metadata(raw: bytes, key: str, path: str) -> dict[str, Any]:
+    """The metadata of ``key`` from the bytes of its ``.metadata`` file at ``path``.
+
+    Raises
+    ------
+    StoreFormatError
+        The file is not a JSON object (damaged, or written by another tool); the
+        message names the key and the file.
+    """
+    try:
+        metadata = json.loads(raw or b"{}")
+    except ValueError as exc:  # JSONDecodeError, and UnicodeDecodeError of bad bytes
+        raise StoreFormatError(
+            f"key {key!r}: its metadata file {path!r} is not valid JSON ({exc}); "
+            "rewrite it with set_metadata() or delete the key"
+        ) from None
+    if not isinstance(metadata, dict):
+        raise StoreFormatError(
+            f"key {key!r}: its metadata file {path!r} holds a JSON "
+            f"{type(metadata).__name__}, not an object; rewrite it with set_metadata() "
+            "or delete the key"
+        )
+    return metadata
+
+
+def _read_json(path: str, key: str) -> dict[str, Any]:
     fd = os.open(path, os.O_RDONLY)  # os-level: a query reads 1e5 of these
     try:
         raw = b""
@@ -71,7 +98,7 @@ def _read_json(path: str) -> dict[str, Any]:
             raw += piece
     finally:
         os.close(fd)
-    return json.loads(raw or b"{}")
+    return _parse_metadata(raw, key, path)
 
 
 def init_shared_store(path: str, magic_fname: str = ".FSStore") -> None:
@@ -169,7 +196,7 @@ class StoreValue:
     def data(self) -> BinaryIO:
         """The value's bytes as a readable stream."""
         if self._stream is None:
-            stream = open(self._path, "rb")
+            stream: BinaryIO = open(self._path, "rb")
             if os.fstat(stream.fileno()).st_mtime_ns != self._token:
                 stream.close()  # rewritten since get(): take data and metadata anew
                 stream, metadata, stat = self._store._open_pair(self._key)
@@ -234,10 +261,15 @@ class FileSystemStore:
 
     # -- connection ---------------------------------------------------------------------
     def connect(self, credentials: Any = None) -> None:
-        """Open the store (``credentials`` are not used). Raises ``FileNotFoundError``
-        if ``path`` is not a store (no magic file)."""
+        """Open the store (``credentials`` are not used).
+
+        Raises
+        ------
+        StoreNotFoundError
+            ``path`` is not a store (no magic file); a ``FileNotFoundError``.
+        """
         if not os.path.isfile(os.path.join(self.path, self.magic_fname)):
-            raise FileNotFoundError(
+            raise StoreNotFoundError(
                 f"{self.path!r} is not a FileSystemStore (no {self.magic_fname!r}): "
                 "create one with init_shared_store(path)"
             )
@@ -291,6 +323,10 @@ class FileSystemStore:
                         yield prefix + name[: -len(_META)], entry.path
 
     # -- reading ------------------------------------------------------------------------
+    def _missing(self, key: str) -> KeyNotFoundError:
+        """The error for a key this store does not hold (a ``KeyError``)."""
+        return KeyNotFoundError(f"key {key!r} not in FileSystemStore {self.path!r}")
+
     def _open_pair(self, key: str) -> tuple[BinaryIO, dict[str, Any], os.stat_result]:
         """The open data stream and the metadata of one write (same mtime token).
 
@@ -305,7 +341,7 @@ class FileSystemStore:
             try:
                 stream = open(data_path, "rb")
             except FileNotFoundError:
-                raise KeyError(key) from None
+                raise self._missing(key) from None
             try:
                 data_stat = os.fstat(stream.fileno())
                 with open(meta_path, "rb") as f:
@@ -313,7 +349,7 @@ class FileSystemStore:
                     raw = f.read()
             except FileNotFoundError:
                 stream.close()
-                raise KeyError(key) from None
+                raise self._missing(key) from None
             signature = (data_stat.st_ino, data_stat.st_mtime_ns, meta_stat.st_ino,
                          meta_stat.st_mtime_ns)  # fmt: skip
             if signature != seen:
@@ -324,7 +360,11 @@ class FileSystemStore:
                 or time.time_ns() - newest > 1_000_000_000  # not being written now
                 or time.monotonic() - since > 0.1  # unchanged for a while
             ):
-                return stream, json.loads(raw or b"{}"), data_stat
+                try:
+                    return stream, _parse_metadata(raw, key, meta_path), data_stat
+                except StoreFormatError:
+                    stream.close()
+                    raise
             stream.close()  # a writer is between its two renames
             time.sleep(0.0005)
 
@@ -344,7 +384,7 @@ class FileSystemStore:
         try:
             return open(data_path, "rb")
         except FileNotFoundError:
-            raise KeyError(key) from None
+            raise self._missing(key) from None
 
     def get_data_range(self, key: str, start: int | None = None,
                        end: int | None = None) -> BinaryIO:  # fmt: skip
@@ -383,7 +423,7 @@ class FileSystemStore:
         select = None if select is None else list(select)
         for key, meta_path in self._walk():
             try:
-                metadata = _read_json(meta_path)
+                metadata = _read_json(meta_path, key)
             except FileNotFoundError:
                 continue  # deleted while we walked
             if all(k in metadata and metadata[k] == v for k, v in kwargs.items()):
@@ -517,9 +557,9 @@ class FileSystemStore:
 
     def set_metadata(self, key: str, metadata: Mapping[str, Any]) -> None:
         """Replace the metadata of ``key`` (empty data for a new key)."""
-        metadata = copy.deepcopy(dict(metadata))
-        self._stage(key, None, metadata, _BUFFER,
-                    StoreSetEvent(self, key, metadata=copy.deepcopy(metadata)))  # fmt: skip
+        fresh = copy.deepcopy(dict(metadata))
+        self._stage(key, None, fresh, _BUFFER,
+                    StoreSetEvent(self, key, metadata=copy.deepcopy(fresh)))  # fmt: skip
 
     def update_metadata(self, key: str, metadata: Mapping[str, Any]) -> None:
         """Merge ``metadata`` into that of ``key`` (``KeyError`` if missing)."""

@@ -37,7 +37,13 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from ..errors import InvalidArgumentError, InvalidKeyError, ValueTooLargeError
+from ..errors import (
+    ArgumentTypeError,
+    InvalidArgumentError,
+    InvalidKeyError,
+    KeyNotFoundError,
+    ValueTooLargeError,
+)
 from ._npz import read_npz, write_npz
 from ._taridx import TarIndex, compact, reindex, tar_names
 
@@ -80,7 +86,7 @@ def _as_bytes(value: Any, key: str) -> bytes:
         return bytes(value)
     if isinstance(value, str):
         return value.encode("utf-8")
-    raise TypeError(f"key {key!r}: values are bytes or str, got {type(value).__name__}")
+    raise ArgumentTypeError(f"key {key!r}: values are bytes or str, got {type(value).__name__}")
 
 
 def _with_suffix(key: str, suffix: str) -> str:
@@ -148,7 +154,7 @@ class NamespaceIO(ABC):
         head, base = os.path.split(old)
         new = check_key(f"{head}/{prefix}-{base}" if head else f"{prefix}-{base}")
         if not self._exists(_check_namespace(namespace), old):
-            raise KeyError(f"{old!r} not in namespace {namespace!r}")
+            raise KeyNotFoundError(f"key {old!r} not in namespace {namespace!r}")
         self._move(namespace, old, new)
         return new
 
@@ -158,7 +164,11 @@ class NamespaceIO(ABC):
         if isinstance(keys, str):
             keys, data = [keys], [data]
         elif not isinstance(keys, list) or not isinstance(data, list) or len(keys) != len(data):
-            raise ValueError("save_files takes a key and a value, or two lists of equal length")
+            raise InvalidArgumentError(
+                f"save_files({namespace!r}, ...) takes a key and a value, or two lists of "
+                f"equal length; got keys of type {type(keys).__name__} and data of type "
+                f"{type(data).__name__}"
+            )
         items = [(check_key(k), _as_bytes(d, k)) for k, d in zip(keys, data, strict=True)]
         self._write(namespace, items)
 
@@ -168,10 +178,13 @@ class NamespaceIO(ABC):
         if isinstance(keys, str):
             found = self._read(namespace, [check_key(keys)])[0]
             if found is None:
-                raise KeyError(f"{keys!r} not in namespace {namespace!r}")
+                raise KeyNotFoundError(f"key {keys!r} not in namespace {namespace!r}")
             return found
         if not isinstance(keys, list):
-            raise ValueError("load_files takes a key or a list of keys")
+            raise InvalidArgumentError(
+                f"load_files({namespace!r}, ...) takes a key or a list of keys, got "
+                f"{type(keys).__name__}"
+            )
         return self._read(namespace, [check_key(k) for k in keys])
 
     def remove_files(self, namespace: str, keys: str | list[str]) -> Any:
@@ -179,7 +192,7 @@ class NamespaceIO(ABC):
         _check_namespace(namespace)
         if isinstance(keys, str):
             if not self._delete(namespace, [check_key(keys)])[0]:
-                raise KeyError(f"{keys!r} not in namespace {namespace!r}")
+                raise KeyNotFoundError(f"key {keys!r} not in namespace {namespace!r}")
             return True
         return self._delete(namespace, [check_key(k) for k in keys])
 
@@ -405,7 +418,9 @@ class TaridxIO(NamespaceIO):
         index = self._index(namespace)
         with index.writing():
             present = [key in index.entries for key in keys]
-            tombstones = [(k, None) for k, p in zip(keys, present, strict=True) if p]
+            tombstones: list[tuple[str, bytes | None]] = [
+                (k, None) for k, p in zip(keys, present, strict=True) if p
+            ]
             if tombstones:
                 index.append(tombstones)
         return present
@@ -415,7 +430,7 @@ class TaridxIO(NamespaceIO):
         with index.writing():
             data = index.read(old)
             if data is None:
-                raise KeyError(f"{old!r} not in namespace {namespace!r}")
+                raise KeyNotFoundError(f"key {old!r} not in namespace {namespace!r}")
             index.append([(new, data), (old, None)])
 
     def compact(self, namespace: str) -> int:
