@@ -17,9 +17,9 @@ from simrecorder import (
     StoreConnectionError,
     open_datastore,
 )
+from simrecorder._redis_client import make_client, parse_redis_url
 from simrecorder._schema import infer_spec
 from simrecorder.datastores._redis import delete_redis_run, list_redis_runs
-from simrecorder.datastores._redis_client import make_client, parse_redis_url
 from simrecorder.errors import (
     InvalidArgumentError,
     InvalidModeError,

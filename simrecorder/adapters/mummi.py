@@ -466,7 +466,7 @@ class RedisIO(NamespaceIO):
     def client(self) -> Any:
         """The redis-py client (created on first use)."""
         if self._client is None:
-            from ..datastores._redis_client import client_from_url
+            from .._redis_client import client_from_url
 
             self._client = client_from_url(self.url)
         return self._client
@@ -482,7 +482,7 @@ class RedisIO(NamespaceIO):
         """redis-py's errors as simrecorder's, naming the server (password hidden)."""
         from redis.exceptions import RedisError
 
-        from ..datastores._redis_client import redact, translate
+        from .._redis_client import redact, translate
 
         try:
             yield

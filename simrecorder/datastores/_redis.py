@@ -94,6 +94,16 @@ from .. import _codec
 from .._keys import parent_keys, validate_key
 from .._modes import check_mode, plan_open
 from .._provenance import provenance
+from .._redis_client import REDIS_ERRORS as _REDIS_ERRORS
+from .._redis_client import (
+    check_port,
+    client_from_url,
+    make_client,
+    parse_redis_url,
+    probe,
+    redact,
+)
+from .._redis_client import translate as _translate
 from .._schema import DENSE, STR, SeriesSpec
 from ..errors import (
     AuthenticationFailedError,
@@ -109,16 +119,6 @@ from ..errors import (
     StoreWriteError,
     is_transient,
 )
-from ._redis_client import REDIS_ERRORS as _REDIS_ERRORS
-from ._redis_client import (
-    check_port,
-    client_from_url,
-    make_client,
-    parse_redis_url,
-    probe,
-    redact,
-)
-from ._redis_client import translate as _translate
 from ._values import jsonable
 from ._view import SeriesView
 from .base import DataStore, NodeType, check_key_free

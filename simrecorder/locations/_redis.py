@@ -14,7 +14,7 @@ from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsp
 import redis
 
 from .._fs import TEMP_PREFIX
-from ..datastores._redis_client import (
+from .._redis_client import (
     REDIS_ERRORS,
     client_defaults,
     client_from_url,

@@ -22,7 +22,7 @@ from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.connection import SSLConnection, parse_url
 from redis.retry import Retry
 
-from ..errors import (
+from .errors import (
     AuthenticationFailedError,
     InvalidArgumentError,
     SimRecorderError,
