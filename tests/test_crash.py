@@ -9,15 +9,16 @@ import os
 
 import pytest
 
-from simrecorder.testing.crash import crash_once
+from simrecorder.errors import InvalidArgumentError, KeyNotFoundError
+from simrecorder.testing.crash import crash_once, expected, open_store
 
-BACKENDS = ["hdf5", "zarr", "zarr-raw", "redis"]
+BACKENDS = ["hdf5", "zarr", "zarr-raw", "zarr-lmdb", "zarr-lmdb-raw", "redis"]
 
 
 def _location(backend, tmp_path, redis_server, kill):
     if backend == "redis":
         return f"redis://127.0.0.1:{redis_server.port}/0?prefix=crash-{os.getpid()}-{tmp_path.name}-{kill}"
-    suffix = ".h5" if backend == "hdf5" else ".zarr"
+    suffix = {"hdf5": ".h5", "zarr-lmdb": ".mdb", "zarr-lmdb-raw": ".mdb"}.get(backend, ".zarr")
     return str(tmp_path / f"kill{kill}{suffix}")
 
 
@@ -39,3 +40,10 @@ def test_twenty_kills(backend, tmp_path, redis_server):
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_hundred_kills(backend, tmp_path, redis_server):
     _run(backend, tmp_path, redis_server, kills=100, seed=10_000)
+
+
+def test_unknown_backends_and_keys_raise_named_errors(tmp_path):
+    with pytest.raises(InvalidArgumentError, match="'tape'"):
+        open_store("tape", str(tmp_path / "x"))
+    with pytest.raises(KeyNotFoundError, match="'nope'"):
+        expected("nope", 0)

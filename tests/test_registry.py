@@ -57,6 +57,8 @@ def test_every_design_protocol_is_known():
         "memory",
         "hdf5",
         "zarr",
+        "zarr+zip",
+        "zarr+lmdb",
         "redis",
         "redis+cluster",
         "fs",
@@ -112,8 +114,22 @@ def test_import_is_light():
     code = (
         "import sys, simrecorder\n"
         "from simrecorder import Recorder, InMemoryDataStore, open_datastore\n"
-        "heavy = [m for m in ('h5py', 'zarr', 'redis') if m in sys.modules]\n"
+        "heavy = [m for m in ('h5py', 'zarr', 'redis', 'lmdb') if m in sys.modules]\n"
         "print(heavy)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    ("url", "kind"),
+    [("run.mdb", "lmdb"), ("zarr+lmdb://{tmp}/plain", "lmdb"), ("zarr://{tmp}/d.mdb", "directory"),
+     ("run.zip", "zip"), ("zarr+zip://{tmp}/plain-zip", "zip"), ("run.zarr", "directory")],
+)  # fmt: skip
+def test_zarr_urls_pick_the_store_kind_and_round_trip(tmp_path, url, kind):
+    url = url.format(tmp=tmp_path) if "{tmp}" in url else str(tmp_path / url)
+    store = open_datastore(url)
+    assert store.datastore_type.value == kind and str(store) == url
+    store.close()
+    with open_datastore(str(store), mode="r") as again:
+        assert again.datastore_type.value == kind

@@ -14,7 +14,6 @@ import zarr
 from simrecorder import (
     CompressionType,
     DatastoreType,
-    NotBuiltYetError,
     ReadOnlyError,
     Recorder,
     StoreFormatError,
@@ -23,6 +22,7 @@ from simrecorder import (
     open_datastore,
 )
 from simrecorder.datastores._zarr import ZarrView
+from simrecorder.errors import InvalidArgumentError
 from simrecorder.testing.datastore import DataStoreTests
 
 
@@ -221,9 +221,22 @@ def test_future_format_version_is_refused(tmp_path):
         ZarrDataStore(path)
 
 
-def test_lmdb_says_what_to_use_instead(tmp_path):
-    with pytest.raises(NotBuiltYetError, match="DIRECTORY"):
-        ZarrDataStore(tmp_path / "x.mdb", datastore_type=DatastoreType.LMDB)
+def test_an_unknown_compression_type_lists_the_valid_ones(tmp_path):
+    with pytest.raises(InvalidArgumentError, match=r"'gzip'.*BLOSC.*ZSTD") as info:
+        ZarrDataStore(tmp_path / "c.zarr", compression_type="gzip")
+    assert isinstance(info.value, ValueError)
+    assert not os.path.exists(tmp_path / "c.zarr")  # checked before anything is created
+    with pytest.raises(InvalidArgumentError, match=r"'tape'.*LMDB"):
+        ZarrDataStore(tmp_path / "c.zarr", datastore_type="tape")
+
+
+def test_a_zip_store_without_a_zip_suffix_has_a_url_that_reopens_it(tmp_path):
+    with ZarrDataStore(tmp_path / "plain", datastore_type=DatastoreType.ZIP) as store:
+        store.append("x", 1.0)
+        url = store.url  # raised ValueError before
+    assert url == f"zarr+zip://{tmp_path}/plain"
+    with open_datastore(url, mode="r") as again:
+        assert again.datastore_type == DatastoreType.ZIP and len(again.get_all("x")) == 1
 
 
 def test_zip_is_a_single_standard_file_after_close(tmp_path):
@@ -298,3 +311,48 @@ def test_one_writer_at_a_time_and_readers_are_not_blocked(tmp_path):
     writer.close()
     with ZarrDataStore(path, mode="a") as again:  # free once the writer closed
         assert len(again.get_all("x")) == 1
+
+
+# -- xarray ---------------------------------------------------------------------------------
+def record_mixed_run(store) -> None:
+    """Series of different lengths and shapes, a sub-group, and single values."""
+    with Recorder(store) as rec:
+        for i in range(5):
+            rec.record("loss", float(i))
+            rec.record("img", np.full((3, 4), i, dtype=np.int16))
+            rec.record("log", f"step {i}")
+            if i < 2:
+                rec.record("train/acc", np.arange(2.0) + i)
+        rec.set("param", np.arange(6.0).reshape(2, 3))
+        rec.set("dt", 0.5)
+
+
+def check_xarray_opens(zarr_store) -> None:
+    xr = pytest.importorskip("xarray")
+    ds = xr.open_zarr(zarr_store, consolidated=False)
+    assert ds["loss"].dims == ("loss_step",) and ds.sizes["loss_step"] == 5
+    assert ds["img"].dims == ("img_step", "img_dim1", "img_dim2")
+    assert ds["img"].shape == (5, 3, 4) and int(ds["img"][4, 2, 3]) == 4
+    assert ds["param"].dims == ("param_dim0", "param_dim1") and float(ds["dt"]) == 0.5
+    assert str(ds["log"].values[1]) == "step 1"
+    train = xr.open_zarr(zarr_store, group="train", consolidated=False)
+    assert train["acc"].dims == ("acc_step", "acc_dim1") and train["acc"].shape == (2, 2)
+    np.testing.assert_array_equal(train["acc"].values, [[0.0, 1.0], [1.0, 2.0]])
+
+
+def test_xarray_opens_a_store_of_series_of_different_lengths(tmp_path):
+    path = tmp_path / "xr.zarr"
+    record_mixed_run(ZarrDataStore(path))
+    check_xarray_opens(str(path))
+
+
+def test_xarray_opens_an_lmdb_store_through_lmdbstore(tmp_path):
+    from simrecorder.datastores import LMDBStore
+
+    path = tmp_path / "xr.mdb"
+    record_mixed_run(ZarrDataStore(path, datastore_type=DatastoreType.LMDB))
+    store = LMDBStore(path, read_only=True)
+    try:
+        check_xarray_opens(store)
+    finally:
+        store.close()

@@ -44,19 +44,28 @@ def _temp_files(root) -> list[str]:
     return found + glob.glob(os.path.join(root, "**", "*.partial"), recursive=True)
 
 
+LMDB = DatastoreType.LMDB
+
+
+def _lmdb(path, **kwargs) -> ZarrDataStore:
+    return ZarrDataStore(path, datastore_type=LMDB, **kwargs)
+
+
 def _zip(path, **kwargs) -> ZarrDataStore:
     return ZarrDataStore(path, datastore_type=DatastoreType.ZIP, **kwargs)
 
 
 # -- D7: a store dropped without close() ----------------------------------------------------
-def test_a_store_dropped_without_close_releases_its_lock(tmp_path):
+@pytest.mark.parametrize("kind", [DatastoreType.DIRECTORY, LMDB])
+def test_a_store_dropped_without_close_releases_its_lock(tmp_path, kind):
     path = tmp_path / "dropped.zarr"
     for i in range(3):
-        store = ZarrDataStore(path, mode="a")
+        store = ZarrDataStore(path, mode="a", datastore_type=kind)
         store.append("x", float(i))
         del store
         gc.collect()
-    store = ZarrDataStore(path, mode="a")  # the same process opens it again at once
+    # the same process opens it again at once
+    store = ZarrDataStore(path, mode="a", datastore_type=kind)
     np.testing.assert_array_equal(np.asarray(store.get_all("x")), [0.0, 1.0, 2.0])
     store.close()
 
@@ -154,18 +163,20 @@ def alarm():
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 @pytest.mark.parametrize(
     ("backend", "kind"),
-    [("raw", "dense"), ("codec", "dense"), ("codec", "str"), ("memory", "dense")],
-)
+    [("raw", "dense"), ("codec", "dense"), ("codec", "str"), ("memory", "dense"),
+     ("lmdb-raw", "dense"), ("lmdb-codec", "dense"), ("lmdb-codec", "str")],
+)  # fmt: skip
 def test_an_interrupted_append_block_takes_nothing(tmp_path, alarm, backend, kind):
     rng = random.Random(12)
+    store_type = LMDB if backend.startswith("lmdb") else DatastoreType.DIRECTORY
     if backend == "memory":
         store = InMemoryDataStore()
     else:
-        compression = RAW if backend == "raw" else CODEC
+        compression = RAW if backend.endswith("raw") else CODEC
         store = ZarrDataStore(tmp_path / "i.zarr", compression_type=compression,
-                              desired_chunk_size_bytes=4096)  # fmt: skip
+                              desired_chunk_size_bytes=4096, datastore_type=store_type)  # fmt: skip
     # zarr's own path takes ~3 ms a call and defers signals to its end: longer delays
-    count, longest = (300, 0.003) if backend != "codec" else (80, 0.02)
+    count, longest = (300, 0.003) if not backend.endswith("codec") else (80, 0.02)
     if kind == "dense":
         blocks = [np.arange(n, n + 7 * 16, dtype=np.float64).reshape(7, 16)
                   for n in range(0, count * 7 * 16, 7 * 16)]  # fmt: skip
@@ -181,14 +192,15 @@ def test_an_interrupted_append_block_takes_nothing(tmp_path, alarm, backend, kin
         assert interrupts > 0, "no interrupt landed inside append_block"
         assert not _temp_files(tmp_path / "i.zarr")
         store.close()
-        with ZarrDataStore(tmp_path / "i.zarr", mode="r") as again:
+        with ZarrDataStore(tmp_path / "i.zarr", mode="r", datastore_type=store_type) as again:
             assert len(again.get_all("x")) == sum(len(b) for b in blocks)
 
 
+@pytest.mark.parametrize("kind", [DatastoreType.DIRECTORY, LMDB])
 @pytest.mark.parametrize("compression", [RAW, CODEC])
-def test_a_full_disk_in_append_block_takes_nothing(small_disk, compression):
+def test_a_full_disk_in_append_block_takes_nothing(small_disk, compression, kind):
     path = small_disk / "full.zarr"
-    store = ZarrDataStore(path, compression_type=compression)
+    store = ZarrDataStore(path, compression_type=compression, datastore_type=kind)
     rng = np.random.default_rng(0)  # random: compression cannot make it small
     first = rng.random((1000, 64))
     store.append_block("x", infer_spec(first[0]), first)
@@ -201,7 +213,7 @@ def test_a_full_disk_in_append_block_takes_nothing(small_disk, compression):
     os.remove(filler)
     store.append_block("x", infer_spec(big[0]), big)  # the same block, taken once
     store.close()
-    with ZarrDataStore(path, mode="r") as reader:
+    with ZarrDataStore(path, mode="r", datastore_type=kind) as reader:
         np.testing.assert_array_equal(np.asarray(reader.get_all("x")), np.concatenate([first, big]))
 
 
@@ -222,10 +234,13 @@ def test_keys_zarr_cannot_hold_fail_at_record_time(tmp_path, key):
 
 
 # -- commit(): series aligned after an unclean end ------------------------------------------
+@pytest.mark.parametrize("kind", [DatastoreType.DIRECTORY, LMDB])
 @pytest.mark.parametrize("compression", [RAW, CODEC])
-def test_a_writer_reopening_after_an_unclean_end_cuts_back_to_the_commit(tmp_path, compression):
+def test_a_writer_reopening_after_an_unclean_end_cuts_back_to_the_commit(
+    tmp_path, compression, kind
+):
     path = tmp_path / "c.zarr"
-    store = ZarrDataStore(path, compression_type=compression)
+    store = ZarrDataStore(path, compression_type=compression, datastore_type=kind)
     for i in range(10):
         store.append("a", float(i))
         store.append("s", f"s{i}")
@@ -235,26 +250,27 @@ def test_a_writer_reopening_after_an_unclean_end_cuts_back_to_the_commit(tmp_pat
     store.append_block("late", spec, np.array([1.0]))
     del store  # an unclean end: no close()
     gc.collect()
-    with ZarrDataStore(path, mode="r") as reader:  # readers see what is there
+    with ZarrDataStore(path, mode="r", datastore_type=kind) as reader:  # readers see all
         assert len(reader.get_all("a")) == 15
-    store = ZarrDataStore(path, compression_type=compression, mode="a")
+    store = ZarrDataStore(path, compression_type=compression, mode="a", datastore_type=kind)
     np.testing.assert_array_equal(np.asarray(store.get_all("a")), np.arange(10.0))
     assert store.get_all("s") == [f"s{i}" for i in range(10)]
     assert len(store.get_all("late")) == 0
     store.append("a", 10.0)  # resumes at the committed length
     store.close()  # a clean close commits
-    store = ZarrDataStore(path, compression_type=compression, mode="r")
+    store = ZarrDataStore(path, compression_type=compression, mode="r", datastore_type=kind)
     np.testing.assert_array_equal(np.asarray(store.get_all("a")), np.arange(11.0))
     store.close()
 
 
-def test_commits_through_a_recorder_survive_a_crash_mid_epoch(tmp_path):
-    path = tmp_path / "e.zarr"
+@pytest.mark.parametrize("suffix", [".zarr", ".mdb"])
+def test_commits_through_a_recorder_survive_a_crash_mid_epoch(tmp_path, suffix):
+    path = tmp_path / f"e{suffix}"
     script = f"""
 import os
 import numpy as np
-from simrecorder import Recorder, ZarrDataStore
-rec = Recorder(ZarrDataStore({str(path)!r}), max_seconds=None)
+from simrecorder import Recorder, open_datastore
+rec = Recorder(open_datastore({str(path)!r}), max_seconds=None)
 for i in range(100):
     rec.record("a", float(i))
     rec.record("b", np.full(3, i))
@@ -264,9 +280,9 @@ store.append_block("a", store.series_spec("a"), np.arange(100.0, 120.0))  # half
 os._exit(0)  # then the process dies
 """
     subprocess.run([sys.executable, "-c", script], check=True)
-    with ZarrDataStore(path, mode="r") as reader:
+    with open_datastore(str(path), mode="r") as reader:
         assert len(reader.get_all("a")) == 120
-    with ZarrDataStore(path, mode="a") as store:  # a writer cuts back to the commit
+    with open_datastore(str(path), mode="a") as store:  # a writer cuts back to the commit
         assert len(store.get_all("a")) == len(store.get_all("b")) == 100
         np.testing.assert_array_equal(np.asarray(store.get_all("a")), np.arange(100.0))
 

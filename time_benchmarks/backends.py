@@ -79,6 +79,22 @@ def _zarr_blosc(tmp: Path, name: str) -> DataStore:
     return ZarrDataStore(tmp / f"{name}-blosc.zarr", mode="w")
 
 
+def _zarr_lmdb(tmp: Path, name: str) -> DataStore:
+    from simrecorder import DatastoreType, ZarrDataStore
+
+    # uncompressed, as "zarr": the two differ only in where the chunks go
+    return ZarrDataStore(
+        tmp / f"{name}.mdb", mode="w", datastore_type=DatastoreType.LMDB,
+        compression_type=CompressionType.NONE,
+    )  # fmt: skip
+
+
+def _zarr_lmdb_blosc(tmp: Path, name: str) -> DataStore:
+    from simrecorder import DatastoreType, ZarrDataStore
+
+    return ZarrDataStore(tmp / f"{name}-blosc.mdb", mode="w", datastore_type=DatastoreType.LMDB)
+
+
 def _hdf5_durable(tmp: Path, name: str) -> DataStore:
     return HDF5DataStore(tmp / f"{name}-durable.h5", mode="w", durable=True)
 
@@ -109,6 +125,8 @@ BACKENDS: dict[str, Callable[[Path, str], DataStore]] = {
     "hdf5": _hdf5,
     "zarr": _zarr,
     "zarr-blosc": _zarr_blosc,
+    "zarr-lmdb": _zarr_lmdb,
+    "zarr-lmdb-blosc": _zarr_lmdb_blosc,
     "hdf5-durable": _hdf5_durable,
     "zarr-durable": _zarr_durable,
     "redis": _redis,

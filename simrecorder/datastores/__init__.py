@@ -1,7 +1,9 @@
 """Data stores: the places a :class:`~simrecorder.Recorder` writes to.
 
 Backend libraries are imported only when their store is used: ``HDF5DataStore`` is
-resolved on first access from this package.
+resolved on first access from this package. ``LMDBStore`` is the zarr v3 store over
+LMDB that ``ZarrDataStore(..., datastore_type=DatastoreType.LMDB)`` uses; plain zarr
+opens such a store with ``zarr.open_group(LMDBStore(path, read_only=True), mode="r")``.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ __all__ = [
     "HDF5DataStore",
     "HDFView",
     "InMemoryDataStore",
+    "LMDBStore",
     "RedisClusterDataStore",
     "RedisDataStore",
     "RedisServer",
@@ -32,6 +35,7 @@ _LAZY = {
     "HDF5DataStore": "_hdf5",
     "HDFView": "_hdf5",
     "ZarrDataStore": "_zarr",
+    "LMDBStore": "_zarr_lmdb",
     "RedisDataStore": "_redis",
     "RedisClusterDataStore": "_redis",
     "RedisServer": "_redis_server",
@@ -39,7 +43,7 @@ _LAZY = {
 }
 
 
-_EXTRAS = {"_zarr": "zarr", "_redis": "redis", "_redis_server": "redis"}
+_EXTRAS = {"_zarr": "zarr", "_zarr_lmdb": "lmdb", "_redis": "redis", "_redis_server": "redis"}
 
 
 def __getattr__(name: str) -> Any:

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import errno
 import fcntl
+import functools
 import glob
 import json
 import os
@@ -15,14 +16,16 @@ import uuid
 import warnings
 import weakref
 import zipfile
-from collections.abc import Iterator, Mapping
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeGuard
 
 import numpy as np
 import zarr
 import zarr.codecs
 from zarr.core.array import AsyncArray
+from zarr.core.common import JSON
 from zarr.core.dtype import VariableLengthBytes, VariableLengthUTF8
+from zarr.core.metadata import ArrayV3Metadata
 from zarr.core.sync import sync as zarr_sync
 from zarr.storage import LocalStore, ZipStore
 
@@ -34,10 +37,12 @@ from .._provenance import provenance
 from .._schema import BYTES, DENSE, STR, SeriesSpec
 from .._signals import deferred_signals
 from ..errors import (
+    InvalidArgumentError,
     InvalidKeyError,
     KeyNotFoundError,
-    NotBuiltYetError,
+    ReadOnlyError,
     SimRecorderError,
+    StoreClosedError,
     StoreFormatError,
     StoreFullError,
     StoreLockedError,
@@ -49,6 +54,10 @@ from ._chunks import chunk_rows
 from ._values import PYTYPE_ATTR, decode_value, encode_value, jsonable
 from ._view import SeriesView
 from .base import DataStore, NodeType, check_key_free
+from .registry import import_backend
+
+if TYPE_CHECKING:
+    from ._zarr_lmdb import LMDBStore
 
 __all__ = ["ZarrDataStore", "ZarrView"]
 
@@ -67,7 +76,7 @@ _FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 _VLEN_CHUNK_ROWS = 1024
 #: zarr v3's default chunk key encoding with "." as separator: chunk files sit side by
 #: side in the array's directory (c.0.0), with no directory to create per chunk
-_CHUNK_KEYS = {"name": "default", "separator": "."}
+_CHUNK_KEYS: dict[str, JSON] = {"name": "default", "separator": "."}
 #: temporary files of atomic writes: ours (``<name>.<hex>.tmp``) and zarr's
 #: LocalStore (``<stem>.<hex>.partial``)
 _TEMP_NAME = re.compile(r"\.[0-9a-f]{32}\.(tmp|partial)$")
@@ -95,7 +104,32 @@ def _compressors(compression: CompressionType) -> Any:
         from zarr.codecs.numcodecs import LZMA
 
         return LZMA()
-    raise ValueError(f"unknown compression {compression!r}")
+    raise InvalidArgumentError(f"unknown compression {compression!r}")  # pragma: no cover
+
+
+def _enum_arg(enum: Any, value: Any, name: str) -> Any:
+    """``enum(value)``, or :class:`InvalidArgumentError` listing the valid values."""
+    try:
+        return enum(value)
+    except ValueError:
+        valid = ", ".join(f"{enum.__name__}.{m.name} ({m.value!r})" for m in enum)
+        raise InvalidArgumentError(
+            f"invalid {name} {value!r} for ZarrDataStore; valid: {valid}"
+        ) from None
+
+
+def _dimension_names(key: str, ndim: int) -> tuple[str, ...]:
+    """Per-series dimension names: ``<name>_step``, ``<name>_dim1``, ... (``name`` is
+    the last part of ``key``), so series of different lengths never share a
+    dimension (see :class:`ZarrDataStore`)."""
+    name = key.rsplit("/", 1)[-1]
+    return (f"{name}_step", *(f"{name}_dim{axis}" for axis in range(1, ndim)))
+
+
+def _value_dimension_names(key: str, ndim: int) -> tuple[str, ...]:
+    """Dimension names of a single value's array: ``<name>_dim0``, ``<name>_dim1``, ..."""
+    name = key.rsplit("/", 1)[-1]
+    return tuple(f"{name}_dim{axis}" for axis in range(ndim))
 
 
 class ZarrView(SeriesView):
@@ -112,7 +146,10 @@ class ZarrView(SeriesView):
     def array(self) -> zarr.Array:
         """The underlying ``zarr.Array`` (as of now)."""
         self._store._check_open(self._key)
-        return self._store._array(self._key)
+        array = self._store._array(self._key)
+        if array is None:
+            raise KeyNotFoundError(f"no series {self._key!r} in {self._store!r} any more")
+        return array
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -136,14 +173,25 @@ class ZarrDataStore(DataStore):
 
     Arrays are chunked along the sample axis with chunks of about
     ``desired_chunk_size_bytes`` (one sample per chunk for larger samples); the other
-    axes are not split. Whole chunks of uncompressed arrays in a directory are written
-    straight to their chunk files (write to a temporary name, then rename), before the
-    array metadata grows to include them; everything else goes through zarr.
+    axes are not split. Whole chunks of uncompressed arrays in a directory or LMDB
+    store are written straight to their chunk files or keys (in a directory: write to a
+    temporary name, then rename), before the array metadata grows to include them;
+    everything else goes through zarr.
+
+    Every array has zarr v3 ``dimension_names``, so ``xarray.open_zarr(path,
+    consolidated=False)`` (with ``group=`` for a sub-group) opens the store: a series
+    ``<group>/<name>`` has dimensions ``<name>_step`` (the sample axis),
+    ``<name>_dim1``, ``<name>_dim2``, ... (the sample's axes); a single value has
+    ``<name>_dim0``, ... . No two series share a dimension, so series of different
+    lengths and shapes open together. (A series named like another one's dimension,
+    e.g. ``loss_step`` beside ``loss``, opens as a coordinate, not a data variable.)
+    Arrays written before this scheme have no dimension names.
 
     Parameters
     ----------
     data_dir_pth
-        Directory (``DatastoreType.DIRECTORY``) or zip file (``DatastoreType.ZIP``).
+        Directory (``DatastoreType.DIRECTORY``), zip file (``DatastoreType.ZIP``) or
+        LMDB directory (``DatastoreType.LMDB``, holding ``data.mdb``).
     desired_chunk_size_bytes
         Target size of a chunk.
     datastore_type
@@ -151,11 +199,15 @@ class ZarrDataStore(DataStore):
         for writing its data lives in the directory ``<path>.partial``; ``close()``
         packs it into the zip (atomically) and removes the directory; a ``close()``
         that fails (disk full) leaves the store open, so it can be retried, and
-        readers read the directory until the zip exists. ``LMDB`` is not available
-        with zarr v3.
+        readers read the directory until the zip exists. ``LMDB`` (needs the ``lmdb``
+        extra): every zarr key is a key of one LMDB environment (see
+        :class:`~simrecorder.datastores.LMDBStore`, which also opens it with plain
+        zarr); each append and each commit is one LMDB transaction, so a crash never
+        leaves half of one; readers open the environment read-only.
     compression_type
         Codec of new arrays: ``BLOSC`` (lz4, default), ``ZSTD``, ``LZMA`` (numcodecs'
-        codec, outside the zarr v3 spec) or ``NONE``.
+        codec, outside the zarr v3 spec) or ``NONE``; anything else raises
+        :class:`~simrecorder.errors.InvalidArgumentError`.
     mode
         See :mod:`simrecorder._modes`. ``None`` (default, SimRecorder's rule): a path
         that holds no store is created for writing; an existing store opens for
@@ -165,7 +217,11 @@ class ZarrDataStore(DataStore):
     durable
         ``fsync`` what each flush wrote (chunk files, then metadata, then their
         directory) so flushed data survives a power loss. Compressed arrays, which zarr
-        writes itself, are synced with ``os.sync()`` at each flush.
+        writes itself, are synced with ``os.sync()`` at each flush. An LMDB store syncs
+        every transaction (LMDB's ``sync``).
+    lmdb_map_size
+        First size in bytes of an LMDB store's memory map (it doubles whenever a write
+        does not fit; it costs address space, not disk).
 
     Notes
     -----
@@ -188,22 +244,23 @@ class ZarrDataStore(DataStore):
         compression_type: CompressionType = CompressionType.BLOSC,
         mode: str | None = None,
         durable: bool = False,
+        lmdb_map_size: int = 1 << 30,
     ) -> None:
         mode = check_mode(mode)
-        datastore_type = DatastoreType(datastore_type)
+        datastore_type = _enum_arg(DatastoreType, datastore_type, "datastore_type")
+        compression_type = _enum_arg(CompressionType, compression_type, "compression_type")
         if datastore_type == DatastoreType.LMDB:
-            raise NotBuiltYetError(
-                "DatastoreType.LMDB: zarr v3 ships no LMDB store (zarr v2's LMDBStore is "
-                "gone), so simrecorder cannot offer one yet; use DatastoreType.DIRECTORY, "
-                "or DatastoreType.ZIP for a single file"
+            self._lmdb: Any = import_backend(
+                "simrecorder.datastores._zarr_lmdb", "lmdb", what="DatastoreType.LMDB"
             )
         super().__init__()
         self.path = os.path.abspath(os.path.expanduser(os.fspath(data_dir_pth)))
         self.desired_chunk_size_bytes = int(desired_chunk_size_bytes)
-        self.datastore_type = datastore_type
-        self.compression_type = CompressionType(compression_type)
+        self.datastore_type: DatastoreType = datastore_type
+        self.compression_type: CompressionType = compression_type
         self.mode = mode
         self.durable = durable
+        self.lmdb_map_size = int(lmdb_map_size)
         self._arrays: dict[str, zarr.Array] = {}
         self._raw: dict[str, _RawChunkWriter] = {}
         self._zarr_wrote = False
@@ -211,8 +268,9 @@ class ZarrDataStore(DataStore):
         self._epoch = 0  # the newest committed epoch
         self._dirty: dict[str, int] = {}  # series changed since the commit -> rows then
         self._clean_on_disk = False
-        self._group: zarr.Group | None = None
-        self._store: Any = None
+        self._group_or_none: zarr.Group | None = None
+        self._store: LocalStore | ZipStore | LMDBStore | None = None
+        self._files: _Files | None = None  # metadata and chunks of a writer, by key
         plan = plan_open(mode, self._exists(), f"zarr store {self.path!r}")
         self._apply_open_plan(plan)
         self._open_group("r" if plan.read_only else "w" if plan.replace else "a")
@@ -223,20 +281,28 @@ class ZarrDataStore(DataStore):
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> ZarrDataStore:
         # docstring inherited
-        if url.startswith("zarr://"):
-            url = url[len("zarr://") :]
-        if url.lower().endswith(".zip"):
+        # ``zarr+lmdb://path`` and bare paths ending in ``.mdb`` are LMDB stores,
+        # ``zarr+zip://path`` and paths ending in ``.zip`` ZIP stores
+        # (``zarr://path.mdb`` is a directory, as SimRecorder's directory stores were)
+        scheme = url.split("://", 1)[0] if "://" in url else ""
+        if scheme:
+            url = url[len(scheme) + 3 :]
+        if scheme == "zarr+lmdb" or (not scheme and url.lower().rstrip("/").endswith(".mdb")):
+            kwargs.setdefault("datastore_type", DatastoreType.LMDB)
+        elif scheme == "zarr+zip" or url.lower().endswith(".zip"):
             kwargs.setdefault("datastore_type", DatastoreType.ZIP)
         return cls(url, **kwargs)
 
     @property
     def url(self) -> str:
         # docstring inherited
-        suffix = ".zip" if self.datastore_type == DatastoreType.ZIP else ".zarr"
-        if self.path.lower().endswith(suffix):
-            return self.path
+        lower = self.path.lower()
         if self.datastore_type == DatastoreType.ZIP:
-            raise ValueError(f"a ZIP zarr store needs a path ending in .zip, got {self.path!r}")
+            return self.path if lower.endswith(".zip") else "zarr+zip://" + self.path
+        if self.datastore_type == DatastoreType.LMDB:
+            return self.path if lower.endswith(".mdb") else "zarr+lmdb://" + self.path
+        if lower.endswith(".zarr"):
+            return self.path
         return "zarr://" + self.path
 
     @property
@@ -251,14 +317,50 @@ class ZarrDataStore(DataStore):
 
     def _exists(self) -> bool:
         """A store is here: the zip (or the directory of a writer that did not pack it
-        yet), or a directory with ``zarr.json``."""
+        yet), a directory with ``zarr.json``, or an LMDB directory (``data.mdb``)."""
         if self.datastore_type == DatastoreType.ZIP and os.path.lexists(self.path):
             return True
         if os.path.isdir(self.path) and not os.listdir(self.path):
             return False  # an empty directory (made for the store) holds no store yet
         return os.path.lexists(self.path) or _looks_like_zarr(self._workdir, False)
 
-    def _open_group(self, mode: str) -> None:
+    def _open_group(self, mode: Literal["r", "a", "w"]) -> None:
+        if self.datastore_type == DatastoreType.LMDB:
+            store: LocalStore | ZipStore | LMDBStore = self._open_lmdb(mode)
+        else:
+            store = self._open_files(mode)
+        self._store = store
+        try:
+            creating = mode != "r" and self._files is not None and not self._files.read("zarr.json")
+            with _quiet():
+                group_mode: Literal["r", "a"] = "r" if mode == "r" else "a"
+                group = self._group_or_none = zarr.open_group(store, mode=group_mode, zarr_format=3)
+        except Exception as exc:
+            self._release()
+            if isinstance(exc, SimRecorderError):
+                raise
+            raise StoreFormatError(f"cannot open {self.path!r} as a zarr v3 group: {exc}") from exc
+        if creating:
+            info: dict[str, Any] = provenance(zarr_version=zarr.__version__)
+            info[_FORMAT_ATTR] = FORMAT_VERSION
+            group.attrs.update(info)
+        else:
+            version = group.attrs.get(_FORMAT_ATTR, FORMAT_VERSION)
+            if isinstance(version, int | float | str) and int(version) > FORMAT_VERSION:
+                self._release()
+                raise StoreFormatError(
+                    f"{self.path!r} has simrecorder format {int(version)}; this version reads "
+                    f"up to {FORMAT_VERSION}: upgrade simrecorder"
+                )
+        if mode != "r":
+            try:
+                self._recover()
+            except BaseException:
+                self._release()
+                raise
+
+    def _open_files(self, mode: Literal["r", "a", "w"]) -> LocalStore | ZipStore:
+        """The zarr store of a directory or zip store (and the writer's lock and files)."""
         is_zip = self.datastore_type == DatastoreType.ZIP
         if is_zip and os.path.exists(self.path) and not _looks_like_zarr(self.path, True):
             raise StoreFormatError(f"{self.path!r} exists but is not a zarr v3 zip store")
@@ -278,65 +380,89 @@ class ZarrDataStore(DataStore):
         if mode == "r":
             if is_zip and not os.path.isfile(self.path) and _looks_like_zarr(workdir, False):
                 # not packed yet (a live writer, or a close that failed): the data is here
-                store = LocalStore(workdir, read_only=True)
-            elif not os.path.exists(self.path):
+                return LocalStore(workdir, read_only=True)
+            if not os.path.exists(self.path):
                 raise StoreNotFoundError(f"no zarr store at {self.path!r} to open read-only")
-            elif is_zip:
-                store = ZipStore(self.path, mode="r")
-            else:
-                store = LocalStore(self.path, read_only=True)
-        else:
             if is_zip:
-                shutil.rmtree(workdir + ".removing", ignore_errors=True)
-            if is_zip and os.path.isfile(self.path) and not os.path.isdir(workdir):
-                _unpack(self.path, workdir)  # else: resume from a crashed run's directory
-            os.makedirs(workdir, exist_ok=True)
-            fd = _take_lock(workdir, self.path)
-            # owns the fd: released by close(), or when the store is collected or the
-            # process exits without close()
-            self._lock = weakref.finalize(self, _release_lock, fd)
-            store = LocalStore(workdir)
-        self._store = store
-        creating = mode != "r" and not os.path.exists(os.path.join(workdir, "zarr.json"))
-        try:
-            with _quiet():
-                group_mode = "r" if mode == "r" else "a"
-                self._group = zarr.open_group(store, mode=group_mode, zarr_format=3)
-        except Exception as exc:
-            self._release()
-            raise StoreFormatError(f"cannot open {self.path!r} as a zarr v3 group: {exc}") from exc
-        attrs = self._group.attrs
-        if creating:
-            info = provenance(zarr_version=zarr.__version__)
-            info[_FORMAT_ATTR] = FORMAT_VERSION
-            self._group.attrs.update(info)
-        elif int(attrs.get(_FORMAT_ATTR, FORMAT_VERSION)) > FORMAT_VERSION:
-            version = int(attrs[_FORMAT_ATTR])
-            self._release()
+                return ZipStore(self.path, mode="r")
+            return LocalStore(self.path, read_only=True)
+        if is_zip:
+            shutil.rmtree(workdir + ".removing", ignore_errors=True)
+        if is_zip and os.path.isfile(self.path) and not os.path.isdir(workdir):
+            _unpack(self.path, workdir)  # else: resume from a crashed run's directory
+        os.makedirs(workdir, exist_ok=True)
+        self._take_writer_lock(workdir)
+        self._files = _DirFiles(workdir, self.path, self.durable)
+        return LocalStore(workdir)
+
+    def _open_lmdb(self, mode: Literal["r", "a", "w"]) -> LMDBStore:
+        """The zarr store of an LMDB directory (and the writer's lock and files)."""
+        lmdb_module = self._lmdb
+        path = self.path
+        if os.path.exists(path) and not os.path.isdir(path):
             raise StoreFormatError(
-                f"{self.path!r} has simrecorder format {version}; this version reads up "
-                f"to {FORMAT_VERSION}: upgrade simrecorder"
+                f"{path!r} exists but is not an LMDB zarr store (a directory with data.mdb)"
             )
-        if mode != "r":
-            try:
-                self._recover()
-            except BaseException:
-                self._release()
-                raise
+        if os.path.isdir(path) and os.listdir(path) and not lmdb_module.holds_lmdb(path):
+            raise StoreFormatError(f"{path!r} is a non-empty directory without data.mdb")
+        if mode == "r":
+            if not lmdb_module.holds_lmdb(path):
+                raise StoreNotFoundError(f"no LMDB zarr store at {path!r} to open read-only")
+            store: LMDBStore = lmdb_module.LMDBStore(path, read_only=True)
+            return store
+        os.makedirs(path, exist_ok=True)
+        self._take_writer_lock(path)
+        store = lmdb_module.LMDBStore(path, map_size=self.lmdb_map_size, durable=self.durable)
+        try:
+            keys = store.keys_with_prefix("")
+            if keys and store.get_bytes("zarr.json") is None:
+                raise StoreFormatError(
+                    f"{path!r} is an LMDB environment without a zarr store (no key "
+                    "'zarr.json'); simrecorder does not touch it"
+                )
+            if mode == "w":  # one transaction: readers see the old store or none
+                store.clear_keys()
+        except BaseException:
+            store.close()
+            raise
+        self._files = _LMDBFiles(store, self.durable)
+        return store
+
+    def _take_writer_lock(self, directory: str) -> None:
+        fd = _take_lock(directory, self.path)
+        # owns the fd: released by close(), or when the store is collected or the
+        # process exits without close()
+        self._lock = weakref.finalize(self, _release_lock, fd)
+
+    @property
+    def _group(self) -> zarr.Group:
+        group = self._group_or_none
+        if group is None:
+            raise StoreClosedError(f"{self!r} is closed")
+        return group
+
+    @property
+    def _writer_files(self) -> _Files:
+        files = self._files
+        if files is None:
+            raise ReadOnlyError(f"{self!r} is open read-only")
+        return files
 
     def _recover(self) -> None:
         """Cut every series back to its committed length after an unclean end."""
-        root = _read_meta(os.path.join(self._workdir, "zarr.json"), self.path)
+        files = self._writer_files
+        root = _load_meta(files, "zarr.json", self.path)
         attrs = root.get("attributes", {})
         epoch = attrs.get(_EPOCH_ATTR)
         self._epoch = int(epoch) if isinstance(epoch, int) else 0
         self._dirty.clear()
         if isinstance(epoch, int) and not attrs.get(_CLEAN_ATTR, False):
-            for meta_path in _array_metas(self._workdir):
-                meta = _read_meta(meta_path, self.path)
-                fixed = _recovered(meta, epoch)
-                if fixed is not None:
-                    _write_atomic(meta_path, _dump(fixed), self.durable)
+            with files.batch():
+                for meta_key in files.array_metas():
+                    meta = _load_meta(files, meta_key, self.path)
+                    fixed = _recovered(meta, epoch)
+                    if fixed is not None:
+                        files.write(meta_key, _dump(fixed))
         self._set_root_attrs({_CLEAN_ATTR: False})
 
     def _open(self) -> None:
@@ -345,7 +471,8 @@ class ZarrDataStore(DataStore):
     def _release(self) -> None:
         self._arrays.clear()
         self._raw.clear()
-        self._group = None
+        self._group_or_none = None
+        self._files = None
         if self._store is not None:
             self._store.close()
             self._store = None
@@ -400,24 +527,27 @@ class ZarrDataStore(DataStore):
 
         Each changed array's ``simrecorder_commit`` attribute gets ``[epoch, rows,
         previous epoch, previous rows]``, then the root's ``simrecorder_epoch``
-        becomes ``epoch``: the commit point. Every file is replaced atomically.
+        becomes ``epoch``: the commit point. Every file is replaced atomically; in an
+        LMDB store the whole commit is one transaction.
         """
         self._check_open()
         if self.read_only or not self._dirty:
             return
+        files = self._writer_files
         epoch = self._epoch + 1
-        root_meta = os.path.join(self._workdir, "zarr.json")
         try:
-            for key, rows_before in list(self._dirty.items()):
-                self._update_array_meta(key, lambda meta, r=rows_before: _committed(meta, epoch, r))
-            if self.durable:
-                for key in self._dirty:
-                    fsync_path(os.path.join(self._workdir, *key.split("/")))
-            self._set_root_attrs({_EPOCH_ATTR: epoch})
+            with files.batch():
+                for key, rows_before in list(self._dirty.items()):
+                    self._update_array_meta(
+                        key, functools.partial(_committed, epoch=epoch, rows_before=rows_before)
+                    )
+                self._set_root_attrs({_EPOCH_ATTR: epoch})
         except BaseException as exc:
-            # the root file tells whether the commit point was reached
-            on_disk = _read_meta(root_meta, self.path).get("attributes", {}).get(_EPOCH_ATTR)
-            if on_disk == epoch:
+            for key in self._dirty:
+                self._raw.pop(key, None)  # re-read from the store at the next append
+            # the root metadata tells whether the commit point was reached
+            root = _load_meta(files, "zarr.json", self.path)
+            if root.get("attributes", {}).get(_EPOCH_ATTR) == epoch:
                 self._epoch = epoch
                 self._dirty.clear()
             if isinstance(exc, OSError) and not isinstance(exc, SimRecorderError):
@@ -426,24 +556,26 @@ class ZarrDataStore(DataStore):
         self._epoch = epoch
         self._dirty.clear()
 
-    def _update_array_meta(self, key: str, change: Any) -> None:
+    def _update_array_meta(self, key: str, change: Callable[[dict[str, Any]], None]) -> None:
+        files = self._writer_files
         raw = self._raw.get(key)
-        path = os.path.join(self._workdir, *key.split("/"), "zarr.json")
-        meta = json.loads(json.dumps(raw.meta)) if raw is not None else _read_meta(path, self.path)
+        meta_key = _meta_key(key)
+        if raw is not None:
+            meta = json.loads(json.dumps(raw.meta))
+        else:
+            meta = _load_meta(files, meta_key, self.path)
         change(meta)
         self._arrays.pop(key, None)  # a cached zarr.Array would write its old attributes
-        _write_atomic(path, _dump(meta), self.durable)
+        files.write(meta_key, _dump(meta))
         if raw is not None:
             raw.meta = meta
 
     def _set_root_attrs(self, updates: Mapping[str, Any]) -> None:
-        """Merge ``updates`` into the root attributes (one atomic file replace)."""
-        path = os.path.join(self._workdir, "zarr.json")
-        meta = _read_meta(path, self.path)
+        """Merge ``updates`` into the root attributes (one atomic replace)."""
+        files = self._writer_files
+        meta = _load_meta(files, "zarr.json", self.path)
         meta.setdefault("attributes", {}).update(updates)
-        _write_atomic(path, _dump(meta), self.durable)
-        if self.durable:
-            fsync_path(self._workdir)
+        files.write("zarr.json", _dump(meta))
         self._group.metadata.attributes.update(updates)  # the open group, without I/O
 
     @property
@@ -455,8 +587,8 @@ class ZarrDataStore(DataStore):
     def flush(self) -> None:
         # docstring inherited: every write already went to the files
         self._check_open()
-        if self.durable and self._zarr_wrote:
-            os.sync()  # zarr wrote these files itself: no list of them to fsync
+        if self.durable and self._zarr_wrote and self._files is not None:
+            self._files.sync_all()  # zarr wrote these itself: no list of them to fsync
         self._zarr_wrote = False
 
     # -- nodes --------------------------------------------------------------------------
@@ -499,69 +631,89 @@ class ZarrDataStore(DataStore):
         kind = array.attrs.get(_KIND_ATTR, DENSE)
         if kind == DENSE:
             return SeriesSpec(DENSE, array.dtype, array.shape[1:])
-        return SeriesSpec(kind)
+        return SeriesSpec(str(kind))
 
     # -- series -------------------------------------------------------------------------
     def _create(self, key: str, spec: SeriesSpec, first_rows: int | None) -> zarr.Array:
         with _quiet():
             if spec.kind == DENSE:
                 rows = chunk_rows(spec.sample_nbytes, self.desired_chunk_size_bytes, first_rows)
+                sample = tuple(spec.shape or ())
                 array = self._group.create_array(
                     key,
-                    shape=(0, *spec.shape),
-                    chunks=(rows, *(max(1, n) for n in spec.shape)),  # chunks must be > 0
+                    shape=(0, *sample),
+                    chunks=(rows, *(max(1, n) for n in sample)),  # chunks must be > 0
                     chunk_key_encoding=_CHUNK_KEYS,
                     dtype=spec.dtype,
                     fill_value=0,
                     compressors=_compressors(self.compression_type),
                     attributes={_KIND_ATTR: DENSE, _COMMIT_ATTR: [0, 0, 0, 0]},
+                    dimension_names=_dimension_names(key, 1 + len(sample)),
                 )
             else:
-                dtype = VariableLengthUTF8() if spec.kind == STR else VariableLengthBytes()
+                dtype: VariableLengthUTF8 | VariableLengthBytes = (
+                    VariableLengthUTF8() if spec.kind == STR else VariableLengthBytes()
+                )
                 array = self._group.create_array(
                     key,
                     shape=(0,),
                     chunks=(_VLEN_CHUNK_ROWS,),
-                    dtype=dtype,
+                    dtype=dtype,  # type: ignore[arg-type]  # zarr's hint omits its own ZDType subclasses
                     compressors=_compressors(self.compression_type),
                     attributes={_KIND_ATTR: spec.kind, _COMMIT_ATTR: [0, 0, 0, 0]},
+                    dimension_names=_dimension_names(key, 1),
                 )
         self._arrays[key] = array
         return array
 
     def append_block(self, key: str, spec: SeriesSpec, block: Any) -> None:
         # docstring inherited. The array's zarr.json is the commit point, written
-        # last; any exception (KeyboardInterrupt included) puts the old one back.
+        # last; any exception (KeyboardInterrupt included) puts the old one back. In an
+        # LMDB store the whole append is one transaction.
         self._check_writable(key)
+        files = self._writer_files
+        start = _rows_in(files, key, self.path) if files.transactional else 0
         try:
-            if self._clean_on_disk:  # a failed close() marked the store clean
-                self._set_root_attrs({_CLEAN_ATTR: False})
-                self._clean_on_disk = False
-            raw = self._raw.get(key)
-            if raw is None:
-                with deferred_signals():
-                    array = self._array(key) or self._zarr_guarded(
-                        self._create, key, spec, len(block)
-                    )
-                if spec.kind == DENSE and _raw_chunks_ok(self._store, array):
-                    raw = self._raw[key] = _RawChunkWriter(self._workdir, key, array, self.durable)
-            if not len(block):
-                return
-            if raw is not None:
-                self._append_raw(key, raw, block)
-            else:
-                self._append_zarr(key, spec, array, block)
-        except OSError as exc:
-            if isinstance(exc, SimRecorderError):
-                raise
-            raise _write_error(exc, self, key, "appending to") from exc
-        except Exception as exc:
-            interrupt = _interrupt_behind(exc)
+            if files.transactional:
+                with files.batch():
+                    self._append_block(files, key, spec, block)
+            else:  # no code after the append: an interrupt there would be ambiguous
+                self._append_block(files, key, spec, block)
+        except BaseException as exc:
+            if files.transactional:
+                # the transaction was dropped (or, interrupted right after it
+                # committed, is undone here): so are the cached arrays
+                self._arrays.pop(key, None)
+                self._raw.pop(key, None)
+                _cut_back(files, key, start, self.path)
+                if type(exc) in (StoreWriteError, StoreFullError):  # LMDB's: name the key
+                    raise type(exc)(f"appending to key {key!r}: {exc}") from exc
+            if isinstance(exc, OSError) and not isinstance(exc, SimRecorderError):
+                raise _write_error(exc, self, key, "appending to") from exc
+            interrupt = _interrupt_behind(exc) if isinstance(exc, Exception) else None
             if interrupt is not None:
                 # Ctrl-C inside threading's lock handling while zarr's thread worked
                 # surfaces as RuntimeError; the caller should see the interrupt
                 raise interrupt from exc
             raise
+
+    def _append_block(self, files: _Files, key: str, spec: SeriesSpec, block: Any) -> None:
+        if self._clean_on_disk:  # a failed close() marked the store clean
+            self._set_root_attrs({_CLEAN_ATTR: False})
+            self._clean_on_disk = False
+        raw = self._raw.get(key)
+        array = None
+        if raw is None:
+            with deferred_signals():
+                array = self._array(key) or self._zarr_guarded(self._create, key, spec, len(block))
+            if spec.kind == DENSE and _raw_chunks_ok(array):
+                raw = self._raw[key] = _RawChunkWriter(files, key, array, self.path)
+        if not len(block):
+            return
+        if raw is not None:
+            self._append_raw(key, raw, block)
+        elif array is not None:
+            self._append_zarr(files, key, spec, array, block)
 
     def _append_raw(self, key: str, raw: _RawChunkWriter, block: np.ndarray) -> None:
         start, meta = raw.length, raw.meta
@@ -574,10 +726,11 @@ class ZarrDataStore(DataStore):
             self._arrays.pop(key, None)
             raise
 
-    def _append_zarr(self, key: str, spec: SeriesSpec, array: zarr.Array, block: Any) -> None:
-        meta_path = os.path.join(self._workdir, *key.split("/"), "zarr.json")
-        with open(meta_path, "rb") as f:
-            before = f.read()
+    def _append_zarr(
+        self, files: _Files, key: str, spec: SeriesSpec, array: zarr.Array, block: Any
+    ) -> None:
+        meta_key = _meta_key(key)
+        before = files.read(meta_key)
         start = array.shape[0]
         try:
             if spec.kind != DENSE:
@@ -594,10 +747,11 @@ class ZarrDataStore(DataStore):
         except BaseException:
             self._arrays.pop(key, None)  # its in-memory shape may be the new one
             _settle_zarr()  # zarr's own thread may still be writing: let it finish
-            _restore(meta_path, before, self.durable)
+            if before is not None:
+                _restore(files, meta_key, before)
             raise
 
-    def _zarr_guarded(self, func: Any, *args: Any) -> Any:
+    def _zarr_guarded(self, func: Callable[..., zarr.Array], *args: Any) -> zarr.Array:
         """Call ``func``, which writes through zarr; when it raises, wait until zarr's
         I/O thread is idle, so no write of it lands after the caller has given up."""
         try:
@@ -616,7 +770,7 @@ class ZarrDataStore(DataStore):
         if kind == DENSE:
             return ZarrView(self, key)
         with _quiet():
-            items = array[:]
+            items = np.asarray(array[:])
         if kind == STR:
             return [str(item) for item in items]
         if kind == BYTES:
@@ -632,7 +786,7 @@ class ZarrDataStore(DataStore):
         kind, data, extra = encode_value(key, value)
         self._arrays.pop(key, None)
         self._raw.pop(key, None)
-        with _quiet():
+        with self._writer_files.batch(), _quiet():  # LMDB: one transaction
             array = self._group.create_array(
                 key,
                 shape=data.shape,
@@ -642,6 +796,7 @@ class ZarrDataStore(DataStore):
                 fill_value=0,
                 overwrite=True,
                 attributes={_VALUE_ATTR: kind, **extra},
+                dimension_names=_value_dimension_names(key, data.ndim),
             )
             if data.size:
                 array[...] = data
@@ -650,9 +805,12 @@ class ZarrDataStore(DataStore):
         # docstring inherited
         with _quiet():
             array = self._group[key]
+            if not isinstance(array, zarr.Array):
+                raise KeyNotFoundError(f"no value {key!r} in {self!r}")
             kind = array.attrs[_VALUE_ATTR]
-            data = array[...]
-        return decode_value(kind, data, array.attrs.get(PYTYPE_ATTR))
+            pytype = array.attrs.get(PYTYPE_ATTR)
+            data = np.asarray(array[...])
+        return decode_value(str(kind), data, None if pytype is None else str(pytype))
 
     def keys(self, prefix: str = "") -> list[str]:
         # docstring inherited
@@ -698,9 +856,12 @@ def _append_in_order(array: zarr.Array, block: np.ndarray) -> None:
     """
     start = array.shape[0]
     shape = (start + len(block), *array.shape[1:])
+    metadata = array.metadata
+    if not isinstance(metadata, ArrayV3Metadata):
+        raise StoreFormatError(f"{array.store_path}: not a zarr v3 array")
     larger = zarr.Array(
         AsyncArray(
-            metadata=array.metadata.update_shape(shape),
+            metadata=metadata.update_shape(shape),
             store_path=array.store_path,
             config=array._async_array.config,
         )
@@ -710,14 +871,13 @@ def _append_in_order(array: zarr.Array, block: np.ndarray) -> None:
         array.resize(shape)
 
 
-def _raw_chunks_ok(store: Any, array: zarr.Array) -> bool:
-    """True when the chunks of ``array`` are plain little-endian bytes in a directory,
-    which :class:`_RawChunkWriter` can write without zarr's codec pipeline."""
+def _raw_chunks_ok(array: zarr.Array) -> bool:
+    """True when the chunks of ``array`` are plain little-endian bytes, which
+    :class:`_RawChunkWriter` can write without zarr's codec pipeline."""
     meta = array.metadata
-    codecs = getattr(meta, "codecs", ())
+    codecs: tuple[Any, ...] = tuple(getattr(meta, "codecs", ()))
     return (
-        isinstance(store, LocalStore)
-        and len(codecs) == 1
+        len(codecs) == 1
         and isinstance(codecs[0], zarr.codecs.BytesCodec)
         and (codecs[0].endian is None or codecs[0].endian.value == "little")
         and np.little_endian
@@ -728,33 +888,159 @@ def _raw_chunks_ok(store: Any, array: zarr.Array) -> bool:
     )
 
 
+def _meta_key(key: str) -> str:
+    """The zarr key of the metadata document of the node ``key``."""
+    return f"{key}/zarr.json"
+
+
+def _as_buffer(data: np.ndarray | bytes) -> memoryview:
+    """The bytes of ``data`` (a C-contiguous array, or bytes), without a copy."""
+    if isinstance(data, np.ndarray):
+        return np.ascontiguousarray(data).data.cast("B")
+    return memoryview(data)
+
+
+class _Files(Protocol):
+    """What a writer reads and writes by zarr key, beside zarr: metadata documents
+    and raw chunks, in a directory (:class:`_DirFiles`) or LMDB (:class:`_LMDBFiles`)."""
+
+    #: True when :meth:`batch` makes its writes one transaction (all or nothing)
+    transactional: bool
+
+    def read(self, key: str) -> bytes | None:
+        """The value at ``key``, or None."""
+
+    def write(self, key: str, data: np.ndarray | bytes) -> None:
+        """Replace the value at ``key`` atomically (durably for a durable store)."""
+
+    def write_fresh(self, key: str, data: np.ndarray) -> None:
+        """Write a value nobody reads yet (a chunk past the visible rows)."""
+
+    def sync(self, keys: list[str]) -> None:
+        """Durable stores: make the values at ``keys`` durable."""
+
+    def sync_all(self) -> None:
+        """Durable stores: make everything written durable (what zarr wrote too)."""
+
+    def array_metas(self) -> Iterator[str]:
+        """Keys of the metadata of every array (not the root)."""
+
+    def batch(self) -> contextlib.AbstractContextManager[Any]:
+        """A block whose writes are one transaction, where the store has them."""
+
+
+class _DirFiles:
+    """A zarr store's files in the directory ``root``."""
+
+    transactional = False
+
+    def __init__(self, root: str, store_path: str, durable: bool) -> None:
+        self.root = root
+        self.store_path = store_path
+        self.durable = durable
+
+    def _path(self, key: str) -> str:
+        return os.path.join(self.root, *key.split("/"))
+
+    def read(self, key: str) -> bytes | None:
+        try:
+            with open(self._path(key), "rb") as f:
+                return f.read()
+        except FileNotFoundError:
+            return None
+
+    def write(self, key: str, data: np.ndarray | bytes) -> None:
+        path = self._path(key)
+        _write_atomic(path, data, self.durable)
+        if self.durable:
+            fsync_path(os.path.dirname(path))  # the directory holds the new name
+
+    def write_fresh(self, key: str, data: np.ndarray) -> None:
+        _write_in_place(self._path(key), data)
+
+    def sync(self, keys: list[str]) -> None:
+        if self.durable:
+            for key in keys:
+                fsync_path(self._path(key))
+
+    def sync_all(self) -> None:
+        if self.durable:
+            os.sync()
+
+    def array_metas(self) -> Iterator[str]:
+        for path in _array_metas(self.root):
+            yield os.path.relpath(path, self.root).replace(os.sep, "/")
+
+    def batch(self) -> contextlib.AbstractContextManager[Any]:
+        return contextlib.nullcontext()
+
+
+class _LMDBFiles:
+    """A zarr store's keys in an LMDB environment (through its :class:`LMDBStore`)."""
+
+    transactional = True
+
+    def __init__(self, store: LMDBStore, durable: bool) -> None:
+        self.store = store
+        self.durable = durable
+
+    def read(self, key: str) -> bytes | None:
+        return self.store.get_bytes(key)
+
+    def write(self, key: str, data: np.ndarray | bytes) -> None:
+        self.store.set_bytes(key, _as_buffer(data))
+
+    def write_fresh(self, key: str, data: np.ndarray) -> None:
+        self.store.set_bytes(key, _as_buffer(data))
+
+    def sync(self, keys: list[str]) -> None:
+        pass  # each transaction is synced as it commits (durable stores)
+
+    def sync_all(self) -> None:
+        if self.durable:
+            self.store.sync()
+
+    def array_metas(self) -> Iterator[str]:
+        for key in self.store.keys_with_prefix(""):
+            if key.endswith("/zarr.json"):
+                value = self.store.get_bytes(key)
+                if value is not None and b'"array"' in value:
+                    yield key
+
+    def batch(self) -> contextlib.AbstractContextManager[Any]:
+        return self.store.batch()
+
+
 class _RawChunkWriter:
-    """Appends rows to an uncompressed zarr v3 array by writing its files directly.
+    """Appends rows to an uncompressed zarr v3 array by writing its chunks directly.
 
     The array's ``zarr.json`` grows only after every chunk it newly covers is complete,
     so a reader (or a crash) never sees rows that were not written. A chunk that
-    already holds visible rows is rewritten under a temporary name and renamed into
-    place; a chunk wholly past the visible rows is written in place (nobody reads it
-    until the metadata grows, and a crash leaves it to be overwritten). zarr's own
-    ``append`` costs ~3 ms per call (resize + async round trips), which caps 8 MiB
-    samples at ~30 % of disk bandwidth; this path reaches plain-write speed.
+    already holds visible rows is replaced atomically; a chunk wholly past the visible
+    rows is written in place (nobody reads it until the metadata grows, and a crash
+    leaves it to be overwritten). zarr's own ``append`` costs ~3 ms per call (resize +
+    async round trips), which caps 8 MiB samples at ~30 % of disk bandwidth; this path
+    reaches plain-write speed. In LMDB, the caller's batch makes it one transaction.
     """
 
-    def __init__(self, root: str, key: str, array: zarr.Array, durable: bool) -> None:
-        self.durable = durable
-        self.base = os.path.join(root, *key.split("/"))
+    def __init__(self, files: _Files, key: str, array: zarr.Array, store_path: str) -> None:
+        self.files = files
+        self.key = key
         self.rows = array.chunks[0]
         self.dtype = array.dtype
         self.sample = array.shape[1:]
-        self.encode_key = array.metadata.encode_chunk_key
-        self.meta_path = os.path.join(self.base, "zarr.json")
-        with open(self.meta_path, "rb") as f:
-            self.meta = json.load(f)
+        metadata = array.metadata
+        if not isinstance(metadata, ArrayV3Metadata):
+            raise StoreFormatError(f"{store_path!r}: {key!r} is not a zarr v3 array")
+        self.encode_key = metadata.encode_chunk_key
+        self.meta_key = _meta_key(key)
+        self.meta = _load_meta(files, self.meta_key, store_path)
         self.length = int(self.meta["shape"][0])
+        self.store_path = store_path
 
-    def _chunk_path(self, index: int) -> str:
+    def _chunk_key(self, index: int) -> str:
         coords = (index, *(0,) * len(self.sample))
-        return os.path.join(self.base, *self.encode_key(coords).split("/"))
+        return f"{self.key}/{self.encode_key(coords)}"
 
     def append(self, block: np.ndarray) -> None:
         rows, start = self.rows, self.length
@@ -762,46 +1048,39 @@ class _RawChunkWriter:
         written = []
         for first in range(start - start % rows, end, rows):
             lo, hi = max(first, start), min(first + rows, end)
-            path = self._chunk_path(first // rows)
+            key = self._chunk_key(first // rows)
+            written.append(key)
             if hi - lo == rows:
                 chunk = np.ascontiguousarray(block[lo - start : hi - start], dtype=self.dtype)
-                _write_in_place(path, chunk)
-                written.append(path)
+                self.files.write_fresh(key, chunk)
                 continue
-            else:  # a partial chunk keeps the rows already written in it
-                chunk = np.zeros((rows, *self.sample), dtype=self.dtype)
-                if lo > first and os.path.exists(path):
-                    with open(path, "rb") as f:
-                        old = np.frombuffer(f.read(), dtype=self.dtype)
-                    chunk.reshape(-1)[: old.size] = old
-                chunk[lo - first : hi - first] = block[lo - start : hi - start]
+            # a partial chunk keeps the rows already written in it
+            chunk = np.zeros((rows, *self.sample), dtype=self.dtype)
+            old = self.files.read(key) if lo > first else None
+            if old is not None:
+                values = np.frombuffer(old, dtype=self.dtype)
+                chunk.reshape(-1)[: values.size] = values
+            chunk[lo - first : hi - first] = block[lo - start : hi - start]
             if first < start:
-                _write_atomic(path, chunk)  # holds visible rows: never torn
+                self.files.write(key, chunk)  # holds visible rows: never torn
             else:
-                _write_in_place(path, chunk)
-            written.append(path)
-        if self.durable:  # data before the metadata that makes it visible
-            for path in written:
-                fsync_path(path)
+                self.files.write_fresh(key, chunk)
+        self.files.sync(written)  # data before the metadata that makes it visible
         meta = json.loads(json.dumps(self.meta))
         meta["shape"][0] = end
-        _write_atomic(self.meta_path, _dump(meta), self.durable)  # the commit point
-        if self.durable:
-            fsync_path(self.base)  # the directory: chunk names and the renamed metadata
+        self.files.write(self.meta_key, _dump(meta))  # the commit point
         self.meta, self.length = meta, end
 
     def rollback(self, length: int, meta: dict[str, Any]) -> None:
         """Undo an :meth:`append` that raised: the metadata of ``length`` rows again.
 
-        Chunk files past ``length`` may hold the new rows; nobody reads them, and the
-        next append overwrites them. A chunk that holds visible rows was replaced
+        Chunks past ``length`` may hold the new rows; nobody reads them, and the next
+        append overwrites them. A chunk that holds visible rows was replaced
         atomically with the same visible rows, so it needs no undo.
         """
         self.meta, self.length = meta, length
-        with open(self.meta_path, "rb") as f:
-            on_disk = json.loads(f.read())
-        if on_disk != meta:
-            _write_atomic(self.meta_path, _dump(meta), self.durable)
+        if _load_meta(self.files, self.meta_key, self.store_path) != meta:
+            self.files.write(self.meta_key, _dump(meta))
 
 
 def _take_lock(directory: str, store_path: str) -> int:
@@ -835,7 +1114,7 @@ def _write_in_place(path: str, data: np.ndarray) -> None:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         f = open(path, "wb")
     with f:
-        f.write(memoryview(data).cast("B"))
+        f.write(_as_buffer(data))
 
 
 def _write_atomic(path: str, data: np.ndarray | bytes, durable: bool = False) -> None:
@@ -843,7 +1122,7 @@ def _write_atomic(path: str, data: np.ndarray | bytes, durable: bool = False) ->
     tmp = f"{path}.{uuid.uuid4().hex}.tmp"
     try:
         with open(tmp, "wb") as f:
-            f.write(memoryview(data).cast("B"))
+            f.write(_as_buffer(data))
             if durable:
                 f.flush()
                 os.fsync(f.fileno())
@@ -854,26 +1133,45 @@ def _write_atomic(path: str, data: np.ndarray | bytes, durable: bool = False) ->
         raise
 
 
-def _restore(path: str, content: bytes, durable: bool) -> None:
-    """Put ``content`` back into ``path`` unless it is still there."""
-    with open(path, "rb") as f:
-        if f.read() == content:
-            return
-    _write_atomic(path, content, durable)
+def _restore(files: _Files, key: str, content: bytes) -> None:
+    """Put ``content`` back at ``key`` unless it is still there."""
+    if files.read(key) != content:
+        files.write(key, content)
+
+
+def _rows_in(files: _Files, key: str, store_path: str) -> int:
+    """The length of the series ``key`` as stored (0 if it does not exist yet)."""
+    if files.read(_meta_key(key)) is None:
+        return 0
+    shape = _load_meta(files, _meta_key(key), store_path).get("shape") or [0]
+    return int(shape[0])
+
+
+def _cut_back(files: _Files, key: str, rows: int, store_path: str) -> None:
+    """Set the stored length of the series ``key`` back to ``rows`` if it is longer."""
+    if files.read(_meta_key(key)) is None:
+        return
+    meta = _load_meta(files, _meta_key(key), store_path)
+    if meta.get("shape") and int(meta["shape"][0]) > rows:
+        meta["shape"][0] = rows
+        files.write(_meta_key(key), _dump(meta))
 
 
 def _dump(meta: dict[str, Any]) -> bytes:
     return json.dumps(meta, indent=2).encode()
 
 
-def _read_meta(path: str, store_path: str) -> dict[str, Any]:
+def _load_meta(files: _Files, key: str, store_path: str) -> dict[str, Any]:
+    """The metadata document at ``key``, or :class:`StoreFormatError`."""
+    content = files.read(key)
+    if content is None:
+        raise StoreFormatError(f"{store_path!r}: no zarr metadata {key!r}")
     try:
-        with open(path, "rb") as f:
-            meta = json.loads(f.read())
+        meta = json.loads(content)
     except ValueError as exc:
-        raise StoreFormatError(f"{store_path!r}: {path!r} is not valid JSON: {exc}") from None
+        raise StoreFormatError(f"{store_path!r}: {key!r} is not valid JSON: {exc}") from None
     if not isinstance(meta, dict):
-        raise StoreFormatError(f"{store_path!r}: {path!r} is not a zarr v3 metadata document")
+        raise StoreFormatError(f"{store_path!r}: {key!r} is not a zarr v3 metadata document")
     return meta
 
 
@@ -902,7 +1200,7 @@ def _committed(meta: dict[str, Any], epoch: int, rows_before: int) -> None:
     attrs[_COMMIT_ATTR] = [epoch, int(meta["shape"][0]), *previous]
 
 
-def _valid_commit(value: Any) -> bool:
+def _valid_commit(value: object) -> TypeGuard[list[int]]:
     return isinstance(value, list) and len(value) == 4 and all(isinstance(v, int) for v in value)
 
 
@@ -948,11 +1246,12 @@ def _write_error(exc: OSError, store: Any, key: str | None, doing: str) -> Store
 def _interrupt_behind(exc: BaseException) -> KeyboardInterrupt | None:
     """The ``KeyboardInterrupt`` that ``exc`` was raised while handling, if any."""
     seen = set()
-    while exc is not None and id(exc) not in seen:
-        if isinstance(exc, KeyboardInterrupt):
-            return exc
-        seen.add(id(exc))
-        exc = exc.__context__
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, KeyboardInterrupt):
+            return current
+        seen.add(id(current))
+        current = current.__context__
     return None
 
 

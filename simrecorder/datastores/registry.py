@@ -28,6 +28,10 @@ _REGISTRY: dict[str, _Entry] = {
     "memory": _Entry("simrecorder.datastores._memory:InMemoryDataStore", None),
     "hdf5": _Entry("simrecorder.datastores._hdf5:HDF5DataStore", None),
     "zarr": _Entry("simrecorder.datastores._zarr:ZarrDataStore", "zarr"),
+    "zarr+zip": _Entry("simrecorder.datastores._zarr:ZarrDataStore", "zarr"),
+    # the lmdb package is imported (MissingDependencyError naming the extra) when the
+    # store opens, so the class imports without it
+    "zarr+lmdb": _Entry("simrecorder.datastores._zarr:ZarrDataStore", "zarr"),
     "redis": _Entry("simrecorder.datastores._redis:RedisDataStore", "redis"),
     "rediss": _Entry("simrecorder.datastores._redis:RedisDataStore", "redis"),
     "redis+cluster": _Entry("simrecorder.datastores._redis:RedisClusterDataStore", "redis"),
@@ -45,6 +49,7 @@ _SUFFIXES = {
     ".hdf": "hdf5",
     ".zarr": "zarr",
     ".zip": "zarr",
+    ".mdb": "zarr+lmdb",
 }
 
 
@@ -109,6 +114,7 @@ def open_datastore(url: str | os.PathLike[str], **kwargs: Any) -> DataStore:
     ----------
     url
         ``memory://``, ``run.h5`` / ``hdf5://path``, ``run.zarr`` / ``zarr://path``,
+        ``run.zip`` / ``zarr+zip://path``, ``run.mdb`` / ``zarr+lmdb://path`` (LMDB),
         ``redis://host:port/db?prefix=run1``, ``redis+cluster://host:port``,
         ``fs://dir``, ``mummi+simple://dir``, ``mummi+taridx://file.tar``,
         ``mummi+redis://namespace``. ``str(store)`` of any store is such a URL.

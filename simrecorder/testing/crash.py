@@ -26,9 +26,13 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["CrashResult", "crash_once", "expected", "open_store"]
+from ..errors import InvalidArgumentError, KeyNotFoundError
+
+__all__ = ["BACKENDS", "CrashResult", "crash_once", "expected", "open_store"]
 
 LATE_START = 37  # the step at which series "late" first appears
+#: the backends :func:`open_store` knows
+BACKENDS = ["hdf5", "zarr", "zarr-raw", "zarr-lmdb", "zarr-lmdb-raw", "redis"]
 
 
 def expected(key: str, step: int) -> Any:
@@ -41,7 +45,7 @@ def expected(key: str, step: int) -> Any:
         return np.int64(step * 3)
     if key == "events":
         return {"step": step, "ids": np.arange(step % 5)}
-    raise KeyError(key)
+    raise KeyNotFoundError(f"the crash harness records no key {key!r}")
 
 
 def keys_at(step: int) -> list[str]:
@@ -63,9 +67,16 @@ def open_store(backend: str, location: str, **kwargs: Any) -> Any:
 
         return open_datastore(f"zarr://{location}", compression_type=CompressionType.NONE,
                               **kwargs)  # fmt: skip
+    if backend == "zarr-lmdb":  # one LMDB environment, chunks written through zarr
+        return open_datastore(f"zarr+lmdb://{location}", **kwargs)
+    if backend == "zarr-lmdb-raw":  # uncompressed: chunk keys written by simrecorder
+        from simrecorder import CompressionType
+
+        return open_datastore(f"zarr+lmdb://{location}", compression_type=CompressionType.NONE,
+                              **kwargs)  # fmt: skip
     if backend == "redis":
         return open_datastore(location, **kwargs)
-    raise ValueError(backend)
+    raise InvalidArgumentError(f"unknown crash harness backend {backend!r}; known: {BACKENDS}")
 
 
 def _child(backend: str, location: str, seed: int) -> None:
@@ -192,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     """Command line: ``python -m simrecorder.testing.crash BACKEND LOCATION --kills N``."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("backend", choices=["hdf5", "zarr", "zarr-raw", "redis"])
+    parser.add_argument("backend", choices=BACKENDS)
     parser.add_argument("location", help="file, directory or redis:// URL with ?prefix=")
     parser.add_argument("seed", nargs="?", type=int, default=0)
     parser.add_argument("--kills", type=int, default=20)
