@@ -10,91 +10,122 @@ array([1.])
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
+from . import datastores
 from ._version import __version__
 from .datastores import DataStore, InMemoryDataStore, SeriesView, open_datastore
 from .errors import (
+    ArgumentTypeError,
     AuthenticationFailedError,
     BlocksQuarantinedError,
+    DataLostError,
     ForkedRecorderError,
+    InvalidArgumentError,
     InvalidKeyError,
+    InvalidModeError,
     KeyConflictError,
     KeyNotFoundError,
     MissingDependencyError,
-    NotBuiltYetError,
     ReadOnlyError,
     SchemaError,
+    SeriesIndexError,
     ServerStartError,
     SimRecorderError,
     StoreClosedError,
     StoreConnectionError,
+    StoreExistsError,
     StoreFormatError,
     StoreFullError,
     StoreLockedError,
+    StoreNotFoundError,
     StoreWriteError,
+    UnknownDataStoreError,
+    ValueOutOfRangeError,
     ValueTooLargeError,
 )
 from .options import CompressionType, DatastoreType, Serialization
 from .plain import decode, decode_series
 from .recorder import Recorder
 
-__all__ = [
-    "AuthenticationFailedError",
-    "BlocksQuarantinedError",
-    "ForkedRecorderError",
-    "StoreFullError",
+# names resolved on first use, so `import simrecorder` does not import h5py's
+# neighbours (zarr, redis-py, lmdb) that a run may not need: name -> (module, attribute)
+_LAZY_NAMES = {
+    "list_redis_runs": ("simrecorder.datastores._redis", "list_redis_runs"),
+    "delete_redis_run": ("simrecorder.datastores._redis", "delete_redis_run"),
+    "get_io": ("simrecorder.adapters.mummi", "get_io"),
+    "open_location": ("simrecorder.locations", "open_location"),
+}
+_LAZY_STORES = (
+    "HDF5DataStore",
+    "HDFView",
+    "LMDBStore",
     "RedisClusterDataStore",
     "RedisClusterServer",
-    "ServerStartError",
-    "StoreConnectionError",
+    "RedisDataStore",
+    "RedisServer",
+    "ZarrDataStore",
+)
+
+__all__ = [
+    "ArgumentTypeError",
+    "AuthenticationFailedError",
+    "BlocksQuarantinedError",
     "CompressionType",
+    "DataLostError",
     "DataStore",
     "DatastoreType",
+    "ForkedRecorderError",
     "HDF5DataStore",
     "HDFView",
     "InMemoryDataStore",
+    "InvalidArgumentError",
     "InvalidKeyError",
+    "InvalidModeError",
     "KeyConflictError",
     "KeyNotFoundError",
+    "LMDBStore",
     "MissingDependencyError",
-    "NotBuiltYetError",
     "ReadOnlyError",
     "Recorder",
+    "RedisClusterDataStore",
+    "RedisClusterServer",
     "RedisDataStore",
     "RedisServer",
     "SchemaError",
     "Serialization",
+    "SeriesIndexError",
     "SeriesView",
+    "ServerStartError",
     "SimRecorderError",
     "StoreClosedError",
+    "StoreConnectionError",
+    "StoreExistsError",
     "StoreFormatError",
+    "StoreFullError",
     "StoreLockedError",
+    "StoreNotFoundError",
     "StoreWriteError",
+    "UnknownDataStoreError",
+    "ValueOutOfRangeError",
     "ValueTooLargeError",
     "ZarrDataStore",
     "__version__",
     "decode",
-    "delete_redis_run",
-    "list_redis_runs",
     "decode_series",
+    "delete_redis_run",
     "get_io",
+    "list_redis_runs",
     "open_datastore",
+    "open_location",
 ]
 
 
 def __getattr__(name: str) -> Any:
-    # backends import their library on first use, so `import simrecorder` stays light
-    if name in ("list_redis_runs", "delete_redis_run"):
-        from .datastores import _redis
-
-        return getattr(_redis, name)
-    if name == "get_io":
-        from .adapters.mummi import get_io
-
-        return get_io
-    from . import datastores
-
-    if name in datastores.__all__ or name in datastores._LAZY:
+    if name in _LAZY_NAMES:
+        module, attribute = _LAZY_NAMES[name]
+        return getattr(importlib.import_module(module), attribute)
+    if name in _LAZY_STORES:
         return getattr(datastores, name)
     raise AttributeError(f"module 'simrecorder' has no attribute {name!r}")

@@ -24,7 +24,7 @@ import numpy as np
 
 from .errors import ArgumentTypeError, InvalidArgumentError, SchemaError, ValueOutOfRangeError
 
-__all__ = ["DENSE", "KINDS", "OBJECT", "STR", "BYTES", "SeriesSpec", "infer_spec"]
+__all__ = ["BYTES", "DENSE", "KINDS", "OBJECT", "STR", "SeriesSpec", "infer_spec"]
 
 DENSE = "dense"
 STR = "str"

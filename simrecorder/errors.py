@@ -16,27 +16,26 @@ __all__ = [
     "BlocksQuarantinedError",
     "DataLostError",
     "ForkedRecorderError",
-    "ServerStartError",
-    "StoreFullError",
-    "StoreConnectionError",
     "InvalidArgumentError",
-    "UnknownDataStoreError",
     "InvalidKeyError",
     "InvalidModeError",
-    "StoreExistsError",
-    "StoreNotFoundError",
     "KeyConflictError",
     "KeyNotFoundError",
     "MissingDependencyError",
-    "NotBuiltYetError",
     "ReadOnlyError",
     "SchemaError",
     "SeriesIndexError",
+    "ServerStartError",
     "SimRecorderError",
     "StoreClosedError",
+    "StoreConnectionError",
+    "StoreExistsError",
     "StoreFormatError",
+    "StoreFullError",
     "StoreLockedError",
+    "StoreNotFoundError",
     "StoreWriteError",
+    "UnknownDataStoreError",
     "ValueOutOfRangeError",
     "ValueTooLargeError",
     "is_transient",
@@ -222,10 +221,6 @@ class ServerStartError(SimRecorderError, OSError):
 
 class MissingDependencyError(SimRecorderError, ImportError):
     """An optional dependency of a backend is not installed."""
-
-
-class NotBuiltYetError(SimRecorderError, NotImplementedError):
-    """A backend that the registry knows of is not part of this release yet."""
 
 
 _TRANSIENT_ERRNOS = frozenset(

@@ -8,16 +8,23 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from ._composite import Fanout, Level, Levels, Small
 from ._directory import DirectoryLocation
+from ._fsspec import FsspecLocation
 from ._memory import MemoryLocation
 from .base import Location, SubLocation
 from .registry import open_location
 
 __all__ = [
     "DirectoryLocation",
+    "Fanout",
+    "FsspecLocation",
+    "Level",
+    "Levels",
     "Location",
     "MemoryLocation",
     "RedisLocation",
+    "Small",
     "SubLocation",
     "open_location",
 ]
