@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from .errors import InvalidKeyError
 
 __all__ = ["MAX_KEY_LENGTH", "MAX_PART_BYTES", "check_path_parts", "parent_keys", "validate_key"]
@@ -16,6 +18,9 @@ MAX_PART_BYTES = 255
 MAX_KEY_LENGTH = 1024
 
 _valid_cache: set[str] = set()
+
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
+_DOT_PART = re.compile(r"(?:^|/)(\.\.?)(?:/|$)")
 
 
 def validate_key(key: object) -> str:
@@ -57,9 +62,9 @@ def validate_key(key: object) -> str:
         )
     if key.startswith("/"):
         raise InvalidKeyError(f"invalid key {key!r}: absolute keys are not allowed")
-    for char in key:
-        if ord(char) < 32 or char == "\x7f":
-            raise InvalidKeyError(f"invalid key {key!r}: control character {char!r}")
+    control = _CONTROL.search(key)
+    if control is not None:
+        raise InvalidKeyError(f"invalid key {key!r}: control character {control.group()!r}")
     if not key.isascii():
         try:
             key.encode("utf-8")
@@ -67,11 +72,11 @@ def validate_key(key: object) -> str:
             raise InvalidKeyError(
                 f"invalid key {key!r}: an unpaired surrogate is not valid Unicode text"
             ) from None
-    for part in key.split("/"):
-        if part == "":
-            raise InvalidKeyError(f"invalid key {key!r}: empty part (leading, trailing or '//')")
-        if part in (".", ".."):
-            raise InvalidKeyError(f"invalid key {key!r}: part {part!r} is not allowed")
+    if "//" in key or key.endswith("/"):
+        raise InvalidKeyError(f"invalid key {key!r}: empty part (leading, trailing or '//')")
+    dots = _DOT_PART.search(key)
+    if dots is not None:
+        raise InvalidKeyError(f"invalid key {key!r}: part {dots.group(1)!r} is not allowed")
     if len(_valid_cache) < 100_000:
         _valid_cache.add(key)
     return key
