@@ -36,18 +36,6 @@ from simrecorder.locations._redis import RedisLocation
 from simrecorder.testing.crash import expected
 from simrecorder.testing.datastore import DataStoreTests
 
-_TARGET = "simrecorder.datastores._blocks:BlockDataStore"
-
-
-@pytest.fixture(autouse=True)
-def _blocks_urls(monkeypatch):
-    """Let open_datastore open ``blocks+...`` URLs until the registry lists them
-    (the registry belongs to another change; a no-op once it does)."""
-    for scheme in ("blocks+memory", "blocks+file", "blocks+redis"):
-        if scheme not in registry._REGISTRY:
-            monkeypatch.setitem(registry._REGISTRY, scheme, registry._Entry(_TARGET, None))
-
-
 # -- the contract ------------------------------------------------------------------------------
 
 
@@ -377,6 +365,7 @@ def test_urls(tmp_path):
     store.close()
     again = open_datastore(store.url, mode="r")
     assert isinstance(again, BlockDataStore) and again.url == store.url
+    assert "blocks+*" in registry.known_protocols()
     with pytest.raises(InvalidArgumentError, match="blocks\\+"):
         BlockDataStore.from_url(f"file://{tmp_path}/s")
     with pytest.raises(StoreNotFoundError, match="does not exist"):

@@ -41,6 +41,9 @@ _REGISTRY: dict[str, _Entry] = {
     "mummi+taridx": _Entry("simrecorder.adapters._mummi_store:TaridxDataStore", None),
     "mummi+redis": _Entry("simrecorder.adapters._mummi_store:RedisNamespaceDataStore", "redis"),
 }
+#: ``blocks+<location URL>``: a block store over any location ``open_location`` opens
+#: (``blocks+file:///dir``, ``blocks+redis://host/0/run1``, ``blocks+s3://bucket/run1``)
+_BLOCKS = _Entry("simrecorder.datastores._blocks:BlockDataStore", None)
 _ALIASES = {"h5": "hdf5", "file": "hdf5"}
 _SUFFIXES = {
     ".h5": "hdf5",
@@ -54,8 +57,8 @@ _SUFFIXES = {
 
 
 def known_protocols() -> list[str]:
-    """All URL schemes the registry knows (built or not)."""
-    return sorted(_REGISTRY)
+    """All URL schemes the registry knows (``blocks+*`` takes any location scheme)."""
+    return sorted([*_REGISTRY, "blocks+*"])
 
 
 def store_class(protocol: str) -> type[DataStore]:
@@ -69,7 +72,7 @@ def store_class(protocol: str) -> type[DataStore]:
         The backend's optional dependency is missing (an ``ImportError``).
     """
     protocol = _ALIASES.get(protocol, protocol)
-    entry = _REGISTRY.get(protocol)
+    entry = _BLOCKS if protocol.startswith("blocks+") else _REGISTRY.get(protocol)
     if entry is None:
         raise UnknownDataStoreError(
             f"unknown data store protocol {protocol!r}; known: {known_protocols()}"
@@ -117,7 +120,10 @@ def open_datastore(url: str | os.PathLike[str], **kwargs: Any) -> DataStore:
         ``run.zip`` / ``zarr+zip://path``, ``run.mdb`` / ``zarr+lmdb://path`` (LMDB),
         ``redis://host:port/db?prefix=run1``, ``redis+cluster://host:port``,
         ``fs://dir``, ``mummi+simple://dir``, ``mummi+taridx://file.tar``,
-        ``mummi+redis://namespace``. ``str(store)`` of any store is such a URL.
+        ``mummi+redis://namespace``, ``blocks+<location URL>`` (a block store on any
+        location: ``blocks+file:///dir``, ``blocks+redis://host:6379/0/run1``,
+        ``blocks+s3://bucket/run1?endpoint_url=...``). ``str(store)`` of any store is
+        such a URL.
     **kwargs
         Passed to the store's constructor (e.g. ``mode='r'``).
 
