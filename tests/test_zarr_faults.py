@@ -24,7 +24,7 @@ from simrecorder import (
     open_datastore,
 )
 from simrecorder._schema import infer_spec
-from simrecorder.errors import StoreFullError
+from simrecorder.errors import StoreFormatError, StoreFullError
 
 RAW = CompressionType.NONE  # chunk files written by simrecorder itself
 CODEC = CompressionType.BLOSC  # chunks written through zarr
@@ -313,3 +313,21 @@ def test_local_path(tmp_path):
         assert store.local_path == str(tmp_path / "l.zarr")
     with _zip(tmp_path / "l.zip") as store:
         assert store.local_path == str(tmp_path / "l.zip")
+
+
+@pytest.mark.parametrize(
+    "damage", [b'{"zarr_format": 3, "node_type": "arr', b"\xff\xfe{", b"[1, 2]"]
+)
+def test_damaged_array_metadata_is_a_store_format_error_naming_the_key(tmp_path, damage):
+    path = tmp_path / "r.zarr"
+    with Recorder(ZarrDataStore(path)) as rec:
+        rec.record("a/b", 1.0)
+        rec.record("s", "x")
+    (path / "a" / "b" / "zarr.json").write_bytes(damage)
+    store = ZarrDataStore(path, mode="r")
+    with pytest.raises(StoreFormatError, match="r.zarr") as caught:
+        store.keys()
+        store.get_all("a/b")
+    assert isinstance(caught.value, OSError)
+    assert list(store.get_all("s")) == ["x"]  # the rest stays readable
+    store.close()

@@ -93,6 +93,26 @@ def _quiet() -> Iterator[None]:
         yield
 
 
+#: What zarr-python raises on a damaged ``zarr.json`` or chunk (bad JSON, bad UTF-8, a
+#: document that is not zarr v3 metadata, a damaged zip member)
+_DAMAGE = (ValueError, UnicodeError, zipfile.BadZipFile)
+
+
+@contextlib.contextmanager
+def _reading(store: ZarrDataStore, key: str) -> Iterator[None]:
+    """:func:`_quiet`, and zarr-python's errors from damaged metadata or chunks turned
+    into :class:`StoreFormatError` naming the store and key."""
+    try:
+        with _quiet():
+            yield
+    except SimRecorderError:
+        raise
+    except _DAMAGE as exc:
+        raise StoreFormatError(
+            f"{store!r}: cannot read {key!r}, the store is damaged: {type(exc).__name__}: {exc}"
+        ) from exc
+
+
 def _compressors(compression: CompressionType) -> Any:
     if compression == CompressionType.NONE:
         return None
@@ -597,7 +617,7 @@ class ZarrDataStore(DataStore):
         array = None if self.read_only else self._arrays.get(key)
         if array is not None:
             return array
-        with _quiet():
+        with _reading(self, key):
             try:
                 node = self._group[key]
             except KeyError:
@@ -769,7 +789,7 @@ class ZarrDataStore(DataStore):
         kind = array.attrs.get(_KIND_ATTR, DENSE)
         if kind == DENSE:
             return ZarrView(self, key)
-        with _quiet():
+        with _reading(self, key):
             items = np.asarray(array[:])
         if kind == STR:
             return [str(item) for item in items]
@@ -803,7 +823,7 @@ class ZarrDataStore(DataStore):
 
     def _get_value(self, key: str) -> Any:
         # docstring inherited
-        with _quiet():
+        with _reading(self, key):
             array = self._group[key]
             if not isinstance(array, zarr.Array):
                 raise KeyNotFoundError(f"no value {key!r} in {self!r}")
@@ -823,7 +843,7 @@ class ZarrDataStore(DataStore):
             if node is None:
                 return []
             group = node
-        with _quiet():
+        with _reading(self, prefix or "/"):
             members = list(group.members(max_depth=None))
         found = [
             f"{prefix}/{name}" if prefix else name
