@@ -39,7 +39,6 @@ from __future__ import annotations
 import itertools
 import os
 import re
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -48,6 +47,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import _codec
+from ._fs import atomic_write
 from ._schema import DENSE, SeriesSpec
 from .errors import StoreFormatError
 
@@ -139,20 +139,9 @@ def write_dead_letter(
         "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     payload = _codec.encode(record)
-    os.makedirs(directory, exist_ok=True)
     name = f"{time.time_ns():020d}-{os.getpid()}-{next(_counter):06d}{SUFFIX}"
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(payload)
-            out.flush()
-            os.fsync(out.fileno())
-        path = os.path.join(directory, name)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    path = os.path.join(directory, name)
+    atomic_write(path, payload, durable=True, make_dirs=True)
     return path
 
 

@@ -19,6 +19,7 @@ from encore.storage.tests import filesystem_store_test as encore_tests
 from simrecorder import InvalidKeyError, Recorder, open_datastore
 from simrecorder.adapters._mummi_store import FileSystemDataStore
 from simrecorder.adapters.encore import (
+    EncoreLocation,
     FileSystemStore,
     SimpleEventManager,
     StoreDeleteEvent,
@@ -29,7 +30,9 @@ from simrecorder.adapters.encore import (
     init_shared_store,
 )
 from simrecorder.errors import KeyNotFoundError, StoreFormatError, StoreNotFoundError
+from simrecorder.locations import Location, open_location
 from simrecorder.testing.datastore import DataStoreTests
+from simrecorder.testing.location import LocationTests
 
 
 class TestEncoreReadMixin(encore_tests.FileSystemStoreReadTest):
@@ -307,3 +310,59 @@ def test_512_mib_values_stream_without_being_held_in_memory(tmp_path):
     ).stdout.split()  # fmt: skip
     grown_mib, size_mib = int(out[0]), int(out[1])
     assert size_mib == 512 and grown_mib < 64, out
+
+
+# -- the store's directory as a Location ------------------------------------------------------
+class TestEncoreLocation(LocationTests):
+    crash_safe_writes = True
+
+    @pytest.fixture
+    def location(self, tmp_path):
+        return EncoreLocation(tmp_path / "enc")
+
+    def declining_location(self, location: Location) -> Location:
+        assert isinstance(location, EncoreLocation)
+        return EncoreLocation(location.path, read_only=True)
+
+
+def test_encore_reads_what_the_location_writes(tmp_path):
+    from encore.storage.filesystem_store import FileSystemStore as EncoresOwn
+
+    location = EncoreLocation(tmp_path / "s")
+    location.store.set("a/b", (io.BytesIO(b"old"), {"unit": "nm"}))
+    assert location.write_many({"a/b": b"payload", "c": io.BytesIO(b"see")}) == {
+        "a/b": True,
+        "c": True,
+    }
+    theirs = EncoresOwn(str(tmp_path / "s"))
+    theirs.connect()
+    with theirs.get_data("a/b") as data:
+        assert data.read() == b"payload"
+    assert theirs.get_metadata("a/b") == {"unit": "nm"}  # a write keeps the metadata
+    assert theirs.get_metadata("c") == {}
+    assert theirs.exists("a/b") and theirs.exists("c")
+    assert list(location.keys()) == ["a/b", "c"]
+    assert location.supports_atomic_batch
+
+
+def test_encore_location_refuses_the_stores_own_names_and_reopens_by_url(tmp_path):
+    location = EncoreLocation(tmp_path / "s")
+    for key in ("x.data", "x.metadata", "x.tmp", ".FSStore"):
+        with pytest.raises(InvalidKeyError):
+            location.put(key, b"1")
+    assert list(location.keys()) == []
+    location.put("k", b"v")
+    again = open_location(location.url)
+    assert isinstance(again, EncoreLocation) and again.get("k") == b"v"
+    with pytest.raises(StoreNotFoundError):
+        EncoreLocation(tmp_path / "none", create=False)
+
+
+def test_commits_without_locking(tmp_path):
+    """``locking=False`` for file systems without flock: no lock file is taken."""
+    init_shared_store(str(tmp_path / "s"))
+    store = FileSystemStore(str(tmp_path / "s"), locking=False)
+    store.connect()
+    store.from_bytes("k", b"v")
+    assert store.to_bytes("k") == b"v"
+    assert not os.path.exists(tmp_path / "s" / ".simrecorder-commit.lock")

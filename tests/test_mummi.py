@@ -347,3 +347,47 @@ def test_recording_through_a_namespace(scheme, tmp_path, redis_server, redis_pre
         events = rec.get_all("events")
         assert len(events) == 10 and events[0][1] == {"n": 1}
         np.testing.assert_array_equal(events[3][0], arrays[3, 0, 0])
+
+
+# -- on the Location layer --------------------------------------------------------------------
+def test_glob_characters_in_keys_never_give_false_matches(io_ns):
+    """D13 at the I/O level: an escaped pattern matches only its literal key."""
+    import glob
+
+    io, ns = io_ns
+    io.save_files(ns, ["ab/c", "a?/d", "[a]b/e", "a*/f"], [b"1", b"2", b"3", b"4"])
+    assert io.list_keys(ns, glob.escape("a?") + "/*") == ["a?/d"]
+    assert io.list_keys(ns, glob.escape("[a]b") + "/*") == ["[a]b/e"]
+    assert io.list_keys(ns, glob.escape("a*") + "/*") == ["a*/f"]
+    assert io.list_keys(ns, "a?/*") == ["a*/f", "a?/d", "ab/c"]  # a pattern stays one
+
+
+def test_redis_namespaces_are_folders_of_one_location(redis_server, redis_prefix):
+    from urllib.parse import quote
+
+    from simrecorder.locations import RedisLocation
+
+    url = f"redis://127.0.0.1:{redis_server.port}/0"
+    io = get_io("redis", url=url)
+    spaces = [f"/runs/{redis_prefix}/ns", f"{redis_prefix}:x", "..", "."]
+    for n, ns in enumerate(spaces):
+        io.save_files(ns, "a/b", str(n).encode())
+    root = RedisLocation(url, prefix="mummi")
+    try:
+        assert root.get(quote(spaces[0], safe="") + "/a/b") == b"0"
+        assert [io.load_files(ns, "a/b") for ns in spaces] == [b"0", b"1", b"2", b"3"]
+        assert io.list_keys(spaces[2]) == ["a/b"]
+        assert io.remove_files(spaces[2], ["a/b"]) == [True] and not io.namespace_exists("..")
+    finally:
+        for ns in spaces:
+            io.remove_files(ns, io.list_keys(ns))
+        root.close()
+
+
+def test_a_missing_simple_namespace_is_not_created_by_reads(tmp_path):
+    io, ns = get_io("simple"), str(tmp_path / "none")
+    assert io.load_files(ns, ["a"]) == [None] and io.list_keys(ns) == []
+    assert io.remove_files(ns, ["a"]) == [False] and not io.file_exists(ns, "a")
+    assert not os.path.exists(ns)
+    with pytest.raises(InvalidKeyError):
+        io.load_files(ns, ["../a"])

@@ -19,26 +19,43 @@ adds, each tested:
   ``..``, absolute, NUL and reserved-suffix keys are refused, and nothing is written
   outside the root, symlinks included;
 * large values stream in ``buffer_size`` pieces (``to_file`` of any size needs one
-  buffer of memory).
+  buffer of memory);
+* commits serialise with a file lock that ``locking=False`` turns off (file systems
+  without ``flock``).
+
+:class:`EncoreLocation` is the store's directory as a
+:class:`~simrecorder.locations.Location` (key → ``<key>.data``, its metadata kept), so
+block stores and composites can sit on an encore store and encore reads what they write.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
-import fcntl
 import fnmatch
 import io
 import json
 import os
 import time
-import uuid
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any, BinaryIO
+from contextlib import AbstractContextManager
+from typing import IO, Any, BinaryIO, ClassVar
+from urllib.parse import quote, unquote
 
-from ..errors import InvalidKeyError, KeyNotFoundError, StoreFormatError, StoreNotFoundError
+from .._fs import FileLock, contained_path, temp_path, translate_os_error
+from .._url import parse_url
+from ..errors import (
+    InvalidArgumentError,
+    InvalidKeyError,
+    KeyNotFoundError,
+    StoreFormatError,
+    StoreFullError,
+    StoreNotFoundError,
+)
+from ..locations.base import BatchLocation, Data, check_location_key
 
 __all__ = [
+    "EncoreLocation",
     "FileSystemStore",
     "SimpleEventManager",
     "StoreDeleteEvent",
@@ -249,12 +266,17 @@ class FileSystemStore:
         Name of the magic file that marks the root.
     event_manager
         Receives store events (``emit(event)``); a :class:`SimpleEventManager` by default.
+    locking
+        Serialise commits with a ``flock`` (default); ``False`` for file systems
+        without ``flock`` (then one process may write at a time). ``None`` reads
+        ``SIMRECORDER_FILE_LOCKING``.
     """
 
     def __init__(self, path: str, magic_fname: str = ".FSStore",
-                 event_manager: Any = None) -> None:  # fmt: skip
+                 event_manager: Any = None, locking: bool | None = None) -> None:  # fmt: skip
         self.path = os.path.abspath(path)
         self.magic_fname = magic_fname
+        self.locking = locking
         self.event_manager = event_manager if event_manager is not None else SimpleEventManager()
         self._connected = False
         self._staged: list[list[Any]] = []  # one list of actions per open transaction
@@ -298,11 +320,7 @@ class FileSystemStore:
             raise InvalidKeyError(f"invalid key {key!r}: empty, '.' or '..' parts")
         if key.endswith((_DATA, _META, _TMP)) or key.split("/")[-1] == self.magic_fname:
             raise InvalidKeyError(f"invalid key {key!r}: reserved name or suffix")
-        base = os.path.join(self.path, *key.split("/"))
-        root = os.path.realpath(self.path)
-        real = os.path.realpath(os.path.dirname(base))
-        if os.path.commonpath([root, real]) != root:
-            raise InvalidKeyError(f"key {key!r} leads out of the store (symlink)")
+        base = contained_path(self.path, key)  # never out of the root, symlinks included
         return base + _DATA, base + _META
 
     def _keys(self) -> Iterator[str]:
@@ -454,7 +472,7 @@ class FileSystemStore:
     # -- writing ------------------------------------------------------------------------
     def _tmp(self, path: str) -> str:
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        return f"{path}.{uuid.uuid4().hex}{_TMP}"
+        return temp_path(path)  # simrecorder's one temp-name convention
 
     def _copy_stream(self, key: str, stream: Any, target: str, buffer_size: int) -> None:
         emit = self.event_manager.emit
@@ -507,14 +525,9 @@ class FileSystemStore:
         # Commits are serialised store-wide (flock on a file of our own, opened per
         # commit so threads exclude each other too): two writers of one key could
         # otherwise leave one's data beside the other's metadata.
-        lock = os.open(os.path.join(self.path, ".simrecorder-commit.lock"),
-                       os.O_RDWR | os.O_CREAT, 0o644)  # fmt: skip
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        lock = os.path.join(self.path, ".simrecorder-commit.lock")
+        with FileLock(lock, locking=self.locking, what=f"FileSystemStore {self.path!r}"):
             self._apply(actions)
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-            os.close(lock)
         for action in actions:
             self.event_manager.emit(action[-1])
 
@@ -628,3 +641,184 @@ class FileSystemStore:
             self._staged[-1].extend(actions)  # a nested transaction joins its parent
         else:
             self._commit(actions)
+
+
+# -- the store's directory as a location ------------------------------------------------------
+class EncoreLocation(BatchLocation):
+    """An encore :class:`FileSystemStore` directory as a byte location.
+
+    Key ``a/b`` is the data file ``a/b.data`` with its ``a/b.metadata`` beside it, the
+    layout encore's own ``FileSystemStore`` reads; a write keeps the key's metadata
+    (``{}`` for a new key). Writes are the store's atomic commits (data, then metadata,
+    under its lock); :meth:`write_many` is one store transaction (all or none).
+
+    Parameters
+    ----------
+    path
+        The store's root (made a store with :func:`init_shared_store` when missing and
+        ``create`` is true).
+    magic_fname
+        The magic file that marks the root.
+    read_only
+        Decline every write; :meth:`delete` raises :class:`ReadOnlyError`.
+    create
+        Create the store when ``path`` is none (else :class:`StoreNotFoundError`).
+    locking
+        See :class:`FileSystemStore`.
+
+    Notes
+    -----
+    Keys ending in ``.data``, ``.metadata`` or ``.tmp`` and the magic file's name are
+    refused (:class:`InvalidKeyError`): they are the store's own files. A full disk
+    makes a write decline (``False``).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> loc = EncoreLocation(tempfile.mkdtemp())
+    >>> loc.put("a/b", b"value")
+    True
+    >>> loc.store.get_metadata("a/b")
+    {}
+    """
+
+    protocol: ClassVar[str] = "encore"
+    persistent: ClassVar[bool] = True
+    supports_streaming: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        magic_fname: str = ".FSStore",
+        read_only: bool = False,
+        create: bool = True,
+        locking: bool | None = None,
+    ) -> None:
+        self.path = os.path.abspath(os.fspath(path))
+        self.magic_fname = magic_fname
+        self.read_only = bool(read_only)
+        self.create = bool(create)
+        self.locking = locking
+        if create and not read_only and not os.path.isfile(os.path.join(self.path, magic_fname)):
+            try:
+                init_shared_store(self.path, magic_fname)
+            except OSError as exc:
+                raise translate_os_error(exc, self.path, "create the store") from exc
+        self.store = FileSystemStore(self.path, magic_fname, locking=locking)
+        self.store.connect()
+
+    # -- identity ---------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        """``encore:///abs/path`` (plus ``?read_only=1``)."""
+        base = "encore://" + quote(self.path)
+        return base + "?read_only=1" if self.read_only else base
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> EncoreLocation:
+        """Open ``encore:///abs/path?read_only=1``.
+
+        Raises
+        ------
+        InvalidArgumentError
+            Another scheme, or an unknown option.
+        """
+        parsed = parse_url(url)
+        if parsed.full_scheme != "encore":
+            raise InvalidArgumentError(f"{cls.__name__} takes encore:// URLs; got {url!r}")
+        settings: dict[str, Any] = {}
+        for name, text in parsed.query.items():
+            if name != "read_only":
+                raise InvalidArgumentError(
+                    f"unknown option {name!r} in {url!r}; an encore:// location takes read_only"
+                )
+            settings["read_only"] = text.lower() in ("1", "true", "yes")
+        settings.update(options)
+        return cls(unquote(parsed.location), **settings)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (
+            type(self),
+            (self.path, self.magic_fname, self.read_only, self.create, self.locking),
+        )
+
+    # -- primitives -------------------------------------------------------------------------
+
+    def _check(self, key: str) -> str:
+        check_location_key(key)
+        self.store._paths(key)  # the store's own rules (reserved names, containment)
+        return key
+
+    def read(self, key: str) -> AbstractContextManager[IO[bytes] | None]:
+        """See :meth:`Location.read` (yields the open data file)."""
+        self._check(key)
+        return self._open(key)
+
+    @contextlib.contextmanager
+    def _open(self, key: str) -> Iterator[IO[bytes] | None]:
+        try:
+            stream, _, _ = self.store._open_pair(key)
+        except KeyNotFoundError:
+            yield None
+            return
+        with stream:
+            yield stream
+
+    def exists(self, key: str) -> bool:
+        """See :meth:`Location.exists`."""
+        return self.store.exists(self._check(key))
+
+    def _commit_batch(self, items: Mapping[str, Data]) -> bool:
+        # docstring inherited: one store transaction; a full disk declines
+        try:
+            with self.store.transaction("simrecorder location write"):
+                for key, data in items.items():
+                    self.store.set_data(key, _as_stream(data))
+        except OSError as exc:
+            error = translate_os_error(exc, self.path)
+            if not isinstance(error, StoreFullError):
+                raise error from exc
+            return False
+        return True
+
+    def delete(self, key: str) -> bool:
+        """See :meth:`Location.delete` (data and metadata)."""
+        self._check(key)
+        self._refuse_read_only(key)
+        try:
+            self.store.delete(key)
+        except KeyNotFoundError:
+            return False
+        return True
+
+    def keys(self, prefix: str = "") -> Iterator[str]:
+        """See :meth:`Location.keys` (a walk of the folder the prefix names, sorted)."""
+        folder = prefix.rpartition("/")[0]
+        if folder:
+            try:
+                check_location_key(folder)
+            except InvalidKeyError:
+                return
+        yield from sorted(key for key in self._walk(folder) if key.startswith(prefix))
+
+    def _walk(self, folder: str) -> Iterator[str]:
+        start = os.path.join(self.path, *folder.split("/")) if folder else self.path
+        stack = [(start, f"{folder}/" if folder else "")]
+        while stack:
+            directory, head = stack.pop()
+            try:
+                entries = list(os.scandir(directory))
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append((entry.path, f"{head}{entry.name}/"))
+                elif entry.name.endswith(_META):
+                    yield head + entry.name[: -len(_META)]
+
+
+def _as_stream(data: Data) -> IO[bytes]:
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        return io.BytesIO(data)
+    return data

@@ -1,12 +1,16 @@
 """MuMMI-style namespace I/O: files in a namespace, on three backends.
 
-A namespace is a directory (``simple``), a tar archive with an index (``taridx``) or
-a key prefix in Redis (``redis``); in it, a key is a file name (``/`` makes
-subdirectories) and a value its bytes. ``get_io(name)`` returns an object with MuMMI
-core's I/O functions and argument conventions, with the original's rough edges
-fixed: a missing key is ``KeyError`` (one key) or ``None`` in its place (a list);
-failures raise instead of returning False; ``list_keys`` returns full keys relative to
-the namespace, sorted, matched with one ``fnmatch`` dialect everywhere; delete and
+A namespace is a location (:mod:`simrecorder.locations`): a directory (``simple``,
+:class:`~simrecorder.locations.DirectoryLocation`), a tar archive with an index
+(``taridx``, :class:`~simrecorder.locations.TaridxLocation`) or a folder
+``mummi/<namespace>/`` of a :class:`~simrecorder.locations.RedisLocation` (``redis``);
+this module is MuMMI's vocabulary over it and stores nothing itself. In a
+namespace, a key is a file name (``/`` makes subdirectories) and a value its bytes.
+``get_io(name)`` returns an object with MuMMI core's I/O functions and argument
+conventions, with the original's rough edges fixed: a missing key is ``KeyError`` (one
+key) or ``None`` in its place (a list); failures raise instead of returning False;
+``list_keys`` returns full keys relative to the namespace, sorted, matched with one
+``fnmatch`` dialect everywhere (glob characters in keys are characters); delete and
 move work on every backend; keys never leave their namespace; npz reading refuses
 pickles unless asked; checkpoints are atomic and fall back to the newest valid backup.
 
@@ -22,7 +26,6 @@ pickles unless asked; checkpoints are atomic and fall back to the newest valid b
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import datetime as _dt
 import fnmatch
@@ -30,22 +33,23 @@ import glob
 import io
 import json
 import os
-import re
-import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from typing import Any
+from collections.abc import Callable
+from typing import Any, cast
+from urllib.parse import quote
 
+from .._fs import atomic_write, contained_path
 from ..errors import (
     ArgumentTypeError,
     InvalidArgumentError,
     InvalidKeyError,
     KeyNotFoundError,
+    StoreFullError,
     ValueTooLargeError,
 )
+from ..locations import DirectoryLocation, Location, TaridxLocation
+from ..locations.base import check_location_key
 from ._npz import read_npz, write_npz
-from ._taridx import TarIndex, compact, reindex, tar_names
 
 __all__ = [
     "NamespaceIO",
@@ -143,9 +147,19 @@ class NamespaceIO(ABC):
 
     def list_keys(self, namespace: str, keypattern: str = "*") -> list[str]:
         """Sorted keys (relative to the namespace) matching ``keypattern`` (fnmatch,
-        case-sensitive, ``*`` also matches ``/``)."""
-        keys = self._keys(_check_namespace(namespace))
+        case-sensitive, ``*`` also matches ``/``).
+
+        Only the keys that start with the pattern's literal head are listed (``[?]``
+        counts as the character ``?``), then matched: glob characters in keys are
+        characters, and ``a[?]/*`` never finds ``ab/c``.
+        """
+        keys = self._list(_check_namespace(namespace), literal_prefix(keypattern))
         return sorted(k for k in keys if fnmatch.fnmatchcase(k, keypattern))
+
+    def _list(self, namespace: str, prefix: str) -> list[str]:
+        """The keys of ``namespace`` that start with ``prefix`` (backends may list
+        fewer than all keys to find them)."""
+        return [key for key in self._keys(namespace) if key.startswith(prefix)]
 
     def move_key(self, namespace: str, key: str, prefix: str = "done", suffix: str = ".npz") -> str:
         """Rename ``key`` (``suffix`` appended if missing) to ``<prefix>-<name>`` in the
@@ -232,7 +246,7 @@ class NamespaceIO(ABC):
             return None
         backup = f"{filename}.bak" if suffix is None else f"{filename}.bak.{suffix}"
         with open(filename, "rb") as f:
-            _atomic_write(backup, f.read())
+            _atomic_write(backup, f)
         return backup
 
     def save_checkpoint(
@@ -269,8 +283,7 @@ class NamespaceIO(ABC):
     @staticmethod
     def send_signal(path: str, key: str) -> None:
         """Create the signal file ``key`` in the directory ``path``."""
-        os.makedirs(path, exist_ok=True)
-        _atomic_write(os.path.join(path, check_key(key)), b"1")
+        _atomic_write(contained_path(path, check_key(key)), b"1")
 
     @staticmethod
     def test_signal(path: str, key: str) -> bool:
@@ -278,20 +291,9 @@ class NamespaceIO(ABC):
         return bool(key) and os.path.isfile(os.path.join(path, check_key(key)))
 
 
-def _atomic_write(path: str, data: bytes) -> None:
-    directory = os.path.dirname(path) or "."
-    os.makedirs(directory, exist_ok=True)
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.remove(tmp)  # a full disk must not leave the partial copy behind
-        raise
+def _atomic_write(path: str, data: Any) -> None:
+    """Write a workflow file atomically and durably (see :func:`simrecorder._fs.atomic_write`)."""
+    atomic_write(path, data, durable=True, make_dirs=True)
 
 
 def _backups(filename: str) -> list[str]:
@@ -321,226 +323,203 @@ def _read_checkpoint(path: str) -> dict[str, Any] | None:
     return data if isinstance(data, dict) and data else None
 
 
-class SimpleIO(NamespaceIO):
-    """A namespace is a directory; a key is a file path inside it."""
+def literal_prefix(pattern: str) -> str:
+    """The characters every key matching the fnmatch ``pattern`` starts with.
+
+    Examples
+    --------
+    >>> literal_prefix("sub/data-*.npz")
+    'sub/data-'
+    >>> literal_prefix("a[?]/*")  # glob.escape("a?") + "/*"
+    'a?/'
+    >>> literal_prefix("[ab]/x")
+    ''
+    """
+    head = []
+    i = 0
+    while i < len(pattern):
+        char = pattern[i]
+        if char in "*?":
+            break
+        if char == "[":
+            if i + 2 < len(pattern) and pattern[i + 2] == "]" and pattern[i + 1] != "!":
+                head.append(pattern[i + 1])  # a class of one character: that character
+                i += 3
+                continue
+            break
+        head.append(char)
+        i += 1
+    return "".join(head)
+
+
+class LocationIO(NamespaceIO):
+    """The MuMMI API over one :class:`~simrecorder.locations.Location` per namespace.
+
+    Backends say which location a namespace is (:meth:`location`); keys, atomic
+    writes, locks, listing and errors are the location's.
+    """
+
+    @abstractmethod
+    def location(self, namespace: str, create: bool = False) -> Location | None:
+        """The location of ``namespace`` (``None`` when it does not exist and
+        ``create`` is false)."""
+
+    def _writable(self, namespace: str) -> Location:
+        return cast(Location, self.location(namespace, create=True))
+
+    def _exists(self, namespace: str, key: str) -> bool:
+        found = self.location(namespace)
+        return found is not None and found.exists(key)
+
+    def _namespace_exists(self, namespace: str) -> bool:
+        found = self.location(namespace)
+        return found is not None and next(iter(found.keys()), None) is not None
+
+    def _keys(self, namespace: str) -> list[str]:
+        return self._list(namespace, "")
+
+    def _list(self, namespace: str, prefix: str) -> list[str]:
+        found = self.location(namespace)
+        return [] if found is None else list(found.keys(prefix))
+
+    def _read(self, namespace: str, keys: list[str]) -> list[bytes | None]:
+        found = self.location(namespace)
+        if found is None:
+            for key in keys:
+                check_location_key(key)  # a bad key fails alike with or without the namespace
+            return [None] * len(keys)
+        values = found.read_many(keys)
+        return [values[key] for key in keys]
+
+    def _write(self, namespace: str, items: list[tuple[str, bytes]]) -> None:
+        target = self._writable(namespace)
+        limit = target.max_value_bytes
+        for key, data in items:
+            if limit is not None and len(data) > limit:
+                raise ValueTooLargeError(
+                    f"key {key!r} in namespace {namespace!r}: {len(data):,} bytes; "
+                    f"{target!r} holds at most {limit:,} per value"
+                )
+        stored = target.write_many(dict(items))
+        declined = [key for key, ok in stored.items() if not ok]
+        if declined:
+            raise StoreFullError(
+                f"cannot save {', '.join(map(repr, declined))} in namespace {namespace!r}: "
+                f"{target!r} declined (disk or server full, or read-only); nothing of "
+                "these keys was written"
+            )
+
+    def _delete(self, namespace: str, keys: list[str]) -> list[bool]:
+        found = self.location(namespace)
+        if found is None:
+            for key in keys:
+                check_location_key(key)  # a bad key fails alike with or without the namespace
+            return [False] * len(keys)
+        return [found.delete(key) for key in keys]
+
+    def _move(self, namespace: str, old: str, new: str) -> None:
+        target = self._writable(namespace)
+        rename = getattr(target, "rename", None)
+        if rename is not None:
+            moved = rename(old, new)
+        else:
+            data = target.get(old)
+            moved = data is not None
+            if data is not None:
+                self._write(namespace, [(new, data)])
+                target.delete(old)
+        if not moved:
+            raise KeyNotFoundError(f"key {old!r} not in namespace {namespace!r}")
+
+
+class SimpleIO(LocationIO):
+    """A namespace is a directory; a key is a file path inside it (a
+    :class:`~simrecorder.locations.DirectoryLocation`: atomic, durable writes; keys
+    never lead out of the directory, symlinks included)."""
 
     name = "simple"
 
-    def _path(self, namespace: str, key: str) -> str:
-        root = os.path.realpath(namespace)
-        path = os.path.realpath(os.path.join(root, key))
-        if os.path.commonpath([root, path]) != root or path == root:
-            raise InvalidKeyError(f"key {key!r} leaves namespace {namespace!r} (symlink?)")
-        return path
-
-    def _exists(self, namespace: str, key: str) -> bool:
-        return os.path.isfile(self._path(namespace, key))
-
-    def _namespace_exists(self, namespace: str) -> bool:
-        return os.path.isdir(namespace)
-
-    def _keys(self, namespace: str) -> list[str]:
-        keys = []
-        for root, _dirs, files in os.walk(namespace):
-            for name in files:
-                if not (name.startswith(".") and name.endswith(".tmp")):
-                    rel = os.path.relpath(os.path.join(root, name), namespace)
-                    keys.append(rel.replace(os.sep, "/"))
-        return keys
-
-    def _read(self, namespace: str, keys: list[str]) -> list[bytes | None]:
-        out: list[bytes | None] = []
-        for key in keys:
-            try:
-                with open(self._path(namespace, key), "rb") as f:
-                    out.append(f.read())
-            except (FileNotFoundError, IsADirectoryError):
-                out.append(None)
-        return out
-
-    def _write(self, namespace: str, items: list[tuple[str, bytes]]) -> None:
-        os.makedirs(namespace, exist_ok=True)
-        for key, data in items:
-            _atomic_write(self._path(namespace, key), data)
-
-    def _delete(self, namespace: str, keys: list[str]) -> list[bool]:
-        removed = []
-        for key in keys:
-            try:
-                os.remove(self._path(namespace, key))
-                removed.append(True)
-            except FileNotFoundError:
-                removed.append(False)
-        return removed
-
-    def _move(self, namespace: str, old: str, new: str) -> None:
-        target = self._path(namespace, new)
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        os.replace(self._path(namespace, old), target)
+    def location(self, namespace: str, create: bool = False) -> Location | None:
+        # docstring inherited
+        if not create and not os.path.isdir(namespace):
+            return None
+        return DirectoryLocation(namespace, durable=True)
 
 
-class TaridxIO(NamespaceIO):
-    """A namespace is a tar file (``ns`` or ``ns.tar``) with an index beside it."""
+class TaridxIO(LocationIO):
+    """A namespace is a tar file (``ns`` or ``ns.tar``) with an index beside it (a
+    :class:`~simrecorder.locations.TaridxLocation`)."""
 
     name = "taridx"
 
     def __init__(self) -> None:
-        self._indexes: dict[str, TarIndex] = {}
+        self._locations: dict[str, TaridxLocation] = {}
 
-    def _index(self, namespace: str) -> TarIndex:
+    @staticmethod
+    def archive(namespace: str) -> str:
+        """The archive of ``namespace``: itself when it ends with ``.tar``."""
         path = namespace if namespace.endswith(".tar") else namespace + ".tar"
-        index = self._indexes.get(path)
-        if index is None:
-            index = self._indexes[path] = TarIndex(path)
-        index.refresh()  # reads only index lines other writers appended since
-        return index
+        return os.path.abspath(path)
 
-    def _exists(self, namespace: str, key: str) -> bool:
-        return key in self._index(namespace).entries
+    def location(self, namespace: str, create: bool = False) -> TaridxLocation:
+        # docstring inherited (an archive not written yet is an empty location)
+        path = self.archive(namespace)
+        found = self._locations.get(path)
+        if found is None:
+            found = self._locations[path] = TaridxLocation(path)
+        return found
+
+    def _index(self, namespace: str) -> Any:
+        """The archive's index, refreshed (reads only lines appended since)."""
+        return self.location(namespace).refresh()
 
     def _namespace_exists(self, namespace: str) -> bool:
-        return os.path.isfile(self._index(namespace).path)
-
-    def _keys(self, namespace: str) -> list[str]:
-        return list(self._index(namespace).entries)
-
-    def _read(self, namespace: str, keys: list[str]) -> list[bytes | None]:
-        index = self._index(namespace)
-        return [index.read(key) for key in keys]
-
-    def _write(self, namespace: str, items: list[tuple[str, bytes]]) -> None:
-        index = self._index(namespace)
-        os.makedirs(os.path.dirname(os.path.abspath(index.path)), exist_ok=True)
-        with index.writing():
-            index.append(list(items))
-
-    def _delete(self, namespace: str, keys: list[str]) -> list[bool]:
-        index = self._index(namespace)
-        with index.writing():
-            present = [key in index.entries for key in keys]
-            tombstones: list[tuple[str, bytes | None]] = [
-                (k, None) for k, p in zip(keys, present, strict=True) if p
-            ]
-            if tombstones:
-                index.append(tombstones)
-        return present
-
-    def _move(self, namespace: str, old: str, new: str) -> None:
-        index = self._index(namespace)
-        with index.writing():
-            data = index.read(old)
-            if data is None:
-                raise KeyNotFoundError(f"key {old!r} not in namespace {namespace!r}")
-            index.append([(new, data), (old, None)])
+        return os.path.isfile(self.archive(namespace))
 
     def compact(self, namespace: str) -> int:
         """Rewrite the archive with its live keys only (drops old versions, tombstones)."""
-        index = self._index(namespace)
-        count = compact(index.path)
-        self._indexes.pop(index.path, None)
-        return count
+        return self.location(namespace).compact()
 
     def reindex(self, namespace: str) -> int:
         """Rebuild the index from the tar file alone."""
-        index = self._index(namespace)
-        count = reindex(index.path)
-        self._indexes.pop(index.path, None)
-        return count
+        return self.location(namespace).reindex()
 
 
-#: Redis' largest string (``proto-max-bulk-len``, 512 MB by default).
-MAX_REDIS_STRING = 512 * 1024 * 1024
-
-
-class RedisIO(NamespaceIO):
-    """A namespace is a key prefix in Redis: ``mummi:<len>:<namespace>:<key>``, so
-    namespace and key can never be confused. Listing uses SCAN, never KEYS."""
+class RedisIO(LocationIO):
+    """A namespace is a folder of Redis keys: ``mummi/<namespace>/<key>``, the
+    namespace %-quoted into one part (``/`` is ``%2F``), so namespace and key can never
+    be confused. Listing uses SCAN, never KEYS."""
 
     name = "redis"
 
     def __init__(self, url: str | None = None) -> None:
         self.url = url or os.environ.get("SIMRECORDER_REDIS_URL", "redis://localhost:6379/0")
-        self._client: Any = None
+        self._root: Location | None = None
+        self._namespaces: dict[str, Location] = {}
 
     @property
-    def client(self) -> Any:
-        """The redis-py client (created on first use)."""
-        if self._client is None:
-            from .._redis_client import client_from_url
+    def root(self) -> Location:
+        """The :class:`~simrecorder.locations.RedisLocation` of every namespace."""
+        if self._root is None:
+            from ..locations import RedisLocation
 
-            self._client = client_from_url(self.url)
-        return self._client
+            self._root = RedisLocation(self.url, prefix="mummi")
+        return self._root
 
     def check_environment(self) -> bool:
-        # docstring inherited: the server must answer
-        with self._translated():
-            self.client.ping()
+        # docstring inherited: the server must answer (one EXISTS round trip)
+        self.root.exists("check-environment")
         return True
 
-    @contextmanager
-    def _translated(self) -> Iterator[None]:
-        """redis-py's errors as simrecorder's, naming the server (password hidden)."""
-        from redis.exceptions import RedisError
-
-        from .._redis_client import redact, translate
-
-        try:
-            yield
-        except RedisError as exc:
-            raise translate(exc, redact(self.url)) from exc
-
-    @staticmethod
-    def _prefix(namespace: str) -> str:
-        return f"mummi:{len(namespace)}:{namespace}:"
-
-    def _exists(self, namespace: str, key: str) -> bool:
-        with self._translated():
-            return bool(self.client.exists(self._prefix(namespace) + key))
-
-    def _scan(self, namespace: str):
-        prefix = self._prefix(namespace)
-        pattern = re.sub(r"([*?\[\]\\])", r"\\\1", prefix) + "*"
-        for raw in self.client.scan_iter(match=pattern, count=1000):
-            yield raw.decode()[len(prefix) :]
-
-    def _namespace_exists(self, namespace: str) -> bool:
-        with self._translated():
-            return next(iter(self._scan(namespace)), None) is not None
-
-    def _keys(self, namespace: str) -> list[str]:
-        with self._translated():
-            return list(self._scan(namespace))
-
-    def _read(self, namespace: str, keys: list[str]) -> list[bytes | None]:
-        if not keys:
-            return []
-        with self._translated():
-            return self.client.mget([self._prefix(namespace) + k for k in keys])
-
-    def _write(self, namespace: str, items: list[tuple[str, bytes]]) -> None:
-        for key, data in items:
-            if len(data) > MAX_REDIS_STRING:
-                raise ValueTooLargeError(
-                    f"key {key!r} in namespace {namespace!r}: {len(data):,} bytes; a Redis "
-                    f"string holds at most {MAX_REDIS_STRING:,} (512 MB)"
-                )
-        with self._translated():
-            pipe = self.client.pipeline(transaction=False)
-            for key, data in items:
-                pipe.set(self._prefix(namespace) + key, data)
-            pipe.execute()
-
-    def _delete(self, namespace: str, keys: list[str]) -> list[bool]:
-        with self._translated():
-            pipe = self.client.pipeline(transaction=False)
-            for key in keys:
-                pipe.delete(self._prefix(namespace) + key)
-            return [bool(n) for n in pipe.execute()]
-
-    def _move(self, namespace: str, old: str, new: str) -> None:
-        prefix = self._prefix(namespace)
-        with self._translated():
-            self.client.rename(prefix + old, prefix + new)
+    def location(self, namespace: str, create: bool = False) -> Location:
+        # docstring inherited
+        found = self._namespaces.get(namespace)
+        if found is None:
+            part = quote(namespace, safe="")
+            if part in (".", ".."):
+                part = part.replace(".", "%2E")
+            found = self._namespaces[namespace] = self.root.sub(part)
+        return found
 
 
 def get_io(name: str, **options: Any) -> NamespaceIO:
@@ -553,3 +532,19 @@ def get_io(name: str, **options: Any) -> NamespaceIO:
     if name == "redis":
         return RedisIO(**options)
     raise InvalidArgumentError(f"unknown I/O backend {name!r}: use 'simple', 'taridx' or 'redis'")
+
+
+def compact(path: str) -> int:
+    """Rewrite the taridx archive ``path`` with only its live members; return how many."""
+    return TaridxLocation(path).compact()
+
+
+def reindex(path: str) -> int:
+    """Rebuild the index of the taridx archive ``path`` from the tar alone; return the
+    number of live keys (members that cannot be keys are left out, with a warning)."""
+    return TaridxLocation(path).reindex()
+
+
+def tar_names(path: str) -> list[str]:
+    """Names of the members ``tar xf`` extracts from ``path``, in archive order."""
+    return TaridxLocation(path).tar_names()

@@ -12,6 +12,7 @@ from ._composite import Fanout, Level, Levels, Small
 from ._directory import DirectoryLocation
 from ._fsspec import FsspecLocation
 from ._memory import MemoryLocation
+from ._taridx import TaridxLocation
 from .base import Location, SubLocation
 from .registry import open_location
 
@@ -26,6 +27,7 @@ __all__ = [
     "RedisLocation",
     "Small",
     "SubLocation",
+    "TaridxLocation",
     "open_location",
 ]
 

@@ -30,20 +30,38 @@ from __future__ import annotations
 
 import abc
 import io
-from collections.abc import Iterable, Iterator, Mapping
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from typing import IO, ClassVar
 
 from .._keys import validate_key
-from ..errors import ArgumentTypeError, InvalidArgumentError, ReadOnlyError
+from ..errors import ArgumentTypeError, InvalidArgumentError, ReadOnlyError, StoreLockedError
 
-__all__ = ["Data", "Location", "SubLocation", "check_location_key", "rewind"]
+__all__ = [
+    "LOCK_PREFIX",
+    "Data",
+    "Location",
+    "LocationLock",
+    "SubLocation",
+    "acquire_within",
+    "check_location_key",
+    "lock_key",
+    "rewind",
+]
 
 #: What :meth:`Location.write` accepts: bytes-like or a readable binary stream.
 Data = bytes | bytearray | memoryview | IO[bytes]
 
 #: Size of the pieces a stream is copied in (large values never sit in memory whole).
 COPY_CHUNK_BYTES = 1 << 20
+
+#: Prefix of the stored name of a lock (a file or a Redis key); never a listed key.
+LOCK_PREFIX = ".simrecorder-lock-"
+
+#: Seconds between two attempts of :func:`acquire_within` while it waits for a lock.
+LOCK_POLL_SECONDS = 0.05
 
 
 def check_location_key(key: object) -> str:
@@ -85,6 +103,33 @@ def stream_position(stream: IO[bytes]) -> int | None:
     return None
 
 
+def check_data(where: object, key: str, data: object) -> None:
+    """Raise :class:`ArgumentTypeError` (naming ``where`` and ``key``) unless ``data`` is
+    bytes-like or a readable stream."""
+    if not isinstance(data, (bytes, bytearray, memoryview)) and not hasattr(data, "read"):
+        raise ArgumentTypeError(
+            f"{where!r}: cannot write {key!r}: a location stores bytes or a binary stream, "
+            f"got {type(data).__name__}"
+        )
+
+
+def stream_positions(items: Mapping[str, Data]) -> dict[str, int | None]:
+    """Where each stream among ``items`` stands (``None`` for bytes-likes and streams
+    that cannot seek), for :func:`rewind_streams` when a batch is declined."""
+    return {
+        key: None if isinstance(data, (bytes, bytearray, memoryview)) else stream_position(data)
+        for key, data in items.items()
+    }
+
+
+def rewind_streams(items: Mapping[str, Data], positions: Mapping[str, int | None]) -> None:
+    """Seek the seekable streams of a declined batch back to ``positions``."""
+    for key, data in items.items():
+        position = positions.get(key)
+        if position is not None and not isinstance(data, (bytes, bytearray, memoryview)):
+            rewind(data, position)
+
+
 def as_bytes(data: Data) -> bytes:
     """Read ``data`` whole: bytes-likes are converted, streams read to their end."""
     if isinstance(data, bytes):
@@ -120,6 +165,96 @@ def iter_chunks(data: Data, size: int = COPY_CHUNK_BYTES) -> Iterator[bytes]:
         yield bytes(piece)
 
 
+def lock_key(name: str) -> str:
+    """The stored name of the lock ``name``: its last part gets :data:`LOCK_PREFIX`, so
+    the lock ``"a/writer"`` lives next to the keys under ``a/`` and is never one of them.
+
+    Examples
+    --------
+    >>> lock_key("run1/writer")
+    'run1/.simrecorder-lock-writer'
+    """
+    folder, _, last = check_location_key(name).rpartition("/")
+    if last.startswith(LOCK_PREFIX):
+        raise InvalidArgumentError(f"invalid lock name {name!r}: give the name, not the key")
+    return f"{folder}/{LOCK_PREFIX}{last}" if folder else LOCK_PREFIX + last
+
+
+def is_lock_name(part: str) -> bool:
+    """Whether the key part ``part`` is the stored name of a lock (see :func:`lock_key`)."""
+    return part.startswith(LOCK_PREFIX)
+
+
+class LocationLock(abc.ABC):
+    """A writer lock held on a location, as :meth:`Location.lock` returns it.
+
+    Use it as a context manager or call :meth:`release`; :meth:`check` raises when
+    the lock was lost (a lease that expired while its holder stalled). Only the
+    process that took the lock releases it: a forked child's copy does nothing.
+
+    Attributes
+    ----------
+    location
+        The location the lock is on.
+    name
+        The lock's name (``"writer"``, or ``"prefix/writer"`` through a view).
+    """
+
+    def __init__(self, location: Location, name: str) -> None:
+        self.location = location
+        self.name = name
+        self._pid = os.getpid()
+        self._held = True
+
+    @property
+    def held(self) -> bool:
+        """Whether this process holds the lock (until :meth:`release`)."""
+        return self._held and self._pid == os.getpid()
+
+    def release(self) -> None:
+        """Give the lock back (idempotent; a no-op in a forked child)."""
+        if self.held:
+            self._held = False
+            self._release()
+
+    @abc.abstractmethod
+    def _release(self) -> None:
+        """Give the lock back (backend hook, called once, in the holder's process)."""
+
+    def check(self) -> None:
+        """Raise :class:`StoreLockedError` when this lock is no longer held (the
+        default: a lock is held until released)."""
+        if not self.held:
+            raise StoreLockedError(f"{self!r} was released: this writer no longer holds it")
+
+    def __enter__(self) -> LocationLock:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.release()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r} on {self.location!r}>"
+
+
+def acquire_within(attempt: Callable[[], LocationLock], timeout: float | None) -> LocationLock:
+    """Call ``attempt`` until it returns a lock or ``timeout`` seconds have passed.
+
+    ``attempt`` raises :class:`StoreLockedError` while another writer holds the lock;
+    ``timeout=0`` tries once, ``None`` waits for ever.
+    """
+    if timeout is not None and timeout < 0:
+        raise InvalidArgumentError(f"a lock timeout is >= 0 seconds or None; got {timeout!r}")
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        try:
+            return attempt()
+        except StoreLockedError:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise
+        time.sleep(LOCK_POLL_SECONDS)
+
+
 class Location(abc.ABC):
     """A synchronous byte key-value location.
 
@@ -142,6 +277,9 @@ class Location(abc.ABC):
         Whether :meth:`write_many` lands all values or none.
     max_value_bytes
         Largest value accepted (larger ones are declined), or ``None`` for no limit.
+    supports_locking
+        Whether :meth:`lock` gives writer locks (directory, Redis, memory; not fsspec
+        file systems, taridx or composites).
     """
 
     protocol: ClassVar[str] = ""
@@ -149,6 +287,7 @@ class Location(abc.ABC):
     read_only: bool = False
     supports_streaming: ClassVar[bool] = False
     supports_atomic_batch: ClassVar[bool] = False
+    supports_locking: bool = False
     max_value_bytes: int | None = None
 
     # -- primitives -------------------------------------------------------------------------
@@ -261,6 +400,34 @@ class Location(abc.ABC):
         """Delete several keys; return how many existed."""
         return sum(self.delete(key) for key in keys)
 
+    def lock(self, name: str = "writer", timeout: float | None = 0) -> LocationLock:
+        """Take the exclusive lock ``name`` of this location (one writer at a time).
+
+        Parameters
+        ----------
+        name
+            The lock's name, a valid key (``"writer"``; a view's lock ``"writer"`` is
+            its parent's ``"<prefix>/writer"``, so the two exclude each other).
+        timeout
+            Seconds to wait while another writer holds it: ``0`` (default) tries
+            once, ``None`` waits for ever.
+
+        Returns
+        -------
+        LocationLock
+            The held lock: a context manager; :meth:`LocationLock.release` gives it back.
+
+        Raises
+        ------
+        StoreLockedError
+            Another writer (in this or another process) holds the lock.
+        InvalidArgumentError
+            This kind of location has no locks (:attr:`supports_locking` is false).
+        """
+        raise InvalidArgumentError(
+            f"{self!r} has no writer locks (supports_locking is False): cannot lock {name!r}"
+        )
+
     def sub(self, prefix: str) -> Location:
         """A view of the keys under ``prefix + '/'``, with that prefix removed.
 
@@ -316,6 +483,7 @@ class SubLocation(Location):
         self.max_value_bytes = parent.max_value_bytes
         self.persistent = parent.persistent  # type: ignore[misc]  # instance mirrors parent
         self.protocol = parent.protocol  # type: ignore[misc]
+        self.supports_locking = parent.supports_locking
 
     def _full(self, key: str) -> str:
         return f"{self.prefix}/{check_location_key(key)}"
@@ -349,6 +517,10 @@ class SubLocation(Location):
         stored = self.parent.write_many({self._full(key): data for key, data in items.items()})
         return {key: stored[self._full(key)] for key in items}
 
+    def lock(self, name: str = "writer", timeout: float | None = 0) -> LocationLock:
+        """See :meth:`Location.lock`: the parent's lock ``<prefix>/<name>``."""
+        return self.parent.lock(self._full(name), timeout)
+
     def sub(self, prefix: str) -> Location:
         """See :meth:`Location.sub` (nested views flatten to one prefix)."""
         return SubLocation(self.parent, f"{self.prefix}/{check_location_key(prefix.strip('/'))}")
@@ -368,6 +540,41 @@ class SubLocation(Location):
 
     def __hash__(self) -> int:
         return hash((SubLocation, self.parent, self.prefix))
+
+
+class BatchLocation(Location):
+    """A location that stores every write as a batch committed at once (an index
+    commit, a transaction): :meth:`write` is a batch of one.
+
+    Subclasses implement :meth:`_commit_batch`; this class checks keys and data,
+    declines when read-only and rewinds the streams of a declined batch.
+    """
+
+    supports_atomic_batch: ClassVar[bool] = True
+
+    def _check(self, key: str) -> str:
+        """Return ``key`` if this location can hold it (override to add rules)."""
+        return check_location_key(key)
+
+    @abc.abstractmethod
+    def _commit_batch(self, items: Mapping[str, Data]) -> bool:
+        """Store all of ``items`` or none; ``False`` when declined (full)."""
+
+    def write(self, key: str, data: Data) -> bool:
+        """See :meth:`Location.write`."""
+        return self.write_many({key: data})[key]
+
+    def write_many(self, items: Mapping[str, Data]) -> dict[str, bool]:
+        """See :meth:`Location.write_many` (one commit: all land or none)."""
+        for key, data in items.items():
+            check_data(self, self._check(key), data)
+        if self.read_only or not items:
+            return dict.fromkeys(items, False)
+        positions = stream_positions(items)
+        if not self._commit_batch(items):
+            rewind_streams(items, positions)
+            return dict.fromkeys(items, False)
+        return dict.fromkeys(items, True)
 
 
 def _join_url(url: str, prefix: str) -> str:

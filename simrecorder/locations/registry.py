@@ -1,7 +1,7 @@
 """URL → location, with each kind of location imported only when a URL needs it.
 
-``memory://``, ``file://`` (and plain paths), ``redis://``, ``rediss://`` and
-``unix://`` are simrecorder's own locations; every other scheme (``s3://``,
+``memory://``, ``file://`` (and plain paths), ``taridx://``, ``redis://``,
+``rediss://`` and ``unix://`` are simrecorder's own locations; every other scheme (``s3://``,
 ``sftp://``, ``http(s)://``, ``gcs://``...) goes to
 :class:`~simrecorder.locations.FsspecLocation` when fsspec knows it.
 """
@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from .._url import parse_url
 from ..errors import MissingDependencyError, UnknownDataStoreError
 from .base import Location
 
@@ -30,6 +31,9 @@ _REGISTRY: dict[str, _Entry] = {
     "redis": _Entry("simrecorder.locations._redis:RedisLocation", "redis"),
     "rediss": _Entry("simrecorder.locations._redis:RedisLocation", "redis"),
     "unix": _Entry("simrecorder.locations._redis:RedisLocation", "redis"),
+    "taridx": _Entry("simrecorder.locations._taridx:TaridxLocation", None),
+    # encore's directory: the adapter owns it (locations never import adapters)
+    "encore": _Entry("simrecorder.adapters.encore:EncoreLocation", None),
 }
 _FSSPEC = "simrecorder.locations._fsspec:FsspecLocation"
 #: pip extra for fsspec schemes that need more than fsspec itself
@@ -88,6 +92,7 @@ def open_location(url: str | os.PathLike[str], **options: Any) -> Location:
     ----------
     url
         ``memory://``; a path or ``file:///abs/path?durable=1&max_size=N``;
+        ``taridx:///abs/archive.tar``;
         ``redis://host:port/db/prefix`` (also ``rediss://``, ``unix:///socket?db=0``);
         any fsspec URL (``s3://bucket/prefix?endpoint_url=...``, ``sftp://host/dir``,
         ``https://host/dir``). ``location.url`` of every location is such a URL.
@@ -103,11 +108,11 @@ def open_location(url: str | os.PathLike[str], **options: Any) -> Location:
     'file'
     """
     text = os.fspath(url)
-    if "://" not in text:
+    scheme = parse_url(text).full_scheme
+    if not scheme:
         from ._directory import DirectoryLocation
 
         return DirectoryLocation(text, **options)
-    scheme = text.split("://", 1)[0]
     cls = location_class(scheme)
     if cls.protocol == "memory":
         return cls(**options)  # memory is not shared by URL

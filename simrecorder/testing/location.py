@@ -24,6 +24,10 @@ Capabilities of the test class (override as class attributes):
     ``open_location(location.url) == location`` (default: when ``persistent``).
 ``mp_start_method``
     How child processes are started (``"spawn"`` by default: no inherited sockets).
+``lock_expiry_seconds``
+    For locations with ``supports_locking``: how long the lock of a SIGKILLed holder
+    outlives it (``0``: freed at once, as an ``flock``; a Redis lease: its
+    ``lock_ttl``, which the fixture should make short).
 
 Requires pytest (``pip install 'simrecorder[test]'``).
 """
@@ -42,7 +46,7 @@ from typing import IO, Any, ClassVar, cast
 
 import pytest
 
-from simrecorder.errors import InvalidKeyError
+from simrecorder.errors import InvalidArgumentError, InvalidKeyError, StoreLockedError
 from simrecorder.locations import Location
 
 __all__ = ["LocationTests", "UnseekableStream"]
@@ -138,6 +142,20 @@ def _write_slowly(location: Location, key: str, size: int, started: Any) -> None
     time.sleep(60)  # never reached in the test: the parent kills us mid-write
 
 
+def _hold_lock(location: Location, name: str, taken: Any) -> None:
+    location.lock(name)
+    taken.set()
+    time.sleep(120)  # never reached in the test: the parent kills us
+
+
+def _try_lock(location: Location, name: str, result: Any) -> None:
+    try:
+        location.lock(name).release()
+        result.put("taken")
+    except StoreLockedError as exc:
+        result.put(f"locked: {exc}")
+
+
 class _ConsumerError(Exception):
     """Raised inside ``with location.read(key)`` to check it propagates unchanged."""
 
@@ -151,6 +169,8 @@ class LocationTests:
     mp_start_method: ClassVar[str] = "spawn"
     #: Size of the value the SIGKILL test writes (large enough to be mid-write).
     crash_value_bytes: ClassVar[int] = 4 * MIB
+    #: Seconds the lock of a SIGKILLed holder outlives it (0: freed at once).
+    lock_expiry_seconds: ClassVar[float] = 0.0
 
     @pytest.fixture
     def location(self) -> Iterator[Location]:
@@ -431,10 +451,7 @@ class LocationTests:
     # -- processes --------------------------------------------------------------------------
 
     def test_four_processes_write_same_key(self, location: Location) -> None:
-        shared = self.shared_between_processes
-        if not (location.persistent if shared is None else shared):
-            pytest.skip(f"{type(location).__name__} is not shared between processes")
-        context: Any = multiprocessing.get_context(self.mp_start_method)
+        context = self._processes(location)
         barrier = context.Barrier(4)
         size = 1 * MIB
         workers = [
@@ -478,7 +495,106 @@ class LocationTests:
         assert location.put("big", b"after")  # the location is usable after the crash
         assert location.get("big") == b"after"
 
+    # -- writer locks -----------------------------------------------------------------------
+
+    def _locking(self, location: Location) -> None:
+        if not location.supports_locking:
+            pytest.skip(f"{type(location).__name__} has no writer locks")
+
+    def test_lock_unsupported_raises(self, location: Location) -> None:
+        if location.supports_locking:
+            pytest.skip(f"{type(location).__name__} has writer locks")
+        with pytest.raises(InvalidArgumentError, match="no writer locks"):
+            location.lock()
+
+    def test_lock_excludes_a_second_holder(self, location: Location) -> None:
+        self._locking(location)
+        with location.lock() as held:
+            assert held.held
+            held.check()
+            with pytest.raises(StoreLockedError, match="writer"):
+                location.lock()
+            other = location.lock("other")  # another name is another lock
+            other.release()
+        assert not held.held
+        with pytest.raises(StoreLockedError):
+            held.check()  # released: no longer held
+        location.lock().release()  # free again
+        held.release()  # idempotent
+
+    def test_lock_is_no_key(self, location: Location) -> None:
+        self._locking(location)
+        location.put("a/b", b"1")
+        with location.lock(), location.lock("a/writer"):
+            assert list(location.keys()) == ["a/b"]
+            assert list(location.sub("a").keys()) == ["b"]
+            assert location.put("c", b"2")  # a lock is no write barrier for its holder
+        assert list(location.keys()) == ["a/b", "c"]
+
+    def test_lock_of_a_view_is_the_parents(self, location: Location) -> None:
+        self._locking(location)
+        view = location.sub("run")
+        assert view.supports_locking
+        with view.lock():
+            with pytest.raises(StoreLockedError):
+                location.lock("run/writer")
+            location.lock().release()  # the parent's own lock is another one
+        with location.lock("run/writer"), pytest.raises(StoreLockedError):
+            view.lock()
+
+    def test_lock_timeout_waits(self, location: Location) -> None:
+        self._locking(location)
+        with location.lock():
+            start = time.monotonic()
+            with pytest.raises(StoreLockedError):
+                location.lock(timeout=0.3)
+            assert time.monotonic() - start >= 0.3
+        location.lock(timeout=5).release()
+
+    def test_lock_excludes_another_process(self, location: Location) -> None:
+        self._locking(location)
+        context = self._processes(location)
+        result = context.Queue()
+        with location.lock():
+            child = context.Process(target=_try_lock, args=(location, "writer", result))
+            child.start()
+            child.join(timeout=60)
+            assert child.exitcode == 0
+            assert result.get(timeout=5).startswith("locked: ")
+        child = context.Process(target=_try_lock, args=(location, "writer", result))
+        child.start()
+        child.join(timeout=60)
+        assert result.get(timeout=5) == "taken"
+
+    def test_lock_freed_when_its_holder_is_killed(self, location: Location) -> None:
+        self._locking(location)
+        context = self._processes(location)
+        taken = context.Event()
+        child = context.Process(target=_hold_lock, args=(location, "writer", taken))
+        child.start()
+        try:
+            assert taken.wait(timeout=60), "the child never took the lock"
+            with pytest.raises(StoreLockedError):
+                location.lock()
+            assert child.pid is not None
+            os.kill(child.pid, signal.SIGKILL)
+            child.join(timeout=30)
+        finally:
+            if child.is_alive():
+                child.kill()
+        start = time.monotonic()
+        location.lock(timeout=self.lock_expiry_seconds + 10).release()
+        assert time.monotonic() - start <= self.lock_expiry_seconds + 2
+
     # -- helpers ----------------------------------------------------------------------------
+
+    def _processes(self, location: Location) -> Any:
+        """The multiprocessing context of the tests with child processes (skipped for
+        locations that processes do not share)."""
+        shared = self.shared_between_processes
+        if not (location.persistent if shared is None else shared):
+            pytest.skip(f"{type(location).__name__} is not shared between processes")
+        return multiprocessing.get_context(self.mp_start_method)
 
     def _reopens(self, location: Location) -> bool:
         return location.persistent if self.reopens_by_url is None else self.reopens_by_url
