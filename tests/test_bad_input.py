@@ -185,18 +185,8 @@ def test_nan_into_an_int_series_names_key_value_and_dtype(rec):
 # -- no bare builtin raises (issue 13, item 2) ---------------------------------------------
 PACKAGE = Path(simrecorder.__file__).parent
 
-#: Files that still raise bare builtins, owned by others: the lead empties this list.
-#: (Remove a file here once its raises derive from simrecorder.errors.)
-ALLOWED_BARE_RAISES = {
-    "adapters/encore.py",  # KeyError of the Mapping protocol, FileNotFoundError
-    "adapters/mummi.py",  # KeyError / ValueError / TypeError of the MuMMI API
-    "adapters/_mummi_store.py",
-    "datastores/_zarr.py",  # unknown compression, a ZIP path without .zip
-    "datastores/_hdf5.py",  # _check_stored's ValueError (new in this round)
-    "testing/crash.py",  # KeyError / ValueError of the crash-test helper
-    "cli.py",
-    "recover.py",
-}
+#: Files allowed to raise bare builtins: none (every module raises from simrecorder.errors).
+ALLOWED_BARE_RAISES: set[str] = set()
 
 #: Builtins whose bare raise is the protocol, not an error report: AttributeError
 #: from ``__getattr__``, NotImplementedError of an abstract method, AssertionError

@@ -39,7 +39,7 @@ from ._values import PYTYPE_ATTR, decode_value, encode_value
 from ._view import SeriesView
 from .base import DataStore, NodeType, check_key_free
 
-__all__ = ["HDF5DataStore", "HDFView"]
+__all__ = ["HDF5DataStore", "HDFView", "open_h5", "open_writer"]
 
 #: Version of the layout this module writes (root attribute ``simrecorder_format``).
 FORMAT_VERSION = 1
@@ -87,6 +87,9 @@ _READER_WAIT = 2.0  # seconds; then read without the lock (a writer that never f
 _WRITER_WAIT = 5.0
 _T = TypeVar("_T")
 _SUFFIXES = (".h5", ".hdf5", ".he5", ".hdf")
+#: Attributes that mark the nodes of a :mod:`simrecorder.storage` sharing the file (its
+#: group indexes and its arrays): series listings skip them.
+_STORAGE_ATTRS = ("simrecorder_storage", "simrecorder_storage_array")
 _STR_DTYPE = h5py.string_dtype("utf-8")
 
 
@@ -261,6 +264,7 @@ class HDF5DataStore(DataStore):
         self._changed: dict[str, tuple[int, int]] = {}  # key: (rows, rows at first change)
         self._stale_text: set[str] = set()  # str series whose `text` is behind
         self._mtime_ns = 0
+        self._storage: Any = None  # the GenericStorage sharing this file, see storage()
         plan = plan_open(mode, os.path.exists(self.path), f"HDF5 file {self.path!r}")
         self._apply_open_plan(plan)
         self._open_file("r" if plan.read_only else "w" if plan.replace else "a")
@@ -331,30 +335,13 @@ class HDF5DataStore(DataStore):
             raise
 
     def _h5open(self, mode: str) -> h5py.File:
-        try:
-            # readers take no HDF5 file lock, so they neither block nor wait for the
-            # writer; they reopen when the file changed (see _reading)
-            if mode == "r":
-                # (a writer in this process shares its HDF5 file: same locking flag)
-                locking = None if self.path in _WRITERS else False
-                return h5py.File(self.path, "r", locking=locking)
-            return h5py.File(self.path, mode)
-        except OSError as exc:
-            if "unable to lock file" in str(exc).lower():
-                raise StoreLockedError(
-                    f"{self.path!r} is open for writing elsewhere (HDF5 file lock): {exc}"
-                ) from exc
-            if "already open for write" in str(exc) and mode != "r" and _writer_is_gone(self.path):
-                # a libver='latest' writer was killed: its flag is stale (no process
-                # holds the file's lock any more), so clear it, as `h5clear -s` would
-                from ..recover import clear_hdf5_consistency_flags
-
-                clear_hdf5_consistency_flags(self.path)
-                return self._h5open(mode)
-            hint = ""
-            if "already open for write" in str(exc):
-                hint = " (if its writer was killed, run `simrecorder recover FILE`)"
-            raise StoreFormatError(f"cannot open {self.path!r} as HDF5: {exc}{hint}") from exc
+        # readers take no HDF5 file lock, so they neither block nor wait for the
+        # writer; they reopen when the file changed (see _reading)
+        if mode == "r":
+            # (a writer in this process shares its HDF5 file: same locking flag)
+            locking = None if self.path in _WRITERS else False
+            return open_h5(self.path, "r", locking=locking)
+        return open_h5(self.path, mode)
 
     def _open_reader(self) -> None:
         """Open read-only, retrying while a writer that takes no lock (or one that
@@ -423,6 +410,7 @@ class HDF5DataStore(DataStore):
     def _reopen(self) -> None:
         """A read-only store catches up with a writer in another process."""
         self._datasets.clear()
+        self._close_storage()  # its groups held the old file: storage() gives a new one
         self._h5.close()
         self._open_reader()
 
@@ -482,6 +470,7 @@ class HDF5DataStore(DataStore):
 
     def _close(self) -> None:
         try:
+            self._close_storage()
             if self._file is not None and not self._read_only:
                 self.commit()
                 if self.plain_text:
@@ -575,6 +564,7 @@ class HDF5DataStore(DataStore):
 
     def _release(self) -> None:
         self._datasets.clear()
+        self._storage = None
         try:
             if self._file is not None:
                 self._file.close()
@@ -617,6 +607,8 @@ class HDF5DataStore(DataStore):
     def _flush_file(self) -> None:
         if self._read_only:
             return
+        if self._storage is not None:
+            self._storage.flush()
         self._h5.flush()
         if self.durable:  # the OS page cache survives a crash of this process, not
             os.fsync(self._open_fd)  # of the machine: fsync for power-loss safety
@@ -674,6 +666,42 @@ class HDF5DataStore(DataStore):
             if isinstance(node, h5py.Group) and _kind_of(node, self.path, key) == STR:
                 if not _check_text(node, rows):
                     self._stale_text.add(key)
+
+    # -- storage ------------------------------------------------------------------------
+    def storage(self, key: str | None = None) -> Any:
+        """A :class:`~simrecorder.storage.StorageGroup` in this file, sharing its handle.
+
+        HDF5 lets one writer open a file, so a run's stored objects (parameters, final
+        state) go through the store's open ``h5py.File``; they are written at each
+        :meth:`flush` and at :meth:`close`, and read later with
+        ``simrecorder.storage.load(path, key)`` or ``open_storage(path)``.
+
+        Parameters
+        ----------
+        key
+            A group of the storage to return (created when missing); ``None``: the root.
+        """
+        root = self.shared_storage().root
+        return root if key is None else root.require_group(key)
+
+    def shared_storage(self) -> Any:
+        """The :class:`~simrecorder.storage.GenericStorage` over this store's open file
+        (one per open store: every view of the file shares its cached indexes)."""
+        self._check_open()
+        if self._storage is None:
+            from ..storage._core import GenericStorage
+            from ..storage._hdf5 import HDF5Backend  # the storage layer sits above
+
+            backend = HDF5Backend(self._h5, owned=False, read_only=self._read_only)
+            if not self._read_only:
+                backend.before_write = self._begin_write
+            self._storage = GenericStorage(backend)
+        return self._storage
+
+    def _close_storage(self) -> None:
+        storage, self._storage = self._storage, None
+        if storage is not None and self._file is not None:
+            storage.close()  # writes its indexes; the file stays open (not its own)
 
     # -- nodes --------------------------------------------------------------------------
     @_translated
@@ -977,6 +1005,8 @@ class HDF5DataStore(DataStore):
                         continue
                     node = group.get(name)
                     full = f"{path}/{name}" if path else name
+                    if any(attr in node.attrs for attr in _STORAGE_ATTRS):
+                        continue  # a node of simrecorder.storage, not a series
                     if isinstance(node, h5py.Dataset) or _KIND_ATTR in node.attrs:
                         found.append(full)
                     elif isinstance(node, h5py.Group):
@@ -992,7 +1022,11 @@ class HDF5DataStore(DataStore):
         # docstring inherited
         self._check_open()
         with self._reading():
-            raw = {name: _plain(value) for name, value in self._h5.attrs.items()}
+            raw = {
+                name: _plain(value)
+                for name, value in self._h5.attrs.items()
+                if name not in _STORAGE_ATTRS
+            }
         for name in _names(raw.pop(_JSON_ATTRS, [])):
             if isinstance(raw.get(name), str):
                 raw[name] = json.loads(raw[name])
@@ -1137,13 +1171,17 @@ def _read_items(group: h5py.Group) -> list[bytes]:
 
 
 def _check_stored(ds: h5py.Dataset) -> None:
-    """Raise ValueError if an unfiltered dataset claims more rows than it stores:
+    """Raise StoreFormatError if an unfiltered dataset claims more rows than it stores:
     simrecorder writes every row, so only a damaged shape does that (and reading it
     would try to allocate memory for the rows it claims)."""
     if ds.chunks and ds.id.get_create_plist().get_nfilters() == 0:
         claimed = ds.shape[0] * ds.dtype.itemsize
         if claimed > ds.id.get_storage_size() + ds.chunks[0] * ds.dtype.itemsize:
-            raise ValueError(f"{ds.name} claims {ds.shape[0]:,} rows but stores fewer")
+            key = ds.parent.name.lstrip("/")
+            raise StoreFormatError(
+                f"{ds.file.filename!r}: cannot read (key {key!r}): {ds.name} claims "
+                f"{ds.shape[0]:,} rows but stores fewer: the file is damaged"
+            )
 
 
 def _writer_is_gone(path: str) -> bool:
@@ -1201,6 +1239,45 @@ _FALLOC_FL_KEEP_SIZE = 1
 _fallocate = _load_fallocate()
 #: Writer stores open in this process, by path (readers here share their HDF5 file).
 _WRITERS: weakref.WeakValueDictionary[str, HDF5DataStore] = weakref.WeakValueDictionary()
+
+
+def open_h5(path: str, mode: str, **options: Any) -> h5py.File:
+    """Open an HDF5 file with h5py, failures as simrecorder's errors (the one place
+    that does it: :class:`HDF5DataStore` and :class:`~simrecorder.storage.HDF5Storage`).
+
+    A stale "open for write" flag left by a killed ``libver='latest'`` writer is
+    cleared (as ``h5clear -s`` would) when no process holds the file's lock any more.
+
+    Raises
+    ------
+    StoreLockedError
+        Another process holds HDF5's file lock.
+    StoreFormatError
+        The file cannot be opened as HDF5 (the message names it).
+    """
+    try:
+        return h5py.File(path, mode, **options)
+    except OSError as exc:
+        if "unable to lock file" in str(exc).lower():
+            raise StoreLockedError(
+                f"{path!r} is open for writing elsewhere (HDF5 file lock): {exc}"
+            ) from exc
+        if "already open for write" in str(exc) and mode != "r" and _writer_is_gone(path):
+            from ..recover import clear_hdf5_consistency_flags
+
+            clear_hdf5_consistency_flags(path)
+            return open_h5(path, mode, **options)
+        hint = ""
+        if "already open for write" in str(exc):
+            hint = " (if its writer was killed, run `simrecorder recover FILE`)"
+        raise StoreFormatError(f"cannot open {path!r} as HDF5: {exc}{hint}") from exc
+
+
+def open_writer(path: str | os.PathLike[str]) -> HDF5DataStore | None:
+    """The :class:`HDF5DataStore` of this process writing the file ``path``, if any
+    (HDF5 allows one writer: a storage opened on that file goes through it)."""
+    store = _WRITERS.get(os.path.abspath(os.path.expanduser(os.fspath(path))))
+    return store if store is not None and not store.closed else None
 
 
 def _stamp(path: str) -> tuple[int, int]:

@@ -1,0 +1,70 @@
+"""What the storage backends share: the index as JSON text, the names of the storage's
+own nodes, the open modes."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from ..errors import InvalidModeError, StoreFormatError
+from ._core import Backend, Path
+
+__all__ = [
+    "INDEX_NAME",
+    "INLINE_LIMIT",
+    "PACK_NAME",
+    "dumps",
+    "loads",
+    "mode_flags",
+    "pack_chunk",
+    "read_node",
+]
+
+#: Arrays of at least this many bytes become datasets of their own (smaller ones go to
+#: their group's pack, or into its index).
+INLINE_LIMIT = 4096
+#: Name of the attribute (and, when large, the dataset) holding a group's index.
+INDEX_NAME = "simrecorder_storage"
+#: Name of the dataset holding a group's small arrays as raw bytes, one after the other.
+PACK_NAME = ".simrecorder_pack"
+
+
+def pack_chunk(first: int) -> int:
+    """Chunk size of a new pack: its first content in one chunk (no padding), within
+    4 KiB..1 MiB, so that one leaf reads at most a MiB."""
+    return min(max(first, 4096), 1 << 20)
+
+
+def dumps(node: dict[str, Any]) -> str:
+    """An index as JSON text (non-finite floats are tagged, so the text is strict JSON)."""
+    return json.dumps(node, separators=(",", ":"))
+
+
+def loads(text: str | bytes, where: str) -> dict[str, Any]:
+    """Parse an index, or raise :class:`StoreFormatError` naming ``where``."""
+    try:
+        node = json.loads(text)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise StoreFormatError(f"{where}: the storage index is damaged ({exc})") from None
+    if not isinstance(node, dict):
+        raise StoreFormatError(f"{where}: the storage index is not a JSON object")
+    return node
+
+
+def mode_flags(mode: str) -> tuple[bool, bool]:
+    """``(read_only, truncate)`` for ``'r'``, ``'r+'``, ``'a'``, ``'w'``."""
+    if mode not in ("r", "r+", "a", "w"):
+        raise InvalidModeError(f"storage mode must be 'r', 'r+', 'a' or 'w', got {mode!r}")
+    return mode == "r", mode == "w"
+
+
+def read_node(backend: Backend, path: Path, read: Any) -> Any:
+    """``read()``, with a missing or unreadable dataset as a :class:`StoreFormatError`
+    naming the file and the dataset (the index refers to it: the file is damaged)."""
+    try:
+        return read()
+    except (KeyError, OSError, ValueError, TypeError) as exc:
+        raise StoreFormatError(
+            f"{backend.describe()}: cannot read /{'/'.join(path)} "
+            f"({type(exc).__name__}: {exc}); the file is damaged"
+        ) from exc

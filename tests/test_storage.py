@@ -1,0 +1,520 @@
+"""save/load/info/compact, version policies, failure atomicity and recorder integration."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+import tracemalloc
+import warnings
+
+import h5py
+import numpy as np
+import pytest
+
+from simrecorder import HDF5DataStore, InMemoryDataStore, Recorder
+from simrecorder.errors import StoreFormatError
+from simrecorder.storage import (
+    EnvironmentMismatch,
+    UnstorableValueError,
+    browse,
+    compact,
+    info,
+    load,
+    open_storage,
+    save,
+)
+from simrecorder.testing.storage import VALUES, Counter, Particle, assert_same
+
+SUFFIXES = [".h5", ".json", ".zarr"]
+
+
+def _data():
+    return {
+        "params": {"dt": 0.1, "n": 100, "name": "run"},
+        "state": {"x": np.linspace(0, 1, 10_000), "v": np.zeros(3)},
+        "particle": Particle("p", np.arange(3.0)),
+        "values": dict(VALUES),
+    }
+
+
+@pytest.mark.parametrize("suffix", SUFFIXES)
+def test_save_load_round_trip(tmp_path, suffix):
+    data = _data()
+    path = save(data, tmp_path / f"run{suffix}", metadata={"author": "me"})
+    assert path == str(tmp_path / f"run{suffix}")
+    loaded = load(path)
+    assert_same(loaded["values"], data["values"])
+    assert isinstance(loaded["particle"], Particle)
+    assert load(tmp_path / f"run{suffix}", "params/dt") == 0.1  # partial load
+    assert load(path, "params") == {"dt": 0.1, "n": 100, "name": "run"}
+    assert not [name for name in os.listdir(tmp_path) if name.startswith(".")]
+
+
+@pytest.mark.parametrize("suffix", SUFFIXES)
+def test_partial_update_through_open_storage(tmp_path, suffix):
+    path = save(_data(), tmp_path / f"run{suffix}")
+    with open_storage(path) as root:
+        root["params/dt"] = 0.05
+        del root["state/v"]
+    loaded = load(path)
+    assert loaded["params"]["dt"] == 0.05
+    assert list(loaded["state"]) == ["x"]
+
+
+def test_save_adds_suffix_and_load_takes_the_name(tmp_path):
+    path = save({"a": 1}, tmp_path / "run", backend="json")
+    assert path.endswith("run.json")
+    assert load(tmp_path / "run") == {"a": 1}
+
+
+def test_plain_libraries_read_the_files(tmp_path):
+    h5 = save({"a": 1, "arr": np.arange(5000)}, tmp_path / "x.h5")
+    with h5py.File(h5, "r") as f:
+        np.testing.assert_array_equal(f["arr"][()], np.arange(5000))
+        index = json.loads(f.attrs["simrecorder_storage"])
+        assert index["@g"]["a"] == 1
+    js = save({"a": 1, "s": "x"}, tmp_path / "x.json")
+    with open(js) as f:
+        doc = json.load(f)
+    assert doc["@g"] == {"a": 1, "s": "x"}
+    with open(js, "rb") as f:
+        assert b"pickle" not in f.read().lower()
+
+
+def test_many_small_leaves_make_few_datasets(tmp_path):
+    data = {f"g{i}": {f"k{j}": float(j) for j in range(10)} for i in range(100)}
+    path = save(data, tmp_path / "x.h5")
+    with h5py.File(path, "r") as f:
+        assert len(f) == 0  # one index attribute, no dataset per leaf
+    assert load(path) == data
+
+
+def test_backend_list_falls_back(tmp_path):
+    class Opaque:
+        __slots__ = ("x",)
+
+    value = {"obj": Opaque()}
+    with pytest.raises(TypeError, match=r"obj.*\['json', 'hdf5'\]|\['json', 'hdf5'\].*obj"):
+        save(value, tmp_path / "x", backend=["json", "hdf5"])
+    assert os.listdir(tmp_path) == []
+    path = save({"c": Counter(2)}, tmp_path / "y", backend=["json", "pickle"])
+    assert path.endswith(".json")
+    path = save([1, {2: 3}], tmp_path / "z", backend=["json", "pickle"])
+    assert path.endswith(".pickle")  # non-str dict keys: only pickle can
+    assert load(path) == [1, {2: 3}]
+
+
+def test_pickle_is_an_explicit_last_resort(tmp_path):
+    value = {"f": lambda: 1}
+    with pytest.raises(UnstorableValueError):
+        save(value, tmp_path / "x", backend=["json", "hdf5"])
+    path = save({"s": {1, 2}}, tmp_path / "x", backend=["json", "pickle"], metadata={"m": 1})
+    assert path.endswith(".pickle")
+    assert load(path) == {"s": {1, 2}}
+    assert info(path)["metadata"] == {"m": 1}
+
+
+@pytest.mark.parametrize("suffix", SUFFIXES)
+def test_metadata_filter_and_info(tmp_path, suffix):
+    data = {"keep": 1, "secret": 2, "inner": {"secret_too": 3, "big": np.zeros((100, 50))}}
+    path = save(data, tmp_path / f"x{suffix}", metadata={"who": "me", "n": [1, 2]},
+                data_filter_regex="secret")  # fmt: skip
+    loaded = load(path)
+    assert list(loaded) == ["keep", "inner"] and list(loaded["inner"]) == ["big"]
+    described = info(path)
+    assert described["metadata"] == {"who": "me", "n": [1, 2]}
+    assert described["tree"]["inner"] == {"type": "group"}
+    assert described["tree"]["inner/big"]["shape"] == (100, 50)
+    assert described["tree"]["inner/big"]["dtype"] == "float64"
+    versions = described["versions"]
+    for name in ("python", "numpy", "simrecorder", "git"):
+        assert name in versions
+    assert versions["git"] is None or len(versions["git"]["commit"]) == 40
+    assert "inner" in browse(path)
+
+
+def test_versions_name_stored_class_packages(tmp_path):
+    @dataclasses.dataclass
+    class Holder:
+        value: np.ndarray
+
+    Holder.__module__ = "h5py.not_a_module"  # a class of a package with a version
+    path = save({"h": Holder(np.zeros(1))}, tmp_path / "x.h5")
+    versions = info(path)["versions"]
+    assert versions["h5py"] == h5py.__version__
+    assert versions["simrecorder"] and versions["python"] and versions["numpy"]
+    with pytest.warns(UserWarning, match="h5py.not_a_module"):
+        assert load(path, version_policy="strict")["h"]["value"] == np.zeros(1)
+
+
+@pytest.mark.parametrize("suffix", SUFFIXES)
+def test_version_policies(tmp_path, suffix):
+    path = save({"a": 1}, tmp_path / f"x{suffix}")
+    with open_storage(path) as root:
+        tree = root._tree  # a file written by another numpy
+        tree.index(())["@versions"]["numpy"] = "0.0.1"
+        tree.touch(())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert load(path, version_policy="ignore") == {"a": 1}
+    with pytest.warns(UserWarning, match=r"numpy.*0\.0\.1.*" + np.__version__):
+        assert load(path) == {"a": 1}
+    with pytest.raises(EnvironmentMismatch, match="numpy") as caught:
+        load(path, version_policy="strict")
+    assert ("numpy", "0.0.1", np.__version__) in caught.value.differences
+    assert isinstance(caught.value, ValueError)
+    with pytest.raises(ValueError, match="version_policy"):
+        load(path, version_policy="sometimes")
+
+
+def test_missing_and_damaged_files(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        load(tmp_path / "nothing.h5")
+    with pytest.raises(ValueError, match="cannot tell"):
+        open_storage(tmp_path / "x.unknown")
+    path = save({"a": np.arange(10_000), "b": 1}, tmp_path / "x.h5")
+    with open(path, "r+b") as f:
+        f.truncate(os.path.getsize(path) // 2)
+    with pytest.raises((OSError, ValueError), match=r"x\.h5"):
+        load(path)
+    js = save({"a": 1}, tmp_path / "x.json")
+    with open(js, "w") as f:
+        f.write('{"@g": {"a": ')
+    with pytest.raises(StoreFormatError, match=r"x\.json"):
+        load(js)
+    with open(js, "w") as f:
+        f.write('{"@g": {"a": {"@zz": 1}}}')
+    with pytest.raises((OSError, ValueError), match=r"x\.json"):
+        load(js)
+
+
+@pytest.mark.parametrize("suffix", SUFFIXES)
+def test_failed_save_keeps_the_old_file(tmp_path, suffix):
+    path = save({"a": 1}, tmp_path / f"x{suffix}")
+    with pytest.raises(TypeError, match="bad"):
+        save({"b": 2, "bad": object()}, path)
+    assert load(path) == {"a": 1}
+    assert sorted(os.listdir(tmp_path)) == [f"x{suffix}"]
+    with pytest.raises(TypeError):
+        save({"bad": object()}, tmp_path / f"new{suffix}")
+    assert sorted(os.listdir(tmp_path)) == [f"x{suffix}"]
+
+
+def test_hdf5_updates_do_not_grow_the_file(tmp_path):
+    path = save({"a": np.zeros(100_000), "b": {"c": 1}}, tmp_path / "x.h5")
+    sizes = []
+    for i in range(20):
+        with open_storage(path) as root:
+            root["a"] = np.full(100_000 + i % 2, float(i))  # new shape every other time
+            root["b/c"] = i
+        sizes.append(os.path.getsize(path))
+    assert sizes[-1] < 3 * sizes[0]
+    assert load(path, "b/c") == 19
+    with open_storage(path) as root:
+        del root["a"]
+    reclaimed = compact(path)
+    assert reclaimed > 500_000
+    assert load(path) == {"b": {"c": 19}}
+
+
+def test_one_leaf_of_a_100_mb_file(tmp_path):
+    path = save({"big": np.ones(13_000_000), "small": {"x": 1.5}}, tmp_path / "x.h5")
+    load(path, "small/x")  # warm up imports
+    tracemalloc.start()
+    start = time.perf_counter()
+    assert load(path, "small/x", version_policy="ignore") == 1.5
+    elapsed = time.perf_counter() - start
+    described = info(path)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert described["tree"]["big"]["size"] == 104_000_000
+    assert peak < 10 << 20
+    assert elapsed < 0.05  # a generous bound for a loaded CI machine; typically ~1 ms
+
+
+def test_recorder_storage_shares_the_hdf5_file(tmp_path):
+    path = tmp_path / "run.h5"
+    with Recorder(HDF5DataStore(path)) as rec:
+        rec.record("x", 1.0)
+        rec.storage["params"] = {"dt": 0.1, "table": np.arange(10_000)}
+        rec.storage["final"] = Particle("end", np.ones(2))
+        assert rec.keys() == ["x"]
+    assert load(path, "params/dt") == 0.1
+    assert isinstance(load(path, "final"), Particle)
+    with open_storage(path) as root:
+        assert list(root) == ["params", "final"]
+        root["params/dt"] = 0.2
+    store = HDF5DataStore(path, mode="r")
+    try:
+        assert store.keys() == ["x"]
+        assert "simrecorder_storage" not in store.attrs
+    finally:
+        store.close()
+    assert load(path, "params/dt") == 0.2
+
+
+def test_recorder_storage_needs_a_file_store():
+    with Recorder(InMemoryDataStore()) as rec, pytest.raises(TypeError, match="storage"):
+        rec.storage  # noqa: B018
+
+
+def test_memory_storage_keeps_data_across_with_blocks():
+    storage = open_storage("memory://")
+    with storage as root:
+        root["a"] = [1, 2]
+    with storage as root:
+        assert root["a"] == [1, 2]
+
+
+@dataclasses.dataclass(frozen=True)
+class Frozen:
+    a: int
+    b: tuple
+
+
+@dataclasses.dataclass(slots=True)
+class Slotted:
+    a: float
+    b: str
+
+
+class Root:
+    """A Storable saved as the whole file."""
+
+    def __init__(self, table: np.ndarray, note: str) -> None:
+        self.table = table
+        self.note = note
+
+    def _store(self, group):
+        group["table"] = self.table
+        group.attrs["note"] = self.note
+
+    @classmethod
+    def _restore(cls, group):
+        return cls(group["table"], group.attrs["note"])
+
+
+@pytest.mark.parametrize("suffix", SUFFIXES)
+def test_whole_file_objects(tmp_path, suffix):
+    path = save(Root(np.arange(9000), "n"), tmp_path / f"r{suffix}")
+    root = load(path)
+    assert isinstance(root, Root) and root.note == "n"
+    np.testing.assert_array_equal(root.table, np.arange(9000))
+    path = save(Particle("a", np.ones(2)), tmp_path / f"p{suffix}")
+    assert load(path, "name") == "a"
+    assert isinstance(load(path), Particle)
+    path = save([1, (2, 3)], tmp_path / f"v{suffix}")
+    assert load(path) == [1, (2, 3)]
+    values = [Frozen(1, (2,)), Frozen(3, ()), Slotted(1.5, "x"), Slotted(2.5, "y")]
+    path = save({"objects": values, "one": Frozen(5, (6,))}, tmp_path / f"o{suffix}")
+    loaded = load(path)
+    assert loaded["objects"] == values and loaded["one"] == Frozen(5, (6,))
+    assert Frozen.__module__.split(".")[0] in info(path)["versions"]  # its top-level package
+
+
+def test_lists_of_objects_are_stored_by_column(tmp_path):
+    particles = [Particle(f"p{i}", np.arange(2.0) + i, i * 0.5) for i in range(500)]
+    path = save({"particles": particles}, tmp_path / "x.json")
+    with open(path) as f:
+        text = f.read()
+    assert text.count("Particle") == 1  # the class and field names once, not per object
+    loaded = load(path)["particles"]
+    assert len(loaded) == 500 and loaded[7].name == "p7" and loaded[7].charge == 3.5
+    np.testing.assert_array_equal(loaded[7].position, np.arange(2.0) + 7)
+
+
+def test_redis_storage_by_url(redis_server, redis_prefix):
+    url = f"{redis_server.url}/0/{redis_prefix}"
+    with open_storage(url) as root:
+        root["params"] = {"dt": 0.1, "table": np.arange(100_000)}
+    with open_storage(url, mode="r") as root:
+        assert root["params/dt"] == 0.1
+        np.testing.assert_array_equal(root["params/table"], np.arange(100_000))
+
+
+def test_zarr_files_open_in_plain_zarr(tmp_path):
+    import zarr
+
+    path = save({"a": 1, "g": {"arr": np.arange(5000)}}, tmp_path / "x.zarr")
+    group = zarr.open_group(path, mode="r")
+    np.testing.assert_array_equal(group["g/arr"][...], np.arange(5000))
+    assert json.loads(group.attrs["simrecorder_storage"])["@g"]["a"] == 1
+
+
+def test_compact_keeps_the_recorders_series(tmp_path):
+    path = tmp_path / "run.h5"
+    with Recorder(HDF5DataStore(path)) as rec:
+        rec.record("x", 1.0)
+        rec.storage["big"] = np.zeros(200_000)
+        rec.storage["small"] = 1
+    with open_storage(path) as root:
+        del root["big"]
+    assert compact(path) > 1_000_000
+    store = HDF5DataStore(path, mode="r")
+    try:
+        assert list(store.get_all("x")[:]) == [1.0]
+    finally:
+        store.close()
+    assert load(path) == {"small": 1}
+
+
+def test_open_storage_goes_through_the_recorder_writing_the_file(tmp_path):
+    path = tmp_path / "run.h5"
+    with Recorder(HDF5DataStore(path)) as rec:
+        rec.storage["a"] = 1
+        with open_storage(path) as root:  # no second HDF5 handle: shares the recorder's
+            assert root["a"] == 1
+            root["b"] = np.arange(10_000)
+        assert rec.storage["b"].shape == (10_000,)
+        rec.record("x", 2.0)
+    assert list(load(path)) == ["a", "b"]
+
+
+def test_save_refuses_to_replace_a_file_being_recorded(tmp_path):
+    path = tmp_path / "run.h5"
+    with Recorder(HDF5DataStore(path)) as rec:
+        rec.record("x", 1.0)
+        with pytest.raises(OSError, match="writing it"):
+            save({"a": 1}, path)
+        with pytest.raises(OSError, match="writing it"):
+            compact(path)
+    store = HDF5DataStore(path, mode="r")
+    try:
+        assert store.keys() == ["x"]
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("suffix", [".h5", ".zarr"])
+def test_small_arrays_share_one_pack(tmp_path, suffix):
+    data = {f"a{i}": np.arange(100, dtype=np.float64) + i for i in range(50)}
+    path = save(data, tmp_path / f"x{suffix}")
+    if suffix == ".h5":
+        with h5py.File(path, "r") as f:
+            assert list(f) == [".simrecorder_pack"]  # 50 arrays, one dataset
+            assert f[".simrecorder_pack"].shape == (50 * 800,)
+    np.testing.assert_array_equal(load(path, "a7"), np.arange(100.0) + 7)
+    for i in range(40):  # rewrites leave waste behind, then the pack is rewritten
+        with open_storage(path) as root:
+            root[f"a{i % 5}"] = np.full(100, float(i))
+    with open_storage(path) as root:
+        assert root._tree._pack_base(()) < 2 * 50 * 800 + (64 << 10)
+        np.testing.assert_array_equal(root["a4"], np.full(100, 39.0))
+        np.testing.assert_array_equal(root["a10"], np.arange(100.0) + 10)
+        root["a10"] = np.arange(5000)  # now large: its own dataset
+        root["g/small"] = np.ones(3)
+        root["g/big"] = np.ones(10_000)  # makes g physical: its packed array moves
+        del root["a11"]
+    loaded = load(path)
+    np.testing.assert_array_equal(loaded["g"]["small"], np.ones(3))
+    np.testing.assert_array_equal(loaded["a10"], np.arange(5000))
+    assert "a11" not in loaded and len(loaded) == 50
+
+
+def test_assigning_a_group_copies_it():
+    with open_storage("memory://") as root:
+        root["a"] = {"x": 1, "y": {"z": [2]}}
+        root["b"] = root["a"]
+        root["a/x"] = 5
+        assert root.load("b") == {"x": 1, "y": {"z": [2]}}
+
+
+def test_redis_truncate_needs_a_prefix(redis_server):
+    with pytest.raises(ValueError, match="prefix"):
+        open_storage(f"{redis_server.url}/0", mode="w")
+
+
+def test_json_files_are_strict_json(tmp_path):
+    path = save({"nan": float("nan"), "inf": [float("inf")]}, tmp_path / "x.json")
+
+    def refuse(token):
+        raise AssertionError(f"non-standard JSON token {token}")
+
+    with open(path) as f:
+        json.loads(f.read(), parse_constant=refuse)
+    loaded = load(path)
+    assert np.isnan(loaded["nan"]) and loaded["inf"] == [float("inf")]
+
+
+@pytest.mark.parametrize("what", ["dataset", "pack", "index"])
+def test_damaged_hdf5_parts_are_named(tmp_path, what):
+    path = save({"big": np.zeros(10_000), "small": np.ones(3), "x": 1}, tmp_path / "x.h5")
+    with h5py.File(path, "r+") as f:
+        if what == "dataset":
+            del f["big"]
+        elif what == "pack":
+            f[".simrecorder_pack"].resize((8,))
+        else:
+            f.attrs["simrecorder_storage"] = '{"@g": {"x": '
+    with pytest.raises(StoreFormatError, match=r"x\.h5"):
+        load(path)
+
+
+def test_newer_format_is_refused(tmp_path):
+    path = save({"a": 1}, tmp_path / "x.json")
+    with open(path) as f:
+        doc = json.load(f)
+    doc["@format"] = 99
+    with open(path, "w") as f:
+        json.dump(doc, f)
+    with pytest.raises(StoreFormatError, match="upgrade"):
+        load(path)
+
+
+def test_versions_record_the_git_state_of_stored_classes(tmp_path):
+    path = save({"p": Particle("a", np.zeros(1))}, tmp_path / "x.json")
+    versions = info(path)["versions"]
+    package = Particle.__module__.split(".")[0]  # simrecorder: this checkout
+    if package not in versions["package_git"]:
+        pytest.skip("simrecorder is not imported from a git checkout here")
+    state = versions["package_git"][package]
+    assert len(state["commit"]) == 40 and isinstance(state["dirty"], bool)
+
+
+_SAVER = """
+import sys
+import numpy as np
+from simrecorder.storage import save
+i = 0
+while True:
+    i += 1
+    save({"i": i, "arrays": [np.full(200_000, float(i)) for _ in range(20)]}, sys.argv[1])
+    print(i, flush=True)
+"""
+
+
+@pytest.mark.parametrize("suffix", SUFFIXES)
+def test_killed_save_leaves_the_old_file(tmp_path, suffix):
+    import signal
+    import subprocess
+    import sys
+
+    path = str(tmp_path / f"x{suffix}")
+    child = subprocess.Popen([sys.executable, "-c", _SAVER, path], stdout=subprocess.PIPE)
+    try:
+        assert child.stdout is not None
+        child.stdout.readline()  # one complete save, then kill it during another
+        time.sleep(0.05)
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+        child.stdout.close()
+    loaded = load(path)
+    assert loaded["i"] >= 1
+    assert all(array[0] == loaded["i"] for array in loaded["arrays"])
+    assert [name for name in os.listdir(tmp_path) if not name.startswith(".")] == [f"x{suffix}"]
+
+
+def test_recorder_timer_flushes_while_the_storage_is_written(tmp_path):
+    path = tmp_path / "run.h5"
+    with Recorder(HDF5DataStore(path), max_seconds=0.001) as rec:
+        storage = rec.storage
+        for i in range(300):
+            rec.record("x", float(i))
+            storage[f"g{i % 7}/k{i}"] = {"a": i, "b": [i] * 3}
+            if i % 50 == 0:
+                del storage[f"g{i % 7}"]
+    loaded = load(path)
+    assert loaded["g5"]["k299"] == {"a": 299, "b": [299, 299, 299]}
