@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import redis
 
 from simrecorder import Recorder, _codec, open_datastore
 from simrecorder._schema import SeriesSpec
@@ -27,6 +28,7 @@ from simrecorder.errors import (
     InvalidKeyError,
     ReadOnlyError,
     StoreFullError,
+    StoreLockedError,
     StoreNotFoundError,
     StoreWriteError,
     ValueTooLargeError,
@@ -184,6 +186,12 @@ class FailingLocation(DirectoryLocation):
         return super().write_many(items)
 
 
+def _killed(store: BlockDataStore) -> None:
+    """Abandon ``store`` as a killed writer does: its lock goes (the OS drops a dead
+    process's flock), nothing else happens."""
+    store._unlock()
+
+
 @pytest.mark.parametrize("stage", [".blocks", ".index", ".series.json"])
 def test_a_flush_cut_short_exposes_nothing(tmp_path, stage):
     """The location fails while a flush writes its blocks, its index pages or its
@@ -207,6 +215,7 @@ def test_a_flush_cut_short_exposes_nothing(tmp_path, stage):
             want = [1.0, 2.0, 3.0]
         else:
             want = [1.0]  # the writer is gone: nothing of the flush was committed
+            _killed(store)
         again = BlockDataStore(location.root, mode="a")
         np.testing.assert_array_equal(np.asarray(again.get_all("x")), want)
         assert len(os.listdir(Path(location.root) / "x" / ".blocks")) == len(want) - retry
@@ -232,6 +241,7 @@ def test_a_writer_reopening_cuts_back_to_the_last_commit(tmp_path):
     assert len(reader.get_all("a")) == 7 and reader.keys() == ["a", "b", "new"]
     blocks = tmp_path / "s" / "a" / ".blocks"
     assert len(os.listdir(blocks)) == 6
+    _killed(store)
     again = BlockDataStore(tmp_path / "s", mode="a")
     np.testing.assert_array_equal(np.asarray(again.get_all("a")), np.arange(5.0))
     np.testing.assert_array_equal(np.asarray(again.get_all("b")), np.arange(5))
@@ -292,7 +302,7 @@ def _kill_while_recording(url: str, seed: int) -> int:
 def _check_committed_prefix(url: str, flushed: int) -> None:
     """Every series holds exactly the samples of steps 0..n-1 (one n for all: the
     series are aligned), n at least the steps flushed, and the store takes appends."""
-    store = BlockDataStore.from_url(url, mode="a")
+    store = BlockDataStore.from_url(url, mode="a", lock_timeout=10)
     steps = set()
     for key in ("scalar", "array", "events", "late"):
         first = 37 if key == "late" else 0
@@ -323,7 +333,8 @@ def test_sigkill_leaves_a_committed_prefix(where, tmp_path, redis_server, redis_
         if where == "directory":
             url = f"blocks+file://{tmp_path}/kill{kill}"
         else:
-            url = f"blocks+{redis_server.url}/0/{redis_prefix}-{kill}"
+            # the killed writer's lease runs out after lock_ttl: the next one waits
+            url = f"blocks+{redis_server.url}/0/{redis_prefix}-{kill}?lock_ttl=0.5"
         flushed = _kill_while_recording(url, seed=kill)
         _check_committed_prefix(url, flushed)
 
@@ -447,7 +458,7 @@ def test_mode_w_deletes_the_store_keys(tmp_path):
     again = BlockDataStore(tmp_path / "s", mode="w")
     assert again.keys() == [] and again.get("v") is None
     again.close()
-    assert sorted(os.listdir(tmp_path / "s")) == [".attrs.json"]
+    assert sorted(os.listdir(tmp_path / "s")) == [".attrs.json", ".simrecorder-lock-writer"]
 
 
 def test_location_given_as_object_stays_open(redis_server, redis_prefix):
@@ -476,3 +487,140 @@ def test_an_owned_location_is_closed_and_reopened(redis_server, redis_prefix):
     store.append("x", 2.0)
     assert np.asarray(store.get_all("x")).tolist() == [1.0, 2.0]
     store.close()
+
+
+# -- one writer at a time ---------------------------------------------------------------------
+
+
+@pytest.fixture(params=["memory", "directory", "redis"])
+def lockable(request, tmp_path, redis_server, redis_prefix) -> Location:
+    """A location of each kind with writer locks (a short Redis lease)."""
+    if request.param == "memory":
+        return MemoryLocation()
+    if request.param == "directory":
+        return DirectoryLocation(tmp_path / "s")
+    return RedisLocation(f"{redis_server.url}/0/{redis_prefix}?lock_ttl=1")
+
+
+def test_a_second_writer_is_refused(lockable):
+    writer = BlockDataStore(lockable, mode="a")
+    writer.append("x", 1.0)
+    writer.flush()
+    for mode in ("a", "r+", "w", "w-"):
+        with pytest.raises(StoreLockedError, match="another writer"):
+            BlockDataStore(lockable, mode=mode)
+    np.testing.assert_array_equal(np.asarray(writer.get_all("x")), [1.0])  # 'w' deleted nothing
+    if lockable.persistent:  # readers take no lock
+        reader = BlockDataStore(lockable, mode="r")
+        np.testing.assert_array_equal(np.asarray(reader.get_all("x")), [1.0])
+        default = BlockDataStore(lockable)  # an existing store: opened read-only
+        assert default.read_only
+        default.close()
+        reader.close()
+    writer.close()
+    again = BlockDataStore(lockable, mode="a")  # released on close
+    again.append("x", 2.0)
+    with pytest.raises(StoreLockedError):
+        writer.open()  # reopening a writer takes the lock again
+    again.close()
+    writer.open()  # and sees what the other writer did meanwhile
+    np.testing.assert_array_equal(np.asarray(writer.get_all("x")), [1.0, 2.0])
+    writer.append("x", 3.0)
+    writer.close()
+    assert len(BlockDataStore(lockable, mode="r").get_all("x")) == 3 or not lockable.persistent
+
+
+def test_a_new_store_being_created_is_locked(tmp_path):
+    """``mode=None`` on a location a writer is creating a store in: no store yet, so
+    it would create one: refused."""
+    location = DirectoryLocation(tmp_path / "s")
+    held = location.lock()
+    with pytest.raises(StoreLockedError, match="another writer"):
+        BlockDataStore(location)
+    held.release()
+    BlockDataStore(location).close()
+
+
+_WRITER = """
+import sys, time
+from simrecorder.datastores._blocks import BlockDataStore
+from simrecorder.errors import StoreLockedError
+try:
+    store = BlockDataStore.from_url(sys.argv[1], mode="a")
+except StoreLockedError as exc:
+    print("locked:", exc, flush=True)
+    sys.exit(0)
+store.append("x", 1.0)
+store.flush()
+print("writing", flush=True)
+time.sleep(120)
+"""
+
+
+def _writer_process(url: str) -> tuple[subprocess.Popen[str], str]:
+    child = subprocess.Popen([sys.executable, "-c", _WRITER, url], stdout=subprocess.PIPE,
+                             text=True)  # fmt: skip
+    assert child.stdout is not None
+    return child, child.stdout.readline()
+
+
+@pytest.mark.parametrize("where", ["directory", "redis"])
+def test_writers_in_two_processes_exclude_each_other(where, tmp_path, redis_server, redis_prefix):
+    if where == "directory":
+        url, expiry = f"blocks+file://{tmp_path}/s", 0.0
+    else:
+        url, expiry = f"blocks+{redis_server.url}/0/{redis_prefix}?lock_ttl=1", 1.0
+    child, said = _writer_process(url)
+    try:
+        assert said == "writing\n"
+        with pytest.raises(StoreLockedError, match="another writer"):
+            BlockDataStore.from_url(url, mode="a")
+        reader = BlockDataStore.from_url(url, mode="r")  # readers are not locked out
+        np.testing.assert_array_equal(np.asarray(reader.get_all("x")), [1.0])
+        reader.close()
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+        assert child.stdout is not None
+        child.stdout.close()
+    # the killed writer's lock goes with it (Redis: when its lease runs out)
+    start = time.monotonic()
+    store = BlockDataStore.from_url(url, mode="a", lock_timeout=expiry + 10)
+    assert time.monotonic() - start <= expiry + 2
+    child, said = _writer_process(url)  # and this writer locks the child out
+    child.wait(timeout=60)
+    assert said.startswith("locked: ") and "another writer" in said
+    assert child.stdout is not None
+    child.stdout.close()
+    store.close()
+
+
+def test_a_writer_that_lost_its_lease_writes_nothing(redis_server, redis_prefix):
+    """Redis: the lease ran out while the writer stalled and another writer took it:
+    the stalled writer's next flush raises and writes nothing."""
+    location = RedisLocation(f"{redis_server.url}/0/{redis_prefix}", lock_ttl=0.3)
+    store = BlockDataStore(location, mode="a")
+    store.append("x", 1.0)
+    store.flush()
+    raw = redis.Redis(port=redis_server.port)
+    raw.set(f"{redis_prefix}/.simrecorder-lock-writer", b"another-writer", px=5000)
+    time.sleep(0.5)
+    with pytest.raises(StoreLockedError, match="lost the lock"):
+        store.append("x", 2.0)  # append() flushes and commits
+    with pytest.raises(StoreLockedError, match="lost the lock"):
+        store.flush()  # and raises until the writer is closed
+    assert len(BlockDataStore(location, mode="r").get_all("x")) == 1
+    raw.close()
+
+
+def test_locations_without_locks_are_not_protected(tmp_path):
+    """A location without locks (fsspec, composites): the store opens, and a second
+    writer is the caller's business (documented)."""
+    from simrecorder.locations import Fanout
+
+    location = Fanout(DirectoryLocation(tmp_path / "a"))
+    assert not location.supports_locking
+    store = BlockDataStore(location, mode="a")
+    store.append("x", 1.0)
+    store.close()
+    assert len(BlockDataStore(location, mode="r").get_all("x")) == 1

@@ -6,6 +6,7 @@ from __future__ import annotations
 import filecmp
 import io
 import os
+import pickle
 import shutil
 import subprocess
 import tracemalloc
@@ -19,6 +20,7 @@ from simrecorder.errors import (
     KeyConflictError,
     ReadOnlyError,
     StoreFullError,
+    StoreLockedError,
     StoreNotFoundError,
     UnknownDataStoreError,
     is_transient,
@@ -296,7 +298,9 @@ def test_open_location_unknown_scheme_lists_known():
 def test_location_class():
     assert location_class("s3").__name__ == "FsspecLocation"
     assert location_class("REDIS").__name__ == "RedisLocation"
-    assert known_location_schemes() == ["file", "memory", "redis", "rediss", "unix"]
+    schemes = known_location_schemes()
+    assert schemes == sorted(schemes)  # H10 adds encore and taridx
+    assert {"file", "memory", "redis", "rediss", "unix"} <= set(schemes)
 
 
 def test_directory_failing_stream_leaves_nothing(tmp_path):
@@ -324,3 +328,56 @@ def test_directory_remove_stale_temp_files(tmp_path):
     assert location.remove_stale_temp_files(older_than=60) == 1
     assert not old.exists() and fresh.exists()
     assert location.get("a/k") == b"v"
+
+
+# -- directory locks ----------------------------------------------------------------------------
+
+
+def test_directory_lock_file_is_no_key(tmp_path):
+    location = DirectoryLocation(tmp_path / "d")
+    with location.lock():
+        assert (tmp_path / "d" / ".simrecorder-lock-writer").is_file()
+        assert list(location.keys()) == []
+        assert location.size == 0
+        with pytest.raises(InvalidKeyError, match="lock"):
+            location.put(".simrecorder-lock-writer", b"x")
+        with pytest.raises(InvalidKeyError, match="lock"):
+            location.put("a/.simrecorder-lock-x", b"x")
+    with pytest.raises(InvalidArgumentError, match="lock name"):
+        location.lock(".simrecorder-lock-writer")
+
+
+def test_directory_lock_of_a_view_is_the_lock_of_its_folder(tmp_path):
+    root = DirectoryLocation(tmp_path / "d")
+    with root.sub("run").lock():
+        assert (tmp_path / "d" / "run" / ".simrecorder-lock-writer").is_file()
+        with pytest.raises(StoreLockedError):
+            DirectoryLocation(tmp_path / "d" / "run").lock()
+
+
+@pytest.mark.parametrize("how", ["argument", "url", "environment"])
+def test_directory_locking_off_makes_locks_no_ops(tmp_path, monkeypatch, how):
+    """``locking=False`` (h5py's opt-out, for file systems without flock): every lock
+    is granted, no lock file is made."""
+    if how == "argument":
+        location = DirectoryLocation(tmp_path / "d", locking=False)
+        assert location.url.endswith("?locking=0")
+        assert open_location(location.url).locking is False
+        assert pickle.loads(pickle.dumps(location)).locking is False
+    elif how == "url":
+        location = open_location(f"file://{tmp_path}/d?locking=0")
+    else:
+        monkeypatch.setenv("SIMRECORDER_FILE_LOCKING", "FALSE")
+        location = DirectoryLocation(tmp_path / "d")
+    with location.lock(), location.lock():
+        pass
+    assert not (tmp_path / "d" / ".simrecorder-lock-writer").exists()
+    with pytest.raises(InvalidArgumentError, match="locking"):
+        open_location(f"file://{tmp_path}/d?locking=maybe")
+
+
+def test_memory_lock_is_not_pickled():
+    location = MemoryLocation()
+    with location.lock():
+        again = pickle.loads(pickle.dumps(location))
+        again.lock().release()  # a copy is another storage with its own locks

@@ -15,7 +15,12 @@ import redis
 
 from simrecorder import RedisServer
 from simrecorder.datastores._redis_server import free_port
-from simrecorder.errors import InvalidArgumentError, StoreConnectionError
+from simrecorder.errors import (
+    InvalidArgumentError,
+    InvalidKeyError,
+    StoreConnectionError,
+    StoreLockedError,
+)
 from simrecorder.locations import Location, open_location
 from simrecorder.locations._redis import RedisLocation
 from simrecorder.testing.location import LocationTests
@@ -40,10 +45,11 @@ def own_server(tmp_path_factory):
 
 class TestRedisLocation(LocationTests):
     crash_safe_writes = True
+    lock_expiry_seconds = 1.0
 
     @pytest.fixture
     def location(self, redis_server, redis_prefix):
-        with RedisLocation(f"{redis_server.url}/0", prefix=redis_prefix) as location:
+        with RedisLocation(f"{redis_server.url}/0", prefix=redis_prefix, lock_ttl=1) as location:
             yield location
 
     def declining_location(self, location: Location) -> Location:
@@ -54,13 +60,14 @@ class TestRedisLocationWholeDatabase(LocationTests):
     """Prefix '': every key of database 3 is a key of the location."""
 
     crash_safe_writes = True
+    lock_expiry_seconds = 1.0
 
     @pytest.fixture
     def location(self, own_server):
         client = redis.Redis(port=own_server.port, db=3)
         client.flushdb()
         client.close()
-        with RedisLocation(f"{own_server.url}/3") as location:
+        with RedisLocation(f"{own_server.url}/3?lock_ttl=1") as location:
             yield location
 
     def declining_location(self, location: Location) -> Location:
@@ -69,11 +76,13 @@ class TestRedisLocationWholeDatabase(LocationTests):
 
 class TestRedisLocationUnixSocket(LocationTests):
     crash_safe_writes = True
+    lock_expiry_seconds = 1.0
 
     @pytest.fixture
     def location(self, own_server):
         prefix = f"unix-{uuid.uuid4().hex[:8]}"
-        with RedisLocation(f"unix://{own_server.socket}?db=1", prefix=prefix) as location:
+        url = f"unix://{own_server.socket}?db=1"
+        with RedisLocation(url, prefix=prefix, lock_ttl=1) as location:
             yield location
 
     def declining_location(self, location: Location) -> Location:
@@ -259,3 +268,49 @@ class _Failing(io.RawIOBase):
         buffer[:size] = b"f" * size
         self._left -= size
         return size
+
+
+# -- locks ----------------------------------------------------------------------------------------
+
+
+def test_lock_is_renewed_while_held(redis_server, redis_prefix):
+    location = RedisLocation(f"{redis_server.url}/0/{redis_prefix}?lock_ttl=0.3")
+    with location.lock():
+        time.sleep(1.0)  # three times the ttl: the lease lives on
+        with pytest.raises(StoreLockedError, match="held by another writer"):
+            location.lock()
+    location.lock().release()
+
+
+def test_lock_lost_after_a_stall_is_reported(redis_server, redis_prefix):
+    """The lease ran out while its holder stalled and another writer took it: the
+    holder's check() raises, and its release leaves the new holder's lock alone."""
+    location = RedisLocation(f"{redis_server.url}/0/{redis_prefix}", lock_ttl=0.3)
+    held = location.lock()
+    raw = redis.Redis(port=redis_server.port)
+    name = f"{redis_prefix}/.simrecorder-lock-writer"
+    raw.set(name, b"another-writer", px=5000)  # what the next writer does after expiry
+    time.sleep(0.5)
+    with pytest.raises(StoreLockedError, match="lost the lock"):
+        held.check()
+    held.release()
+    assert raw.get(name) == b"another-writer"
+    raw.close()
+
+
+def test_lock_ttl_in_url_and_pickle(redis_server, redis_prefix):
+    location = RedisLocation(f"{redis_server.url}/0/{redis_prefix}?lock_ttl=2.5")
+    assert location.lock_ttl == 2.5 and location.url.endswith("?lock_ttl=2.5")
+    assert pickle.loads(pickle.dumps(location)).lock_ttl == 2.5
+    assert RedisLocation(f"{redis_server.url}/0/{redis_prefix}").lock_ttl == 30.0
+    for bad in ("0", "x", "-1"):
+        with pytest.raises(InvalidArgumentError, match="lock_ttl"):
+            RedisLocation(f"{redis_server.url}/0/{redis_prefix}?lock_ttl={bad}")
+
+
+def test_lock_key_is_no_key(redis_server, redis_prefix):
+    location = RedisLocation(f"{redis_server.url}/0/{redis_prefix}")
+    with location.lock():
+        assert list(location.keys()) == []
+        with pytest.raises(InvalidKeyError, match="lock"):
+            location.put(".simrecorder-lock-writer", b"x")

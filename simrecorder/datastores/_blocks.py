@@ -38,6 +38,11 @@ carries its ``base`` (its state at the last committed epoch); a writer that open
 store again cuts every such series back to its base, so a resumed run continues from
 aligned series, and deletes blocks that no metadata counts.
 
+**One writer.** A writer takes the location's ``"writer"`` lock (a
+:meth:`~simrecorder.locations.Location.lock`) until it closes: a second writer raises
+:class:`~simrecorder.errors.StoreLockedError`; readers (``mode='r'``) take no lock.
+Locations without locks (fsspec file systems, composites) leave this to the caller.
+
 **Reads.** ``get_all`` of a dense series returns a lazy :class:`BlockView` that reads
 only the blocks a slice spans (binary search over the block end offsets); other
 kinds come back as lists. A store opened read-only sees what was flushed.
@@ -49,8 +54,7 @@ import json
 import os
 import sys
 from array import array
-from bisect import bisect_left, bisect_right
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -59,22 +63,24 @@ from .. import _codec
 from .._keys import check_path_parts, parent_keys, validate_key
 from .._modes import check_mode, plan_open
 from .._provenance import provenance
-from .._schema import DENSE, OBJECT, SeriesSpec
+from .._schema import DENSE, SeriesSpec
 from ..errors import (
     ArgumentTypeError,
     InvalidArgumentError,
     InvalidKeyError,
     KeyNotFoundError,
     ReadOnlyError,
-    SeriesIndexError,
     StoreFormatError,
     StoreFullError,
+    StoreLockedError,
     StoreNotFoundError,
     ValueTooLargeError,
 )
 from ..locations import DirectoryLocation, Location, SubLocation, open_location
+from ..locations.base import LocationLock
+from ._blockformat import block_span, decode_block, encode_block, join_dense_blocks
 from ._values import jsonable
-from ._view import SeriesView
+from ._view import RowRangeView
 from .base import DataStore, NodeType, check_key_free
 
 __all__ = [
@@ -84,10 +90,6 @@ __all__ = [
     "SCHEME_PREFIX",
     "BlockDataStore",
     "BlockView",
-    "block_span",
-    "decode_block",
-    "encode_block",
-    "join_dense_blocks",
 ]
 
 #: Version of the layout above (``simrecorder_format`` of ``.attrs.json``).
@@ -109,92 +111,6 @@ _VALUE = ".value"
 RESERVED_PARTS = (_ATTRS, _COMMIT, _KEYLOG, _META, _INDEX, _BLOCKS, _VALUE)
 #: Blocks read per ``read_many`` (bounded replies and memory).
 _READ_BATCH = 256
-
-
-# -- the block format (shared with the Redis store) -----------------------------------------
-
-
-def encode_block(spec: SeriesSpec, block: Any) -> bytes:
-    """The stored bytes of one block: dense rows as raw little-endian C-ordered bytes,
-    other kinds one codec-encoded list of the block's items.
-
-    Examples
-    --------
-    >>> spec = SeriesSpec("dense", np.dtype("<i2"), ())
-    >>> encode_block(spec, np.array([1, 2], dtype=np.int16))
-    b'\\x01\\x00\\x02\\x00'
-    """
-    if spec.kind == DENSE:
-        little = spec.dense_dtype.newbyteorder("<")
-        return np.ascontiguousarray(block, dtype=little).tobytes()
-    return _codec.encode(list(block))
-
-
-def decode_block(spec: SeriesSpec, data: bytes, where: str) -> list[Any]:
-    """The items of a non-dense block (``str``/``bytes`` as stored, object samples
-    decoded); ``where`` names the block in the :class:`StoreFormatError` raised for
-    damaged bytes."""
-    try:
-        items = _codec.decode(data)
-        if spec.kind == OBJECT:
-            return [_codec.decode(item) for item in items]
-    except StoreFormatError as exc:
-        raise StoreFormatError(f"{where} is damaged: {exc}") from None
-    if not isinstance(items, list):
-        raise StoreFormatError(f"{where} is damaged: it holds no list of samples")
-    return items
-
-
-def join_dense_blocks(pieces: Iterable[bytes], rows: int, spec: SeriesSpec, where: str) -> Any:
-    """Copy the bytes of consecutive dense blocks into one new ``ndarray`` of ``rows``
-    samples (native byte order); ``where`` names the series in messages.
-
-    Raises
-    ------
-    StoreFormatError
-        The blocks do not hold ``rows`` samples' worth of bytes.
-    """
-    dtype, sample = spec.dense_dtype, spec.dense_shape
-    little = dtype.newbyteorder("<")
-    out = np.empty((rows, *sample), dtype=little)
-    pieces = list(pieces)
-    size = sum(len(piece) for piece in pieces)
-    if size != out.nbytes:
-        raise StoreFormatError(
-            f"{where} is damaged: {rows} rows of {dtype} {sample} need {out.nbytes} bytes, "
-            f"its blocks hold {size}"
-        )
-    if out.nbytes:
-        target = out.reshape(-1).view(np.uint8)
-        position = 0
-        for piece in pieces:
-            target[position : position + len(piece)] = np.frombuffer(piece, dtype=np.uint8)
-            position += len(piece)
-    return out if little == dtype else out.astype(dtype)
-
-
-def block_span(ends: Sequence[int], start: int, stop: int) -> tuple[int, int, int]:
-    """The blocks holding rows ``start:stop`` (``0 <= start < stop <= ends[-1]``).
-
-    Parameters
-    ----------
-    ends
-        Cumulative rows at the end of each block (the block index).
-
-    Returns
-    -------
-    tuple of int
-        ``(first, last, row)``: blocks ``first..last`` (inclusive) hold the rows, and
-        block ``first`` starts at row ``row``.
-
-    Examples
-    --------
-    >>> block_span([3, 5, 9], 4, 7)
-    (1, 2, 3)
-    """
-    first = bisect_right(ends, start)
-    last = bisect_left(ends, stop)
-    return first, last, ends[first - 1] if first else 0
 
 
 # -- per-series state ------------------------------------------------------------------------
@@ -254,45 +170,24 @@ def _unpack(data: bytes, where: str) -> array[int]:
     return values
 
 
-class BlockView(SeriesView):
+class BlockView(RowRangeView):
     """Lazy view of a dense series of a :class:`BlockDataStore`: a slice reads only the
     blocks it spans."""
 
     def __init__(self, store: BlockDataStore, key: str, spec: SeriesSpec) -> None:
+        super().__init__(spec.dense_dtype, spec.dense_shape)
         self._store = store
         self._key = key
         self._spec = spec
 
-    @property
-    def shape(self) -> tuple[int, ...]:
-        # docstring inherited
-        return (self._store.series_length(self._key), *self._spec.dense_shape)
+    def _length(self) -> int:
+        return self._store.series_length(self._key)
 
-    @property
-    def dtype(self) -> np.dtype:
-        # docstring inherited
-        return self._spec.dense_dtype
+    def _read_rows(self, start: int, stop: int) -> Any:
+        return self._store._read_rows(self._key, start, stop)
 
-    def _read(self, index: Any) -> Any:
-        # docstring inherited
-        parts = index if isinstance(index, tuple) else (index,)
-        first, rest = (parts[0], parts[1:]) if parts else (slice(None), ())
-        length = len(self)
-        if isinstance(first, slice):
-            start, stop, step = first.indices(length)
-            data = self._store._read_rows(self._key, start, max(start, stop))
-            return data[(slice(None, None, step), *rest)]
-        if first is Ellipsis:
-            return self._store._read_rows(self._key, 0, length)[index]
-        row = int(first)
-        if row < 0:
-            row += length
-        if not 0 <= row < length:
-            raise SeriesIndexError(
-                f"index {first} is out of bounds for the series {self._key!r} of {length} "
-                f"samples in {self._store!r}"
-            )
-        return self._store._read_rows(self._key, row, row + 1)[(0, *rest)]
+    def _describe(self) -> str:
+        return f"the series {self._key!r} in {self._store!r}"
 
 
 class BlockDataStore(DataStore):
@@ -310,11 +205,28 @@ class BlockDataStore(DataStore):
         :class:`~simrecorder.errors.StoreExistsError` (resume with ``'a'``, overwrite
         with ``'w'``). ``'r'`` never writes a byte. ``'w'`` deletes every key of the
         location (the store's metadata last) before writing.
+    lock_timeout
+        Seconds a writer waits for another writer's lock (see the notes): ``0``
+        (default) raises :class:`~simrecorder.errors.StoreLockedError` at once,
+        ``None`` waits for ever. A writer restarted right after a killed one on Redis
+        waits up to the location's ``lock_ttl`` for the old lease to run out.
 
     Notes
     -----
     See the module documentation for the layout, the flush and commit protocol and
-    what a crash leaves. One writer at a time: the store takes no lock.
+    what a crash leaves.
+
+    **One writer at a time.** A store opened to write (every mode but ``'r'``) takes
+    the location's ``"writer"`` lock (:meth:`~simrecorder.locations.Location.lock`)
+    and keeps it until :meth:`close`; a second writer, in this process or another,
+    raises :class:`~simrecorder.errors.StoreLockedError` (``mode=None`` on an
+    existing store opens it read-only instead). Readers take no lock. On a directory
+    the lock is an ``flock``, gone with a killed writer (``locking=False`` on the
+    location turns it off where ``flock`` fails); on Redis a lease renewed in the
+    background, free ``ttl`` (30 s) after a killed writer's last renewal; in memory
+    an in-process lock. Locations without locks (fsspec file systems such as S3 or
+    SFTP, composites) cannot be protected: the caller must make sure one process
+    writes at a time.
 
     Examples
     --------
@@ -330,9 +242,13 @@ class BlockDataStore(DataStore):
     supports_lazy_views = True
 
     def __init__(
-        self, location: Location | str | os.PathLike[str], mode: str | None = None
+        self,
+        location: Location | str | os.PathLike[str],
+        mode: str | None = None,
+        lock_timeout: float | None = 0,
     ) -> None:
         mode = check_mode(mode)
+        self._lock_timeout = lock_timeout
         super().__init__()
         self._owns_location = not isinstance(location, Location)
         if not isinstance(location, Location):
@@ -348,19 +264,29 @@ class BlockDataStore(DataStore):
         self.protocol = self.url.split("://", 1)[0]  # type: ignore[misc]  # blocks+<scheme>
         self.max_value_bytes = location.max_value_bytes  # type: ignore[misc]
         self._reset()
-        found = self._get(_ATTRS) is not None
-        # a new memory location holds no earlier run: 'r' and 'r+' find it empty
-        exists = found or (not location.persistent and mode in ("r", "r+"))
-        plan = plan_open(mode, exists, f"block store {self.url}")
-        self._apply_open_plan(plan)
-        if plan.replace:
-            self._delete_everything()
-        if plan.create and not plan.read_only:
-            self._create()
-        else:
-            self._load(check_format=found)
-            if not plan.read_only:
-                self._truncate_to_commit()
+        self._writer_lock: LocationLock | None = None
+        locked_out = None if mode == "r" else self._lock(required=mode is not None)
+        try:
+            found = self._get(_ATTRS) is not None
+            # a new memory location holds no earlier run: 'r' and 'r+' find it empty
+            exists = found or (not location.persistent and mode in ("r", "r+"))
+            plan = plan_open(mode, exists, f"block store {self.url}")
+            if plan.read_only:
+                self._unlock()
+            elif locked_out is not None:
+                raise locked_out
+            self._apply_open_plan(plan)
+            if plan.replace:
+                self._delete_everything()
+            if plan.create and not plan.read_only:
+                self._create()
+            else:
+                self._load(check_format=found)
+                if not plan.read_only:
+                    self._truncate_to_commit()
+        except BaseException:
+            self._unlock()
+            raise
         if plan.resume:
             self._note_resume()
 
@@ -408,6 +334,32 @@ class BlockDataStore(DataStore):
                     "block layout reserves"
                 )
 
+    # -- the writer lock ------------------------------------------------------------------
+    def _lock(self, required: bool) -> StoreLockedError | None:
+        """Take the location's ``"writer"`` lock (when it has locks). Another writer
+        holding it raises :class:`StoreLockedError`, or, unless ``required``, returns
+        the error (``mode=None`` then reads an existing store)."""
+        location = self.location
+        if not location.supports_locking or location.read_only:
+            return None
+        try:
+            self._writer_lock = location.lock("writer", self._lock_timeout)
+        except StoreLockedError as exc:
+            error = StoreLockedError(
+                f"block store {self.url} has another writer ({exc}); open it with "
+                "mode='r' to read it meanwhile"
+            )
+            error.__cause__ = exc
+            if required:
+                raise error from exc
+            return error
+        return None
+
+    def _unlock(self) -> None:
+        held, self._writer_lock = self._writer_lock, None
+        if held is not None:
+            held.release()
+
     # -- location access ------------------------------------------------------------------
     def _get(self, name: str) -> bytes | None:
         return self.location.get(name)
@@ -430,6 +382,8 @@ class BlockDataStore(DataStore):
         :class:`StoreFullError` (nothing is counted until every step is written)."""
         if not items:
             return
+        if self._writer_lock is not None:
+            self._writer_lock.check()  # a lease that ran out: another writer may hold it
         stored = self.location.write_many(items)
         declined = [name for name, ok in stored.items() if not ok]
         if declined and self.location.read_only:
@@ -562,14 +516,28 @@ class BlockDataStore(DataStore):
         if self.read_only:  # see what was written since
             self._reset()
             self._load(check_format=False)
+            return
+        self._lock(required=True)
+        if any(series.queue for series in self._series.values()):
+            return  # kept by a close that failed: continue where it stopped
+        try:  # see what another writer did while the lock was free
+            self._reset()
+            self._load(check_format=True)
+            self._truncate_to_commit()
+        except BaseException:
+            self._unlock()
+            raise
 
     def _close(self) -> None:
         try:
             if not self.read_only:
                 self.commit()
         finally:
-            if self._owns_location:
-                self.location.close()
+            try:
+                self._unlock()
+            finally:
+                if self._owns_location:
+                    self.location.close()
 
     def flush(self) -> None:
         """Write the queued blocks, then the index pages, the key log and the metadata.

@@ -20,6 +20,9 @@ read and appended to in their own layout.
 A dense block is the raw bytes of its C-ordered little-endian rows, so
 ``np.frombuffer(b"".join(MGET(*LRANGE sr2:{n:P/K}:b 0 -1)), dtype).reshape(-1, *shape)``
 reads a series without simrecorder. Other kinds store one codec-encoded list per block.
+This is the block format of :mod:`simrecorder.datastores._blockformat`, shared with
+the block store (``blocks+<url>``), and so is the range reader: the ``:e`` list is
+the ends index that :func:`~simrecorder.datastores._blockformat.block_span` searches.
 
 **Runs.** A prefix holds one run; it exists when its attrs hash (or index) does. The
 open mode (:mod:`simrecorder._modes`) decides what a store does with it: by default a
@@ -82,7 +85,6 @@ import os
 import re
 import uuid
 import weakref
-from bisect import bisect_right
 from collections.abc import Iterator, Mapping
 from typing import Any
 from urllib.parse import quote
@@ -104,14 +106,13 @@ from .._redis_client import (
     redact,
 )
 from .._redis_client import translate as _translate
-from .._schema import DENSE, STR, SeriesSpec
+from .._schema import DENSE, SeriesSpec
 from ..errors import (
     AuthenticationFailedError,
     InvalidArgumentError,
     KeyConflictError,
     KeyNotFoundError,
     SchemaError,
-    SeriesIndexError,
     SimRecorderError,
     StoreConnectionError,
     StoreFormatError,
@@ -119,8 +120,16 @@ from ..errors import (
     StoreWriteError,
     is_transient,
 )
+from ._blockformat import (
+    block_span,
+    decode_block,
+    dense_view,
+    encode_block,
+    join_dense_blocks,
+    stored_dtype,
+)
 from ._values import jsonable
-from ._view import SeriesView
+from ._view import RowRangeView
 from .base import DataStore, NodeType, check_key_free
 
 __all__ = [
@@ -282,44 +291,23 @@ class _Block(_Unit):
         return out
 
 
-class RedisView(SeriesView):
+class RedisView(RowRangeView):
     """Lazy view of a dense series in Redis: reads only the blocks a slice needs."""
 
     def __init__(self, store: RedisDataStore, key: str, spec: SeriesSpec) -> None:
+        super().__init__(spec.dense_dtype, spec.dense_shape)
         self._store = store
         self._key = key
         self._spec = spec
 
-    @property
-    def shape(self) -> tuple[int, ...]:
-        # docstring inherited
-        return (self._store._count(self._key), *_dense(self._spec)[1])
+    def _length(self) -> int:
+        return self._store._count(self._key)
 
-    @property
-    def dtype(self) -> np.dtype:
-        # docstring inherited
-        return _dense(self._spec)[0]
+    def _read_rows(self, start: int, stop: int) -> np.ndarray:
+        return self._store._read_rows(self._key, self._spec, start, stop)
 
-    def _read(self, index: Any) -> Any:
-        # docstring inherited
-        parts = index if isinstance(index, tuple) else (index,)
-        first, rest = (parts[0], parts[1:]) if parts else (slice(None), ())
-        length = len(self)
-        if isinstance(first, slice):
-            start, stop, step = first.indices(length)
-            data = self._store._read_rows(self._key, self._spec, start, max(start, stop))
-            return data[(slice(None, None, step), *rest)]
-        if first is Ellipsis:
-            return self._store._read_rows(self._key, self._spec, 0, length)[index]
-        row = int(first)
-        if row < 0:
-            row += length
-        if not 0 <= row < length:
-            raise SeriesIndexError(
-                f"index {first} is out of bounds for the series {self._key!r} of {length} "
-                f"samples in {self._store!r}"
-            )
-        return self._store._read_rows(self._key, self._spec, row, row + 1)[(0, *rest)]
+    def _describe(self) -> str:
+        return f"the series {self._key!r} in {self._store!r}"
 
 
 class RedisDataStore(DataStore):
@@ -949,13 +937,11 @@ class RedisDataStore(DataStore):
             except SimRecorderError:
                 if self._queued_bytes >= self.max_queued_bytes:
                     raise  # nothing taken: the caller keeps the block
-        if spec.kind == DENSE:
-            want, sample = _dense(spec)
-            array = np.ascontiguousarray(block, dtype=want.newbyteorder("<"))
-            payload: Any = array.data.cast("B") if array.nbytes else b""
-            dtype, shape = array.dtype.str, json.dumps(list(sample))
+        if spec.kind == DENSE:  # no copy: the block is sent before the caller's next step
+            payload: Any = dense_view(spec, block)
+            dtype, shape = stored_dtype(spec).str, json.dumps(list(spec.dense_shape))
         else:
-            payload = _codec.encode(list(block))
+            payload = encode_block(spec, block)
             dtype, shape = "", ""
         unit = _Block(key, spec, block, self._pieces(payload), dtype, shape, len(payload))
         units: list[_Unit] = [unit]
@@ -976,29 +962,28 @@ class RedisDataStore(DataStore):
         return data
 
     def _ends(self, key: str) -> tuple[list[int], list[int]]:
-        rows, pieces = [0], [0]
+        """The block index of a series: the cumulative rows at the end of each block,
+        and the cumulative pieces before each block and at the end (one more item)."""
+        ends, pieces = [], [0]
         for item in self._call("lrange", self._k(key, "e"), 0, -1):
             r, p = item.split(b":")
-            rows.append(int(r))
+            ends.append(int(r))
             pieces.append(int(p))
-        return rows, pieces
+        return ends, pieces
 
     def _read_rows(self, key: str, spec: SeriesSpec, start: int, stop: int) -> np.ndarray:
         """Rows ``start:stop`` of a dense series, fetching only the blocks they span."""
         self._check_open(key)
         self._sync(key)
-        dtype, sample = _dense(spec)
-        empty = np.empty((0, *sample), dtype=dtype)
+        ends, pieces = self._ends(key) if stop > start else ([], [0])
+        stop = min(stop, ends[-1] if ends else 0)
         if stop <= start:
-            return empty
-        rows, pieces = self._ends(key)
-        first = bisect_right(rows, start) - 1
-        last = min(bisect_right(rows, stop - 1) - 1, len(rows) - 2)
-        if first > last:
-            return empty
+            return np.empty((0, *spec.dense_shape), dtype=spec.dense_dtype)
+        first, last, row = block_span(ends, start, stop)
         data = self._fetch(key, pieces[first], pieces[last + 1] - 1)
-        out = _join_rows(data, rows[last + 1] - rows[first], spec, f"series {key!r} in {self!r}")
-        return out[start - rows[first] : stop - rows[first]]
+        where = f"series {key!r} (blocks {first}..{last}) in {self!r}"
+        out = join_dense_blocks(data, ends[last] - row, spec, where)
+        return out[start - row : stop - row]
 
     def get_all(self, key: str) -> Any:
         # docstring inherited
@@ -1012,11 +997,10 @@ class RedisDataStore(DataStore):
         _, pieces = self._ends(key)
         data = self._fetch(key, 0, -1)
         items: list[Any] = []
-        for lo, hi in itertools.pairwise(pieces):
-            items.extend(_codec.decode(b"".join(data[lo:hi])))
-        if spec.kind == STR or spec.kind == "bytes":
-            return items
-        return [_codec.decode(item) for item in items]
+        for n, (lo, hi) in enumerate(itertools.pairwise(pieces)):
+            where = f"block {n} of series {key!r} in {self!r}"
+            items.extend(decode_block(spec, b"".join(data[lo:hi]), where))
+        return items
 
     # -- single values ------------------------------------------------------------------
     def set(self, key: str, value: Any) -> None:
@@ -1291,30 +1275,3 @@ def delete_redis_run(url: str) -> int:
         raise _translate(exc, where) from exc
     finally:
         client.close()
-
-
-def _dense(spec: SeriesSpec) -> tuple[np.dtype, tuple[int, ...]]:
-    """The dtype and sample shape of a dense series' spec (never None there)."""
-    assert spec.dtype is not None and spec.shape is not None
-    return spec.dtype, spec.shape
-
-
-def _join_rows(pieces: list[bytes], rows: int, spec: SeriesSpec, where: str) -> np.ndarray:
-    """Copy the pieces of consecutive dense blocks into one new array (``where``
-    names the series and store in messages)."""
-    dtype, sample = _dense(spec)
-    out = np.empty((rows, *sample), dtype=dtype)
-    size = sum(len(piece) for piece in pieces)
-    if size != out.nbytes:
-        raise StoreFormatError(
-            f"{where} is damaged: {rows} rows of {dtype} {sample} need "
-            f"{out.nbytes} bytes, its pieces hold {size}"
-        )
-    if not out.nbytes:
-        return out
-    target = out.data.cast("B")
-    position = 0
-    for piece in pieces:
-        target[position : position + len(piece)] = piece
-        position += len(piece)
-    return out

@@ -11,7 +11,7 @@ from numpy.lib.mixins import NDArrayOperatorsMixin
 
 from ..errors import ArgumentTypeError, SeriesIndexError
 
-__all__ = ["SeriesView"]
+__all__ = ["RowRangeView", "SeriesView"]
 
 #: ndarray methods a view offers by reading the series first (``view.mean()``, ...).
 ARRAY_METHODS = frozenset(
@@ -158,6 +158,67 @@ class SeriesView(NDArrayOperatorsMixin, ABC):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} shape={self.shape} dtype={self.dtype}>"
+
+
+class RowRangeView(SeriesView):
+    """A lazy view of a dense series whose backend reads runs of rows.
+
+    A subclass implements :meth:`_length` and :meth:`_read_rows`; this class turns
+    every basic index (an int, a forward slice with a step, ``...``, more axes) into
+    one read of the rows it spans.
+
+    Parameters
+    ----------
+    dtype, sample_shape
+        The series' dtype and the shape of one sample.
+    """
+
+    def __init__(self, dtype: np.dtype, sample_shape: tuple[int, ...]) -> None:
+        self._dtype = dtype
+        self._sample_shape = sample_shape
+
+    @abstractmethod
+    def _length(self) -> int:
+        """Samples in the series now."""
+
+    @abstractmethod
+    def _read_rows(self, start: int, stop: int) -> np.ndarray:
+        """Rows ``start:stop`` (``0 <= start <= stop``; ``stop`` may pass the end) as
+        a new array of shape ``(rows, *sample_shape)``."""
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        # docstring inherited
+        return (self._length(), *self._sample_shape)
+
+    @property
+    def dtype(self) -> np.dtype:
+        # docstring inherited
+        return self._dtype
+
+    def _read(self, index: Any) -> Any:
+        # docstring inherited
+        parts = index if isinstance(index, tuple) else (index,)
+        first, rest = (parts[0], parts[1:]) if parts else (slice(None), ())
+        length = len(self)
+        if isinstance(first, slice):
+            start, stop, step = first.indices(length)
+            data = self._read_rows(start, max(start, stop))
+            return data[(slice(None, None, step), *rest)]
+        if first is Ellipsis:
+            return self._read_rows(0, length)[index]
+        row = int(first)
+        if row < 0:
+            row += length
+        if not 0 <= row < length:
+            raise SeriesIndexError(
+                f"index {first} is out of bounds for {self._describe()} of {length} samples"
+            )
+        return self._read_rows(row, row + 1)[(0, *rest)]
+
+    def _describe(self) -> str:
+        """What the view shows, for messages (subclasses name the series and store)."""
+        return repr(self)
 
 
 def _materialized(value: Any) -> Any:

@@ -11,10 +11,16 @@ from contextlib import AbstractContextManager, contextmanager
 from typing import IO, Any, ClassVar
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
-from .._fs import AtomicFile, contained_path, is_temp_name, translate_os_error
+from .._fs import (
+    AtomicFile,
+    FileLock,
+    contained_path,
+    is_temp_name,
+    locking_enabled,
+    translate_os_error,
+)
 from .._keys import check_path_parts, validate_key
 from ..errors import (
-    ArgumentTypeError,
     InvalidArgumentError,
     InvalidKeyError,
     KeyConflictError,
@@ -23,13 +29,24 @@ from ..errors import (
     StoreNotFoundError,
     StoreWriteError,
 )
-from .base import Data, Location, iter_chunks, rewind, stream_position
+from .base import (
+    Data,
+    Location,
+    LocationLock,
+    acquire_within,
+    check_data,
+    is_lock_name,
+    iter_chunks,
+    lock_key,
+    rewind,
+    stream_position,
+)
 
 __all__ = ["DirectoryLocation"]
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
-_OPTIONS = ("durable", "max_size", "free_disk_size", "read_only", "create")
+_OPTIONS = ("durable", "max_size", "free_disk_size", "read_only", "create", "locking")
 
 
 class DirectoryLocation(Location):
@@ -58,6 +75,12 @@ class DirectoryLocation(Location):
         Decline every write; :meth:`delete` raises :class:`ReadOnlyError`.
     create
         Create ``root`` when it is missing (else :class:`StoreNotFoundError`).
+    locking
+        Whether :meth:`lock` takes ``flock`` locks. ``False`` makes locks no-ops, for
+        file systems where ``flock`` fails (Lustre without ``-o flock``, DVS, some
+        NFS), like h5py's ``locking=False``: the caller then promises one writer at a
+        time. ``None`` (default) reads ``SIMRECORDER_FILE_LOCKING`` (``FALSE`` turns
+        locks off).
 
     Notes
     -----
@@ -72,6 +95,12 @@ class DirectoryLocation(Location):
     mid-write leaves its temp file behind (no key refers to it; see
     :meth:`remove_stale_temp_files`). Key parts with that prefix are refused.
 
+    :meth:`lock` ``"writer"`` is an ``flock`` on the file ``root/.simrecorder-lock-writer``
+    (``"a/writer"``: ``root/a/.simrecorder-lock-writer``, so a view's lock is the lock of
+    a location rooted at its folder). The file stays (it is never a key); the lock
+    goes with its holder's process, so a killed writer never leaves a stale lock.
+    Key parts starting with ``.simrecorder-lock-`` are refused.
+
     Examples
     --------
     >>> import tempfile
@@ -85,6 +114,7 @@ class DirectoryLocation(Location):
     protocol: ClassVar[str] = "file"
     persistent: ClassVar[bool] = True
     supports_streaming: ClassVar[bool] = True
+    supports_locking = True
 
     def __init__(
         self,
@@ -94,6 +124,7 @@ class DirectoryLocation(Location):
         free_disk_size: int | None = None,
         read_only: bool = False,
         create: bool = True,
+        locking: bool | None = None,
     ) -> None:
         self.root = os.path.abspath(os.fspath(root))
         self.durable = bool(durable)
@@ -101,6 +132,7 @@ class DirectoryLocation(Location):
         self.free_disk_size = _check_size("free_disk_size", free_disk_size)
         self.read_only = bool(read_only)
         self.create = bool(create)
+        self.locking = None if locking is None else bool(locking)
         self._lock = threading.Lock()
         self._open_root()
         self._size: int | None = None
@@ -127,13 +159,15 @@ class DirectoryLocation(Location):
     def url(self) -> str:
         """``file:///abs/path`` plus ``?option=value`` for options that are not default."""
         query = {name: _format(getattr(self, name)) for name in _OPTIONS[:4] if getattr(self, name)}
+        if self.locking is False:
+            query["locking"] = "0"
         base = "file://" + quote(self.root)
         return f"{base}?{urlencode(query)}" if query else base
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> DirectoryLocation:
-        """Open ``file:///abs/path?durable=1&max_size=N&free_disk_size=N&read_only=1``
-        (``options`` override the URL's).
+        """Open ``file:///abs/path?durable=1&max_size=N&free_disk_size=N&read_only=1&
+        locking=0`` (``options`` override the URL's).
 
         Raises
         ------
@@ -158,7 +192,7 @@ class DirectoryLocation(Location):
         return (
             type(self),
             (self.root, self.durable, self.max_size, self.free_disk_size, self.read_only,
-             self.create),
+             self.create, self.locking),
         )  # fmt: skip
 
     # -- size -------------------------------------------------------------------------------
@@ -182,7 +216,7 @@ class DirectoryLocation(Location):
         for directory, dirnames, filenames in os.walk(self.root):
             dirnames[:] = [name for name in dirnames if not is_temp_name(name)]
             for name in filenames:
-                if not is_temp_name(name):
+                if not (is_temp_name(name) or is_lock_name(name)):
                     total += _file_size(os.path.join(directory, name))
         return total
 
@@ -212,12 +246,42 @@ class DirectoryLocation(Location):
     def _path(self, key: str) -> str:
         validate_key(key)
         check_path_parts(key, repr(self))
-        if any(is_temp_name(part) for part in key.split("/")):
+        if any(is_temp_name(part) or is_lock_name(part) for part in key.split("/")):
             raise InvalidKeyError(
                 f"invalid key {key!r} for {self!r}: a part starting with '.simrecorder-tmp-' "
-                "is the name of a temp file"
+                "or '.simrecorder-lock-' is the name of a temp file or a lock"
             )
         return contained_path(self.root, key)
+
+    # -- locks ------------------------------------------------------------------------------
+
+    def lock(self, name: str = "writer", timeout: float | None = 0) -> LocationLock:
+        """See :meth:`Location.lock`: an ``flock`` on ``root/.simrecorder-lock-<name>``
+        (a no-op with ``locking=False``).
+
+        Raises
+        ------
+        StoreLockedError
+            Another writer holds it (in this process or another).
+        StoreWriteError
+            The file system refuses ``flock``: open the location with
+            ``locking=False`` (``?locking=0``).
+        """
+        stored = lock_key(name)
+        path = contained_path(self.root, stored)
+        return acquire_within(lambda: self._take(name, path), timeout)
+
+    def _take(self, name: str, path: str) -> LocationLock:
+        what = f"{self!r} (lock {name!r}, file {path})"
+        if locking_enabled(self.locking):
+            try:
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+            except OSError as exc:
+                raise translate_os_error(
+                    exc, os.path.dirname(path), "create the directory"
+                ) from exc
+        held = FileLock(path, locking=self.locking, blocking=False, what=what).acquire()
+        return _DirectoryLock(self, name, held)
 
     def read(self, key: str) -> AbstractContextManager[IO[bytes] | None]:
         """See :meth:`Location.read` (yields the open file)."""
@@ -230,11 +294,7 @@ class DirectoryLocation(Location):
     def write(self, key: str, data: Data) -> bool:
         """See :meth:`Location.write`."""
         path = self._path(key)
-        if not isinstance(data, (bytes, bytearray, memoryview)) and not hasattr(data, "read"):
-            raise ArgumentTypeError(
-                f"{self!r}: cannot write {key!r}: a location stores bytes or a binary stream, "
-                f"got {type(data).__name__}"
-            )
+        check_data(self, key, data)
         if self.read_only:
             return False
         position = None if isinstance(data, (bytes, bytearray, memoryview)) else (
@@ -347,6 +407,17 @@ class DirectoryLocation(Location):
             yield from _walk(self.root, "", start)
 
 
+class _DirectoryLock(LocationLock):
+    """An ``flock`` held on a directory location (see :meth:`DirectoryLocation.lock`)."""
+
+    def __init__(self, location: Location, name: str, held: FileLock) -> None:
+        super().__init__(location, name)
+        self._file = held
+
+    def _release(self) -> None:
+        self._file.release()
+
+
 def _walk(directory: str, key_prefix: str, start: str) -> Iterator[str]:
     """Keys under ``directory`` whose first part starts with ``start``, in key order.
 
@@ -358,6 +429,8 @@ def _walk(directory: str, key_prefix: str, start: str) -> Iterator[str]:
             entries = []
             for entry in found:
                 if not entry.name.startswith(start) or is_temp_name(entry.name):
+                    continue
+                if is_lock_name(entry.name):
                     continue
                 folder = entry.is_dir(follow_symlinks=False)
                 entries.append((entry.name + "/" if folder else entry.name, folder))
@@ -429,7 +502,7 @@ def _format(value: object) -> str:
 
 
 def _parse_option(name: str, text: str, url: str) -> object:
-    if name in ("durable", "read_only", "create"):
+    if name in ("durable", "read_only", "create", "locking"):
         if text.lower() in _TRUE:
             return True
         if text.lower() in _FALSE:

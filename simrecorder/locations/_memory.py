@@ -9,9 +9,12 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from typing import IO, ClassVar
 
+from ..errors import StoreLockedError
 from .base import (
     Data,
     Location,
+    LocationLock,
+    acquire_within,
     as_bytes,
     bytes_stream,
     check_location_key,
@@ -37,17 +40,22 @@ class MemoryLocation(Location):
 
     Notes
     -----
-    A pickled memory location carries its values with it (a copy, not a shared dict).
+    A pickled memory location carries its values with it (a copy, not a shared dict),
+    and none of its locks. :meth:`lock` is an in-process lock of this object (and of
+    its views): a second ``lock()`` of the same name raises until the first is
+    released, from any thread.
     """
 
     protocol: ClassVar[str] = "memory"
     persistent: ClassVar[bool] = False
+    supports_locking = True
 
     def __init__(self, max_size: int | None = None, read_only: bool = False) -> None:
         self._values: dict[str, bytes] = {}
         self._sorted: list[str] = []
         self._size = 0
         self._lock = threading.Lock()
+        self._held: set[str] = set()  # names of the locks taken (see lock())
         self.max_size = max_size
         self.read_only = read_only
         self._name = f"m{next(_names)}"
@@ -119,11 +127,40 @@ class MemoryLocation(Location):
                 found.append(key)
         yield from found
 
+    def lock(self, name: str = "writer", timeout: float | None = 0) -> LocationLock:
+        """See :meth:`Location.lock` (an in-process lock of this object)."""
+        check_location_key(name)
+        return acquire_within(lambda: self._take(name), timeout)
+
+    def _take(self, name: str) -> LocationLock:
+        with self._lock:
+            if name in self._held:
+                raise StoreLockedError(
+                    f"{self!r}: the lock {name!r} is held by another writer in this process"
+                )
+            self._held.add(name)
+        return _MemoryLock(self, name)
+
+    def _give_back(self, name: str) -> None:
+        with self._lock:
+            self._held.discard(name)
+
     def __getstate__(self) -> dict[str, object]:
         state = self.__dict__.copy()
         del state["_lock"]
+        state["_held"] = set()  # locks stay with the process that took them
         return state
 
     def __setstate__(self, state: dict[str, object]) -> None:
         self.__dict__.update(state)
+        self.__dict__.setdefault("_held", set())
         self._lock = threading.Lock()
+
+
+class _MemoryLock(LocationLock):
+    """A lock of a :class:`MemoryLocation` (see :meth:`MemoryLocation.lock`)."""
+
+    location: MemoryLocation
+
+    def _release(self) -> None:
+        self.location._give_back(self.name)

@@ -6,6 +6,8 @@ import os
 import re
 import secrets
 import stat
+import threading
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from typing import IO, Any, ClassVar
@@ -26,19 +28,26 @@ from ..errors import (
     ArgumentTypeError,
     InvalidArgumentError,
     InvalidKeyError,
+    SimRecorderError,
     StoreFullError,
+    StoreLockedError,
 )
 from .base import (
     COPY_CHUNK_BYTES,
     Data,
     Location,
+    LocationLock,
+    acquire_within,
     bytes_stream,
+    check_data,
     check_location_key,
+    is_lock_name,
+    lock_key,
     rewind,
     stream_position,
 )
 
-__all__ = ["MAX_REDIS_STRING", "RedisLocation"]
+__all__ = ["LOCK_TTL_SECONDS", "MAX_REDIS_STRING", "RedisLocation"]
 
 #: Redis' largest string (``proto-max-bulk-len``, 512 MiB by default).
 MAX_REDIS_STRING = 512 * 1024 * 1024
@@ -47,6 +56,23 @@ MAX_REDIS_STRING = 512 * 1024 * 1024
 TEMP_TTL_SECONDS = 3600
 
 _GLOB = re.compile(r"([*?\[\]\\])")
+
+#: Default lease of a lock (:meth:`RedisLocation.lock`): a holder that stops renewing
+#: it (killed, or stalled this long) loses it after this many seconds.
+LOCK_TTL_SECONDS = 30.0
+
+# KEYS: lock;  ARGV: token, ttl in ms.  Renew the lease if this holder still has it.
+_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+# KEYS: lock;  ARGV: token.  Delete the lock if this holder still has it.
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
 
 
 class RedisLocation(Location):
@@ -66,6 +92,9 @@ class RedisLocation(Location):
         Larger values are declined (at most 512 MiB, Redis' string limit).
     read_only
         Decline every write; :meth:`delete` raises :class:`ReadOnlyError`.
+    lock_ttl
+        Seconds a :meth:`lock` lease lasts without renewal (default
+        :data:`LOCK_TTL_SECONDS`; ``?lock_ttl=`` in the URL).
     **options
         redis-py client options (``password``, ``socket_timeout``...), overriding the URL.
 
@@ -85,11 +114,19 @@ class RedisLocation(Location):
     - :meth:`keys` uses ``SCAN`` (never ``KEYS``) with glob characters escaped;
       Redis keys that are no valid location key (another program's) are skipped.
     - The password is left out of :attr:`url`; pickling keeps it.
+    - :meth:`lock` is a lease: the Redis key ``<prefix>/.simrecorder-lock-<name>``
+      set with ``SET NX PX`` to a token of its holder, renewed by a daemon thread
+      every third of ``lock_ttl`` (default :data:`LOCK_TTL_SECONDS`, 30 s) and deleted on
+      release only if it still holds that token (one Lua script). A killed holder's
+      lock expires ``lock_ttl`` seconds after its last renewal; a holder stalled longer
+      than that (the whole process stopped, or the server away) loses the lock to
+      the next writer, and its :meth:`LocationLock.check` raises from then on.
     """
 
     protocol: ClassVar[str] = "redis"
     persistent: ClassVar[bool] = True
     supports_atomic_batch: ClassVar[bool] = True
+    supports_locking = True
 
     def __init__(
         self,
@@ -97,6 +134,7 @@ class RedisLocation(Location):
         prefix: str = "",
         max_value_bytes: int | None = None,
         read_only: bool | None = None,
+        lock_ttl: float | None = None,
         **options: Any,
     ) -> None:
         self._options = dict(options)
@@ -123,6 +161,8 @@ class RedisLocation(Location):
         self.max_value_bytes = max_value_bytes
         self._limit = max_value_bytes
         self.read_only = bool(own.get("read_only", False) if read_only is None else read_only)
+        self.lock_ttl = _check_ttl(own.get("lock_ttl", LOCK_TTL_SECONDS) if lock_ttl is None
+                                   else lock_ttl)  # fmt: skip
         self.prefix = _join_prefix(url_prefix, prefix)
         self._namespace = f"{self.prefix}/" if self.prefix else ""
 
@@ -142,6 +182,8 @@ class RedisLocation(Location):
             own["read_only"] = "1"
         if self._limit != MAX_REDIS_STRING:
             own["max_value_bytes"] = str(self._limit)
+        if self.lock_ttl != LOCK_TTL_SECONDS:
+            own["lock_ttl"] = f"{self.lock_ttl:g}"
         return _endpoint_url(self._endpoint, prefix, urlencode(own))
 
     @property
@@ -156,7 +198,7 @@ class RedisLocation(Location):
         url = _endpoint_url(self._endpoint)
         return (
             _restore,
-            (url, self.prefix, self.max_value_bytes, self.read_only, settings),
+            (url, self.prefix, self.max_value_bytes, self.read_only, settings, self.lock_ttl),
         )
 
     def close(self) -> None:
@@ -173,7 +215,40 @@ class RedisLocation(Location):
                 f"invalid key {key!r} for {self!r}: keys starting with {TEMP_PREFIX!r} "
                 "are the temp keys of unfinished writes"
             )
+        if any(is_lock_name(part) for part in key.split("/")):
+            raise InvalidKeyError(
+                f"invalid key {key!r} for {self!r}: a part starting with "
+                "'.simrecorder-lock-' is the name of a lock"
+            )
         return self._namespace + key
+
+    # -- locks ------------------------------------------------------------------------------
+
+    def lock(self, name: str = "writer", timeout: float | None = 0) -> LocationLock:
+        """See :meth:`Location.lock`: a lease of :attr:`lock_ttl` seconds, renewed in
+        the background while held (see the class notes).
+
+        Raises
+        ------
+        StoreLockedError
+            Another writer holds it (in this process or another).
+        StoreConnectionError
+            The server cannot be reached.
+        """
+        redis_key = self._namespace + lock_key(name)
+        return acquire_within(lambda: self._take(name, redis_key, self.lock_ttl), timeout)
+
+    def _take(self, name: str, redis_key: str, ttl: float) -> LocationLock:
+        token = f"{os.getpid()}-{secrets.token_hex(16)}"
+        with self._translated():
+            taken = self._client.set(redis_key, token, nx=True, px=max(1, int(ttl * 1000)))
+        if not taken:
+            raise StoreLockedError(
+                f"{self._where}: the lock {name!r} (Redis key {redis_key!r}) is held by "
+                f"another writer; a killed holder's lock expires {ttl:g} s after its last "
+                "renewal"
+            )
+        return _RedisLock(self, name, redis_key, token, ttl)
 
     @contextmanager
     def _translated(self) -> Iterator[None]:
@@ -202,7 +277,7 @@ class RedisLocation(Location):
     def write(self, key: str, data: Data) -> bool:
         """See :meth:`Location.write`."""
         name = self._key(key)
-        _check_data(data, key, self)
+        check_data(self, key, data)
         if self.read_only:
             return False
         if isinstance(data, (bytes, bytearray, memoryview)):
@@ -300,7 +375,7 @@ class RedisLocation(Location):
         """See :meth:`Location.write_many` (one ``MULTI``/``EXEC``: all or none)."""
         names = {key: self._key(key) for key in items}
         for key, data in items.items():
-            _check_data(data, key, self)
+            check_data(self, key, data)
         stored = dict.fromkeys(items, False)
         if self.read_only or not items:
             return stored
@@ -340,9 +415,20 @@ class RedisLocation(Location):
 
 
 def _restore(
-    url: str, prefix: str, max_value_bytes: int, read_only: bool, options: dict[str, Any]
+    url: str,
+    prefix: str,
+    max_value_bytes: int,
+    read_only: bool,
+    options: dict[str, Any],
+    lock_ttl: float = LOCK_TTL_SECONDS,
 ) -> RedisLocation:
-    return RedisLocation(url, prefix, max_value_bytes, read_only, **options)
+    return RedisLocation(url, prefix, max_value_bytes, read_only, lock_ttl, **options)
+
+
+def _check_ttl(ttl: object) -> float:
+    if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not ttl > 0:
+        raise InvalidArgumentError(f"a Redis lock_ttl is a number of seconds > 0; got {ttl!r}")
+    return float(ttl)
 
 
 def _join_prefix(first: str, second: str) -> str:
@@ -361,15 +447,77 @@ def _as_key(raw: bytes, cut: int) -> str | None:
         return None
     if key.split("/", 1)[0].startswith(TEMP_PREFIX):
         return None
+    if any(is_lock_name(part) for part in key.split("/")):
+        return None
     return key
 
 
-def _check_data(data: object, key: str, where: Location) -> None:
-    if not isinstance(data, (bytes, bytearray, memoryview)) and not hasattr(data, "read"):
-        raise ArgumentTypeError(
-            f"{where!r}: cannot write {key!r}: a location stores bytes or a binary stream, "
-            f"got {type(data).__name__}"
+class _RedisLock(LocationLock):
+    """A lease on a Redis key (see :meth:`RedisLocation.lock`), renewed by a daemon
+    thread every ``ttl / 3`` seconds until released or lost."""
+
+    location: RedisLocation
+
+    def __init__(
+        self, location: RedisLocation, name: str, redis_key: str, token: str, ttl: float
+    ) -> None:
+        super().__init__(location, name)
+        self.redis_key = redis_key
+        self.ttl = ttl
+        self._token = token
+        self._renewed = time.monotonic()  # when the lease last started (or was renewed)
+        self._lost = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._keep, name=f"simrecorder-lock-{redis_key}", daemon=True
         )
+        self._thread.start()
+
+    def _keep(self) -> None:
+        """Renew the lease every third of its ttl until released or lost."""
+        while not self._stop.wait(self.ttl / 3):
+            try:
+                self.renew()
+            except SimRecorderError:
+                continue  # the server is away: try again (the lease may run out)
+            if self._lost:
+                return
+
+    def renew(self) -> bool:
+        """Renew the lease now; return whether this holder still has it."""
+        if self._lost or not self.held:
+            return False
+        started = time.monotonic()
+        with self.location._translated():
+            kept = self.location._client.eval(
+                _RENEW, 1, self.redis_key, self._token, max(1, int(self.ttl * 1000))
+            )
+        if kept:
+            self._renewed = started
+        else:
+            self._lost = True
+        return bool(kept)
+
+    def check(self) -> None:
+        """Raise :class:`StoreLockedError` when the lease was lost (it ran out while
+        this holder stalled, and another writer may have taken it). A lease the
+        thread has not renewed for half its ttl is renewed here first."""
+        super().check()
+        if not self._lost and time.monotonic() - self._renewed > self.ttl / 2:
+            self.renew()
+        if self._lost:
+            raise StoreLockedError(
+                f"{self.location._where}: this writer lost the lock {self.name!r} (Redis key "
+                f"{self.redis_key!r}): it was not renewed within its ttl of {self.ttl:g} s, "
+                "so another writer may hold it now"
+            )
+
+    def _release(self) -> None:
+        self._stop.set()
+        if threading.current_thread() is not self._thread:
+            self._thread.join(timeout=5)
+        with self.location._translated():
+            self.location._client.eval(_RELEASE, 1, self.redis_key, self._token)
 
 
 def _position(data: Data) -> int | None:
@@ -469,7 +617,7 @@ def _client_for(url: str, options: dict[str, Any]) -> tuple[_Endpoint, str, dict
 
 
 def _own_options(query: dict[str, str], url: str) -> dict[str, Any]:
-    """Take ``read_only`` and ``max_value_bytes`` out of a URL's query."""
+    """Take ``read_only``, ``max_value_bytes`` and ``lock_ttl`` out of a URL's query."""
     own: dict[str, Any] = {}
     if "read_only" in query:
         text = query.pop("read_only").lower()
@@ -483,6 +631,14 @@ def _own_options(query: dict[str, str], url: str) -> dict[str, Any]:
                 f"bad max_value_bytes={text!r} in {redact(url)!r}: a number of bytes"
             )
         own["max_value_bytes"] = int(text)
+    if "lock_ttl" in query:
+        text = query.pop("lock_ttl")
+        try:
+            own["lock_ttl"] = float(text)
+        except ValueError:
+            raise InvalidArgumentError(
+                f"bad lock_ttl={text!r} in {redact(url)!r}: a number of seconds"
+            ) from None
     return own
 
 
