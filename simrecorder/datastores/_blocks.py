@@ -862,7 +862,7 @@ def _open_location(url: str, mode: str | None) -> Location:
     exist never creates its directory."""
     options: dict[str, Any] = {}
     scheme = url.split("://", 1)[0].lower() if "://" in url else "file"
-    if scheme == "file" and mode in ("r", "r+"):
+    if scheme in ("file", "encore") and mode in ("r", "r+"):
         options["create"] = False
     try:
         return open_location(url, **options)
