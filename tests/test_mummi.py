@@ -16,7 +16,11 @@ import numpy as np
 import pytest
 
 from simrecorder import InvalidKeyError, Recorder, get_io, open_datastore
-from simrecorder.adapters._mummi_store import SimpleDataStore, TaridxDataStore
+from simrecorder.adapters._mummi_store import (
+    RedisNamespaceDataStore,
+    SimpleDataStore,
+    TaridxDataStore,
+)
 from simrecorder.adapters.mummi import read_npz, tar_names
 from simrecorder.errors import (
     ArgumentTypeError,
@@ -329,6 +333,22 @@ class TestTaridxDataStore(DataStoreTests):
     def reopen_store(self, store):
         store.close()
         return TaridxDataStore(store.namespace, mode="a")
+
+
+class TestRedisNamespaceDataStore(DataStoreTests):
+    """``mummi+redis://``: the contract on a MuMMI Redis namespace (a real server)."""
+
+    @pytest.fixture(autouse=True)
+    def _server(self, redis_server, redis_prefix):
+        self.redis_url = f"{redis_server.url}/0"
+        self.namespace = f"{redis_prefix}/ns"
+
+    def make_store(self, tmp_path):
+        return RedisNamespaceDataStore(self.namespace, url=self.redis_url)
+
+    def reopen_store(self, store):
+        store.close()
+        return open_datastore(store.url, mode="a")
 
 
 @pytest.mark.parametrize("scheme", ["mummi+simple", "mummi+taridx", "mummi+redis"])
