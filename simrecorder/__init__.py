@@ -30,6 +30,7 @@ from .errors import (
     MissingDependencyError,
     ReadOnlyError,
     SchemaError,
+    SeriesAttrsNotSupportedError,
     SeriesIndexError,
     ServerStartError,
     SimRecorderError,
@@ -56,6 +57,8 @@ _LAZY_NAMES = {
     "delete_redis_run": ("simrecorder.datastores._redis", "delete_redis_run"),
     "get_io": ("simrecorder.adapters.mummi", "get_io"),
     "open_location": ("simrecorder.locations", "open_location"),
+    "to_pandas": ("simrecorder.xarray_backend", "to_pandas"),
+    "to_xarray": ("simrecorder.xarray_backend", "to_xarray"),
 }
 _LAZY_STORES = (
     "HDF5DataStore",
@@ -95,6 +98,7 @@ __all__ = [
     "RedisServer",
     "SchemaError",
     "Serialization",
+    "SeriesAttrsNotSupportedError",
     "SeriesIndexError",
     "SeriesView",
     "ServerStartError",
@@ -119,6 +123,8 @@ __all__ = [
     "list_redis_runs",
     "open_datastore",
     "open_location",
+    "to_pandas",
+    "to_xarray",
 ]
 
 

@@ -1,5 +1,11 @@
-"""The ``simrecorder`` command: ``demo`` runs a simulation, ``info`` lists a store,
-``recover`` makes a store whose writer was killed usable."""
+"""The ``simrecorder`` command: ``demo`` runs a simulation, ``info``/``ls`` list a
+store, ``show``/``tail`` print a series, ``copy`` moves a run between stores,
+``export`` writes NetCDF/CSV/Parquet, ``plot`` draws series, ``runs`` summarises a
+sweep, ``recover`` makes a store whose writer was killed usable.
+
+Exit status: 0 on success, 1 on an error (one line on stderr naming the store or key;
+``--debug`` adds the traceback), 2 for a missing store or file and for bad usage,
+130 on Ctrl-C."""
 
 from __future__ import annotations
 
@@ -9,6 +15,7 @@ import gc
 import logging
 import os
 import sys
+import traceback
 from collections.abc import Iterator
 from typing import Any
 
@@ -53,29 +60,11 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _sample_count(store: Any, key: str, kind: str) -> int:
-    """Samples in the series ``key`` without reading (or decoding) them: from the
-    store's ``series_length`` when it has one, else from the array's shape; the store's
-    own reading path (``get_all``) when neither gives an answer."""
-    length = getattr(store, "series_length", None)
-    if callable(length):
-        return int(length(key))
-    if kind == "dense" and store.supports_lazy_views:
-        return len(store.get_all(key))  # a lazy view: its length is the dataset's shape
-    try:
-        found = _length_from_layout(store, key)
-    except (OSError, KeyError, RuntimeError, AttributeError):
-        found = None  # e.g. a writer changed the file: the store's own path retries
-    return len(store.get_all(key)) if found is None else found
+    """Samples in the series ``key`` without reading them (see
+    :func:`simrecorder._inspect.sample_count`)."""
+    from ._inspect import sample_count
 
-
-def _length_from_layout(store: Any, key: str) -> int | None:
-    """The length of a str/bytes/object series from the HDF5 or zarr layout (README:
-    an HDF5 group of ``data`` + ``offsets``, one zarr array), None for other stores."""
-    if store.protocol == "hdf5":
-        return int(store.file[key]["offsets"].shape[0])
-    if store.protocol == "zarr":
-        return int(store.group[key].shape[0])
-    return None  # memory and Redis: no cheaper way from here
+    return sample_count(store, key, kind)
 
 
 def info_table(store: Any) -> str:
@@ -158,6 +147,7 @@ def _one_line(exc: BaseException) -> str:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="simrecorder", description=__doc__)
     parser.add_argument("--version", action="version", version=f"simrecorder {__version__}")
+    parser.add_argument("--debug", action="store_true", help="print the traceback of a failure too")
     commands = parser.add_subparsers(dest="command", required=True)
 
     demo = commands.add_parser("demo", help="run a spiking-network simulation and record it")
@@ -190,7 +180,83 @@ def _parser() -> argparse.ArgumentParser:
     info = commands.add_parser("info", help="list the series and values of a store")
     info.add_argument("url", help="a path or URL, e.g. run.h5")
     info.set_defaults(run=_info)
+    _add_reading_commands(commands)
     return parser
+
+
+def _add_reading_commands(commands: Any) -> None:
+    """``ls``, ``show``, ``copy``, ``export``, ``plot``, ``tail`` and ``runs``."""
+    from . import _cli_commands as c
+
+    url_help = "a path or any open_datastore URL (run.h5, run.zarr, redis://host:port/0?prefix=p)"
+    ls = commands.add_parser(
+        "ls", help="the tree of a run: kind, dtype, shape, count, bytes, attrs"
+    )
+    ls.add_argument("url", help=url_help)
+    ls.add_argument("prefix", nargs="?", default="", help="only keys under this key path")
+    ls.add_argument("--json", action="store_true", help="print JSON")
+    ls.set_defaults(run=c.cmd_ls)
+
+    show = commands.add_parser("show", help="values and summary statistics of one series")
+    show.add_argument("url", help=url_help)
+    show.add_argument("key", help="a series or value key")
+    rows = show.add_mutually_exclusive_group()
+    rows.add_argument("--head", type=int, metavar="N", help="the first N samples (default 10)")
+    rows.add_argument("--tail", type=int, metavar="N", help="the last N samples")
+    rows.add_argument("--slice", metavar="A:B", help="samples A to B (python slice, A:B:STEP)")
+    show.set_defaults(run=c.cmd_show)
+
+    copy = commands.add_parser(
+        "copy", help="copy a run from any store to any store, block by block"
+    )
+    copy.add_argument("src", help="the run to read: " + url_help)
+    copy.add_argument("dst", help="where to write it (refused if it holds keys, see --append)")
+    copy.add_argument(
+        "--keys", action="append", metavar="GLOB", help="only keys matching GLOB (repeatable)"
+    )
+    mode = copy.add_mutually_exclusive_group()
+    mode.add_argument("--append", action="store_true", help="add to a non-empty destination")
+    mode.add_argument("--force", action="store_true", help="replace the destination's run")
+    copy.add_argument("--quiet", action="store_true", help="no progress bar")
+    copy.set_defaults(run=c.cmd_copy, url=None)
+
+    export = commands.add_parser(
+        "export", help="write a run to NetCDF (.nc), CSV (.csv, scalar series) or .parquet"
+    )
+    export.add_argument("url", help=url_help)
+    export.add_argument("out", help="the file to write: its suffix picks the format")
+    export.add_argument(
+        "--keys", action="append", metavar="KEY", help="only this key or group (repeatable)"
+    )
+    export.set_defaults(run=c.cmd_export)
+
+    plot = commands.add_parser(
+        "plot", help="draw series into a PNG: lines, heatmaps (vectors), rasters (spikes)"
+    )
+    plot.add_argument("url", help=url_help)
+    plot.add_argument("keys", nargs="+", metavar="KEY", help="series to draw, one panel each")
+    plot.add_argument("-o", "--output", required=True, help="the PNG file to write")
+    plot.add_argument("--size", default="800x600", help="WIDTHxHEIGHT in pixels (800x600)")
+    plot.add_argument("--dpi", type=int, default=100, help="dots per inch (100)")
+    plot.set_defaults(run=c.cmd_plot)
+
+    tail = commands.add_parser("tail", help="the last samples of a series; -f follows a run")
+    tail.add_argument("url", help=url_help)
+    tail.add_argument("key", help="a series key")
+    tail.add_argument("-f", "--follow", action="store_true", help="print new samples as they come")
+    tail.add_argument("-n", "--lines", type=int, default=10, help="samples shown first (10)")
+    tail.add_argument("--interval", type=float, default=0.5, help="seconds between looks (0.5)")
+    tail.add_argument(
+        "--timeout", type=float, help="with -f: stop after this many seconds without new samples"
+    )
+    tail.set_defaults(run=c.cmd_tail)
+
+    runs = commands.add_parser("runs", help="one row per run of a sweep (attrs, series, sizes)")
+    runs.add_argument(
+        "pattern", help="a glob of run paths ('sweep/*.h5'), or redis://host:port/0?prefix=GLOB"
+    )
+    runs.add_argument("--json", action="store_true", help="print JSON")
+    runs.set_defaults(run=c.cmd_runs)
 
 
 @contextlib.contextmanager
@@ -208,13 +274,27 @@ def _no_async_leftovers() -> Iterator[None]:
         logger.setLevel(level)
 
 
+def _where(args: argparse.Namespace) -> str:
+    """What a failed command worked on, for its one-line message."""
+    if args.command == "copy":
+        return f"{args.src} -> {args.dst}"
+    if args.command == "export":
+        return f"{args.url} -> {args.out}"
+    names = ("url", "path", "out", "pattern")
+    return next((str(getattr(args, n)) for n in names if getattr(args, n, None)), "")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``simrecorder`` command; returns the exit status.
 
     Failures print one line on stderr (the command, the store, the error's type and
-    message) and exit with 1; a missing file exits with 2.
+    message) and exit with 1; a missing store or file exits with 2. ``--debug``
+    prints the traceback too.
     """
-    args = _parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv  # anywhere: before or after the command
+    args = _parser().parse_args([a for a in argv if a != "--debug"])
+    args.debug = debug
     if args.command == "info" and "://" not in args.url and not os.path.lexists(args.url):
         if _unpacked_zip(args.url) is None:
             print(f"simrecorder info: no such file: {args.url}", file=sys.stderr)
@@ -230,12 +310,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as exc:  # noqa: BLE001 - a command prints one line, never a traceback
-        where = next(getattr(args, n) for n in ("url", "path", "out") if hasattr(args, n))
+        if args.debug:
+            traceback.print_exc()
+        where = _where(args)
         print(
             f"simrecorder {args.command}: {where}: {type(exc).__name__}: {_one_line(exc)}",
             file=sys.stderr,
         )
-        return 1
+        return 2 if isinstance(exc, FileNotFoundError) and args.command != "info" else 1
 
 
 if __name__ == "__main__":  # pragma: no cover

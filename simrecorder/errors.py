@@ -24,6 +24,7 @@ __all__ = [
     "MissingDependencyError",
     "ReadOnlyError",
     "SchemaError",
+    "SeriesAttrsNotSupportedError",
     "SeriesIndexError",
     "ServerStartError",
     "SimRecorderError",
@@ -201,6 +202,11 @@ class ForkedRecorderError(SimRecorderError, RuntimeError):
 
     The buffered samples belong to the parent; the child must create its own recorder.
     """
+
+
+class SeriesAttrsNotSupportedError(SimRecorderError, NotImplementedError):
+    """A store cannot keep attributes on a series (``DataStore.set_series_attrs``); the
+    message names the store. Check ``store.supports_series_attrs`` first."""
 
 
 class ValueTooLargeError(SimRecorderError, ValueError):

@@ -9,7 +9,7 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Iterator, Mapping, MutableMapping
+from collections.abc import Iterator, Mapping, MutableMapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -157,6 +157,11 @@ class Recorder:
     max_kept_bytes
         Bytes kept in memory for one failing store at most; older blocks beyond it
         are quarantined.
+    blobs
+        Where :meth:`record_blob` stores files and snapshots: a
+        :class:`~simrecorder.blobs.HashKeyStorage`, or what it takes (a folder path, a
+        location). Default: the folder ``<store path>.blobs`` beside the first store on
+        disk, memory for an in-memory store (see :attr:`blobs`).
 
     Notes
     -----
@@ -194,6 +199,7 @@ class Recorder:
         give_up_seconds: float = 600.0,
         retry_seconds: float = 1.0,
         max_kept_bytes: int = 1 << 30,
+        blobs: Any = None,
     ) -> None:
         if not datastores:
             raise ArgumentTypeError(
@@ -234,6 +240,7 @@ class Recorder:
         self.give_up_seconds = float(give_up_seconds)
         self.retry_seconds = float(retry_seconds)
         self.max_kept_bytes = int(max_kept_bytes)
+        self._blobs: Any = blobs  # made a HashKeyStorage on first use (see the blobs property)
         self._lock = threading.RLock()
         self._pivot: SeriesBuffer | None = None  # see _arm_epoch
         self._pivot_fast_type: type | None = None
@@ -765,6 +772,89 @@ class Recorder:
             for store in stores:
                 store.set(key, value)
 
+    def describe(
+        self,
+        key: str,
+        *,
+        units: str | None = None,
+        long_name: str | None = None,
+        dims: Sequence[str] | None = None,
+        coords: Mapping[str, Any] | None = None,
+        time: str | None = None,
+        **attrs: Any,
+    ) -> None:
+        """Store metadata on the series ``key`` in every store (merged with earlier
+        calls): CF ``units`` and ``long_name``, names of the sample axes, their
+        coordinate values and the series that is its time coordinate.
+
+        Record a first sample of ``key`` before describing it (buffered samples of
+        ``key`` are written first). Plain h5py/zarr see ``units``/``long_name`` as
+        attributes of the series (the layout: :mod:`simrecorder._describe`);
+        :func:`simrecorder.to_xarray` and the ``simrecorder`` command use them.
+
+        Parameters
+        ----------
+        key
+            A recorded series.
+        units, long_name
+            CF attributes, e.g. ``units='mV'``.
+        dims
+            Names of the sample axes (``('neuron',)`` for samples of shape ``(n,)``).
+        coords
+            Values along named axes: ``{'neuron': ids}``.
+        time
+            Key of a series holding the time of each sample (default: the sample
+            index ``step``).
+        **attrs
+            More attributes (str, int, float or bool).
+
+        Raises
+        ------
+        KeyNotFoundError
+            ``key`` was never recorded.
+        SeriesAttrsNotSupportedError
+            A store keeps no series attributes (nothing is written to any store).
+        InvalidArgumentError
+            ``dims``/``coords`` do not fit the samples' shape.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from simrecorder import Recorder, InMemoryDataStore
+        >>> rec = Recorder(InMemoryDataStore())
+        >>> rec.record("v", np.array([0.1, 0.2]))
+        >>> rec.describe("v", units="mV", dims=("neuron",), coords={"neuron": [7, 9]})
+        >>> rec.datastores[0].series_attrs("v")["units"]
+        'mV'
+        >>> rec.close()
+        """
+        from ._describe import encode_description
+        from .errors import SeriesAttrsNotSupportedError
+
+        with self._lock:
+            self._check_open(key)
+            validate_key(key)
+            lacking = [s for s in self.datastores if not s.supports_series_attrs]
+            if lacking:
+                raise SeriesAttrsNotSupportedError(
+                    f"describe {key!r}: series attributes are not supported by this store: "
+                    f"{lacking[0]!r}"
+                )
+            if key in self._buffers:
+                self._epoch(retry=True, raise_for=self.datastores)
+            first = self.datastores[0]
+            spec = first.series_spec(key) if first.node_type(key) == "series" else None
+            if spec is None:
+                raise KeyNotFoundError(
+                    f"describe {key!r}: no series {key!r} in {first!r}: record a sample first"
+                )
+            encoded = encode_description(
+                key, spec, units=units, long_name=long_name, dims=dims, coords=coords,
+                time=time, extra=attrs,
+            )  # fmt: skip
+            for store in self.datastores:
+                store.set_series_attrs(key, encoded)
+
     def get(self, key: str, datastore: DataStore | int | None = None) -> Any:
         """Return the value stored by :meth:`set` under ``key``, or None when absent."""
         with self._lock:
@@ -785,10 +875,74 @@ class Recorder:
             self._flush_for_read(store)
             return store.keys(prefix)
 
+    def record_blob(self, key: str, value: Any, datastore: DataStore | int | None = None) -> str:
+        """Store a file or a snapshot once in :attr:`blobs`; append its digest to ``key``.
+
+        Parameters
+        ----------
+        key
+            A str series: each call appends the blob's sha256 hex digest.
+        value
+            Bytes, a file path, or a readable binary stream (streamed in blocks).
+        datastore
+            As for :meth:`record`.
+
+        Returns
+        -------
+        str
+            The hex digest; read the blob back with ``rec.blobs.read(digest)``.
+            Identical content is stored once and gets the same digest.
+
+        Examples
+        --------
+        >>> from simrecorder import InMemoryDataStore, Recorder
+        >>> with Recorder(InMemoryDataStore()) as rec:
+        ...     digest = rec.record_blob("frames", b"frame-0")
+        ...     with rec.blobs.read(rec.get_all("frames")[0]) as blob:
+        ...         blob.read()
+        b'frame-0'
+        """
+        self._check_open(key)
+        validate_key(key)
+        digest = self.blobs.write(value)
+        self.record(key, digest.hex(), datastore)
+        return str(digest.hex())
+
+    @property
+    def blobs(self) -> Any:
+        """The :class:`~simrecorder.blobs.HashKeyStorage` of :meth:`record_blob`
+        (``Recorder(blobs=)``, else ``<store path>.blobs`` beside the first store on disk,
+        memory for an in-memory store; a Redis store alone needs ``blobs=``)."""
+        from .blobs import recorder_blobs
+
+        self._blobs = recorder_blobs(self._blobs, self.datastores)
+        return self._blobs
+
     @property
     def attrs(self) -> RecorderAttrs:
         """Run metadata: reads from the first store, writes go to every store."""
         return RecorderAttrs(self)
+
+    @property
+    def storage(self) -> Any:
+        """A :class:`~simrecorder.storage.StorageGroup` in the first persistent store
+        that can hold one (an HDF5 file: it shares the store's open file), for what a run
+        keeps beside its series: ``rec.storage['params'] = params``. Written at each
+        flush and at close; read with ``simrecorder.storage.load(path, 'params')``.
+
+        Raises
+        ------
+        ArgumentTypeError
+            No store of this recorder can hold a storage.
+        """
+        self._check_open()
+        for store in self.datastores:
+            if store.persistent and callable(getattr(store, "storage", None)):
+                return store.storage()  # type: ignore[attr-defined]
+        raise ArgumentTypeError(
+            f"none of this recorder's stores ({', '.join(map(repr, self.datastores))}) can "
+            "hold a storage: rec.storage needs an HDF5 file store"
+        )
 
     # -- lifecycle ----------------------------------------------------------------------
     @property

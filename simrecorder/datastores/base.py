@@ -20,12 +20,14 @@ from .._schema import DENSE, SeriesSpec, infer_spec, merge_specs
 from ..errors import (
     KeyConflictError,
     ReadOnlyError,
+    SeriesAttrsNotSupportedError,
     StoreClosedError,
     StoreExistsError,
     ValueTooLargeError,
 )
 
 __all__ = ["DataStore", "NodeType"]
+
 
 #: What a key names in a store: ``'series'``, ``'value'`` (from ``set``) or ``'group'``.
 NodeType = str
@@ -72,6 +74,8 @@ class DataStore(ABC):
         copy samples it would otherwise pass through without copying).
     supports_nul_in_str
         str samples may contain NUL characters.
+    supports_series_attrs
+        The store keeps attributes on series (:meth:`set_series_attrs`).
     """
 
     protocol: ClassVar[str] = ""
@@ -81,6 +85,7 @@ class DataStore(ABC):
     max_value_bytes: ClassVar[int | None] = None
     retains_blocks: ClassVar[bool] = False
     supports_nul_in_str: ClassVar[bool] = True
+    supports_series_attrs: ClassVar[bool] = False
 
     def __init__(self, *, read_only: bool = False) -> None:
         self._closed = False
@@ -313,6 +318,40 @@ class DataStore(ABC):
         block)`` as handed to :meth:`append_block`. The default holds nothing back.
         """
         return []
+
+    def set_series_attrs(self, key: str, attrs: Mapping[str, Any]) -> None:
+        """Add or replace attributes of the series ``key`` (``units``, ``long_name``,
+        see :meth:`Recorder.describe <simrecorder.Recorder.describe>`).
+
+        Values are str, int, float, bool or lists of str; :meth:`series_attrs` gives
+        them back equal (lists as lists). Stores with ``supports_series_attrs``
+        override this and :meth:`series_attrs`.
+
+        Raises
+        ------
+        SeriesAttrsNotSupportedError
+            The store keeps no series attributes (the default).
+        KeyNotFoundError
+            No series is stored at ``key``.
+        """
+        raise SeriesAttrsNotSupportedError(
+            f"series attributes are not supported by this store: {self!r} (key {key!r})"
+        )
+
+    def series_attrs(self, key: str) -> dict[str, Any]:
+        """The attributes set on the series ``key`` by :meth:`set_series_attrs` (a
+        copy; empty when none were set).
+
+        Raises
+        ------
+        SeriesAttrsNotSupportedError
+            The store keeps no series attributes (the default).
+        KeyNotFoundError
+            No series is stored at ``key``.
+        """
+        raise SeriesAttrsNotSupportedError(
+            f"series attributes are not supported by this store: {self!r} (key {key!r})"
+        )
 
     @property
     def local_path(self) -> str | None:
