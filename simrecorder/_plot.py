@@ -10,9 +10,9 @@ import numpy as np
 
 from ._describe import Description
 from ._inspect import describe_of
+from ._registry import import_backend
 from ._schema import DENSE, OBJECT
 from .datastores.base import DataStore
-from .datastores.registry import import_backend
 from .errors import InvalidArgumentError
 
 __all__ = ["plot_series"]

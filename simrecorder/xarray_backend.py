@@ -31,9 +31,10 @@ from typing import Any
 import numpy as np
 
 from ._inspect import Node, iter_nodes, run_attrs
+from ._registry import import_backend
 from ._schema import DENSE, STR
 from .datastores.base import DataStore
-from .datastores.registry import import_backend, open_datastore
+from .datastores.registry import open_datastore
 from .errors import KeyNotFoundError
 
 __all__ = ["SimRecorderBackendEntrypoint", "to_pandas", "to_xarray"]

@@ -13,6 +13,7 @@ from simrecorder import (
     MissingDependencyError,
     open_datastore,
 )
+from simrecorder._registry import Entry
 from simrecorder.datastores.registry import known_protocols
 
 
@@ -72,7 +73,7 @@ def test_every_design_protocol_is_known():
 def test_a_missing_module_of_our_own_is_not_masked(monkeypatch):
     from simrecorder.datastores import registry
 
-    monkeypatch.setitem(registry._REGISTRY, "later", registry._Entry("simrecorder.nope:X", None))
+    monkeypatch.setitem(registry._REGISTRY, "later", Entry("simrecorder.nope:X", None))
     with pytest.raises(ModuleNotFoundError, match=r"simrecorder\.nope"):
         open_datastore("later://x")
 
@@ -80,7 +81,7 @@ def test_a_missing_module_of_our_own_is_not_masked(monkeypatch):
 def test_a_missing_third_party_package_names_the_extra(monkeypatch):
     from simrecorder.datastores import registry
 
-    monkeypatch.setitem(registry._REGISTRY, "ext", registry._Entry("no_such_pkg_xyz:X", "zarr"))
+    monkeypatch.setitem(registry._REGISTRY, "ext", Entry("no_such_pkg_xyz:X", "zarr"))
     with pytest.raises(MissingDependencyError, match=r"simrecorder\[zarr\]"):
         open_datastore("ext://x")
 

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from .._registry import import_backend
 from ._memory import InMemoryDataStore
 from ._view import SeriesView
 from .base import DataStore
-from .registry import import_backend, open_datastore, store_class
+from .registry import open_datastore, store_class
 
 __all__ = [
     "DataStore",

@@ -7,43 +7,36 @@ naming the extra to install.
 
 from __future__ import annotations
 
-import importlib
 import os
-from dataclasses import dataclass
 from typing import Any
 
-from ..errors import MissingDependencyError, UnknownDataStoreError
+from .._registry import Entry, import_backend
+from ..errors import UnknownDataStoreError
 from .base import DataStore
 
 __all__ = ["import_backend", "known_protocols", "open_datastore", "store_class"]
 
 
-@dataclass(frozen=True)
-class _Entry:
-    target: str  # "module:Class"
-    extra: str | None  # pip extra that installs the backend's dependencies
-
-
-_REGISTRY: dict[str, _Entry] = {
-    "memory": _Entry("simrecorder.datastores._memory:InMemoryDataStore", None),
-    "hdf5": _Entry("simrecorder.datastores._hdf5:HDF5DataStore", None),
-    "zarr": _Entry("simrecorder.datastores._zarr:ZarrDataStore", "zarr"),
-    "zarr+zip": _Entry("simrecorder.datastores._zarr:ZarrDataStore", "zarr"),
+_REGISTRY: dict[str, Entry] = {
+    "memory": Entry("simrecorder.datastores._memory:InMemoryDataStore", None),
+    "hdf5": Entry("simrecorder.datastores._hdf5:HDF5DataStore", None),
+    "zarr": Entry("simrecorder.datastores._zarr:ZarrDataStore", "zarr"),
+    "zarr+zip": Entry("simrecorder.datastores._zarr:ZarrDataStore", "zarr"),
     # the lmdb package is imported (MissingDependencyError naming the extra) when the
     # store opens, so the class imports without it
-    "zarr+lmdb": _Entry("simrecorder.datastores._zarr:ZarrDataStore", "zarr"),
-    "redis": _Entry("simrecorder.datastores._redis:RedisDataStore", "redis"),
-    "rediss": _Entry("simrecorder.datastores._redis:RedisDataStore", "redis"),
-    "redis+cluster": _Entry("simrecorder.datastores._redis:RedisClusterDataStore", "redis"),
-    "rediss+cluster": _Entry("simrecorder.datastores._redis:RedisClusterDataStore", "redis"),
-    "fs": _Entry("simrecorder.adapters._mummi_store:FileSystemDataStore", None),
-    "mummi+simple": _Entry("simrecorder.adapters._mummi_store:SimpleDataStore", None),
-    "mummi+taridx": _Entry("simrecorder.adapters._mummi_store:TaridxDataStore", None),
-    "mummi+redis": _Entry("simrecorder.adapters._mummi_store:RedisNamespaceDataStore", "redis"),
+    "zarr+lmdb": Entry("simrecorder.datastores._zarr:ZarrDataStore", "zarr"),
+    "redis": Entry("simrecorder.datastores._redis:RedisDataStore", "redis"),
+    "rediss": Entry("simrecorder.datastores._redis:RedisDataStore", "redis"),
+    "redis+cluster": Entry("simrecorder.datastores._redis:RedisClusterDataStore", "redis"),
+    "rediss+cluster": Entry("simrecorder.datastores._redis:RedisClusterDataStore", "redis"),
+    "fs": Entry("simrecorder.adapters._mummi_store:FileSystemDataStore", None),
+    "mummi+simple": Entry("simrecorder.adapters._mummi_store:SimpleDataStore", None),
+    "mummi+taridx": Entry("simrecorder.adapters._mummi_store:TaridxDataStore", None),
+    "mummi+redis": Entry("simrecorder.adapters._mummi_store:RedisNamespaceDataStore", "redis"),
 }
 #: ``blocks+<location URL>``: a block store over any location ``open_location`` opens
 #: (``blocks+file:///dir``, ``blocks+redis://host/0/run1``, ``blocks+s3://bucket/run1``)
-_BLOCKS = _Entry("simrecorder.datastores._blocks:BlockDataStore", None)
+_BLOCKS = Entry("simrecorder.datastores._blocks:BlockDataStore", None)
 _ALIASES = {"h5": "hdf5", "file": "hdf5"}
 _SUFFIXES = {
     ".h5": "hdf5",
@@ -77,24 +70,8 @@ def store_class(protocol: str) -> type[DataStore]:
         raise UnknownDataStoreError(
             f"unknown data store protocol {protocol!r}; known: {known_protocols()}"
         )
-    module_name, class_name = entry.target.split(":")
-    return getattr(import_backend(module_name, entry.extra, what=f"the {protocol!r} data store"),
-                   class_name)  # fmt: skip
-
-
-def import_backend(module_name: str, extra: str | None, what: str) -> Any:
-    """Import a backend module; a missing third-party package becomes a
-    :class:`MissingDependencyError` naming the pip extra that installs it.
-
-    A missing module of simrecorder itself is a bug and propagates as is.
-    """
-    try:
-        return importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name is None or exc.name.split(".")[0] == "simrecorder":
-            raise
-        hint = f"pip install 'simrecorder[{extra}]'" if extra else "reinstall simrecorder"
-        raise MissingDependencyError(f"{what} needs the package {exc.name!r}: {hint}") from exc
+    found: type[DataStore] = entry.load(what=f"the {protocol!r} data store")
+    return found
 
 
 def _protocol_of(url: str) -> tuple[str, str]:

@@ -9,9 +9,9 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from typing import Any
 
+from .._registry import Entry, import_backend
 from .._url import parse_url
 from ..errors import MissingDependencyError, UnknownDataStoreError
 from .base import Location
@@ -19,21 +19,15 @@ from .base import Location
 __all__ = ["known_location_schemes", "location_class", "open_location"]
 
 
-@dataclass(frozen=True)
-class _Entry:
-    target: str  # "module:Class"
-    extra: str | None  # pip extra that installs the location's dependencies
-
-
-_REGISTRY: dict[str, _Entry] = {
-    "memory": _Entry("simrecorder.locations._memory:MemoryLocation", None),
-    "file": _Entry("simrecorder.locations._directory:DirectoryLocation", None),
-    "redis": _Entry("simrecorder.locations._redis:RedisLocation", "redis"),
-    "rediss": _Entry("simrecorder.locations._redis:RedisLocation", "redis"),
-    "unix": _Entry("simrecorder.locations._redis:RedisLocation", "redis"),
-    "taridx": _Entry("simrecorder.locations._taridx:TaridxLocation", None),
+_REGISTRY: dict[str, Entry] = {
+    "memory": Entry("simrecorder.locations._memory:MemoryLocation", None),
+    "file": Entry("simrecorder.locations._directory:DirectoryLocation", None),
+    "redis": Entry("simrecorder.locations._redis:RedisLocation", "redis"),
+    "rediss": Entry("simrecorder.locations._redis:RedisLocation", "redis"),
+    "unix": Entry("simrecorder.locations._redis:RedisLocation", "redis"),
+    "taridx": Entry("simrecorder.locations._taridx:TaridxLocation", None),
     # encore's directory: the adapter owns it (locations never import adapters)
-    "encore": _Entry("simrecorder.adapters.encore:EncoreLocation", None),
+    "encore": Entry("simrecorder.adapters.encore:EncoreLocation", None),
 }
 _FSSPEC = "simrecorder.locations._fsspec:FsspecLocation"
 #: pip extra for fsspec schemes that need more than fsspec itself
@@ -56,8 +50,6 @@ def location_class(scheme: str) -> type[Location]:
     MissingDependencyError
         The location's optional dependency is missing (names the pip extra).
     """
-    from ..datastores.registry import import_backend
-
     scheme = scheme.lower()
     entry = _REGISTRY.get(scheme)
     if entry is None:
@@ -78,10 +70,8 @@ def location_class(scheme: str) -> type[Location]:
                 f"{', '.join(known_location_schemes())} and the fsspec protocols "
                 f"({', '.join(sorted(fsspec.available_protocols())[:12])}, ...), or a plain path"
             )
-        entry = _Entry(_FSSPEC, extra)
-    module_name, class_name = entry.target.split(":")
-    module = import_backend(module_name, entry.extra, what=f"the {scheme}:// location")
-    found: type[Location] = getattr(module, class_name)
+        entry = Entry(_FSSPEC, extra)
+    found: type[Location] = entry.load(what=f"the {scheme}:// location")
     return found
 
 
