@@ -518,3 +518,187 @@ def test_recorder_timer_flushes_while_the_storage_is_written(tmp_path):
                 del storage[f"g{i % 7}"]
     loaded = load(path)
     assert loaded["g5"]["k299"] == {"a": 299, "b": [299, 299, 299]}
+
+
+# -- the fast paths (issue 16 benchmarks): files stay readable by the plain libraries -----
+
+
+def test_zarr_direct_files_match_zarr_python(tmp_path):
+    import zarr
+
+    data = {
+        "b": np.ones((100, 50), bool),
+        "h": np.arange(5000, dtype=np.float16).reshape(50, 100),
+        "u": np.arange(5000, dtype=np.uint8),
+        "g": {"arr": np.arange(5000.0), "small": np.arange(3), "x": 1},
+    }
+    path = save(data, tmp_path / "x.zarr")
+    group = zarr.open_group(path, mode="r")
+    for name in ("b", "h", "u", "g/arr"):
+        expected = data["g"]["arr"] if name == "g/arr" else data[name]
+        assert group[name].dtype == expected.dtype
+        np.testing.assert_array_equal(group[name][...], expected)
+    assert_same(load(path, version_policy="ignore"), data)
+    # a partial update of another shape, and pack appends across sessions
+    with open_storage(path) as root:
+        root["h"] = np.arange(6000.0)
+        root["g/more"] = np.arange(5)
+    with open_storage(path) as root:
+        root["g/more2"] = np.arange(7)
+    group = zarr.open_group(path, mode="r")
+    np.testing.assert_array_equal(group["h"][...], np.arange(6000.0))
+    back = load(path, version_policy="ignore")
+    np.testing.assert_array_equal(back["g"]["more2"], np.arange(7))
+    np.testing.assert_array_equal(back["g"]["small"], np.arange(3))
+
+
+def test_zarr_chunks_left_out_read_as_fill_values(tmp_path):
+    # zarr-python does not write a chunk of fill values (files of earlier versions)
+    path = save({"z": np.zeros(10_000), "g": {"a": np.ones(10_000)}}, tmp_path / "x.zarr")
+    os.unlink(os.path.join(path, "z", "0"))
+    np.testing.assert_array_equal(load(path, "z", version_policy="ignore"), np.zeros(10_000))
+
+
+def test_zarr_arrays_of_another_layout_are_read_by_zarr(tmp_path):
+    import zarr
+
+    path = save({"a": np.arange(10_000.0)}, tmp_path / "x.zarr")
+    group = zarr.open_group(path, mode="r+")
+    del group["a"]
+    group.create_array("a", data=np.arange(10_000.0), chunks=(1000,))
+    np.testing.assert_array_equal(load(path, "a", version_policy="ignore"), np.arange(10_000.0))
+    # one chunk under zarr-python's default chunk keys (c/0/0): files of earlier versions
+    path = save({"m": np.ones((100, 80))}, tmp_path / "y.zarr")
+    group = zarr.open_group(path, mode="r+")
+    del group["m"]
+    group.create_array("m", data=np.arange(8000.0).reshape(100, 80), chunks=(100, 80))
+    assert os.path.exists(os.path.join(path, "m", "c", "0", "0"))
+    np.testing.assert_array_equal(
+        load(path, "m", version_policy="ignore"), np.arange(8000.0).reshape(100, 80)
+    )
+
+
+def test_zarr_damaged_chunk_is_named(tmp_path):
+    path = save({"a": np.arange(10_000.0)}, tmp_path / "x.zarr")
+    with open(os.path.join(path, "a", "0"), "r+b") as f:
+        f.truncate(100)
+    with pytest.raises(StoreFormatError, match=r"x\.zarr"):
+        load(path)
+
+
+def test_json_arrays_go_to_a_sidecar(tmp_path):
+    data = {"big": np.arange(10_000.0), "small": np.arange(3), "x": 1.5}
+    path = save(data, tmp_path / "x.json")
+    with open(path) as f:
+        doc = json.load(f)
+    assert doc["@g"]["big"] == {"@p": ["<f8", [10_000], 0]}
+    assert doc["@g"]["small"] == {"@p": ["<i8", [3], 80_000]}
+    assert os.path.getsize(path + ".bin") == 80_024 + 37  # header + raw bytes
+    assert os.path.getsize(path) < 2_000
+    assert_same(load(path, version_policy="ignore"), data)
+    assert info(path)["tree"]["big"]["shape"] == (10_000,)
+
+
+def test_json_sidecar_of_another_save_is_refused(tmp_path):
+    path = save({"big": np.arange(10_000.0)}, tmp_path / "x.json")
+    with open(path + ".bin", "rb") as f:
+        first = f.read()
+    save({"big": np.arange(10_000.0) + 1}, tmp_path / "x.json")
+    with open(path + ".bin", "wb") as f:
+        f.write(first)  # the pair a crash between the two renames would leave
+    with pytest.raises(StoreFormatError, match=r"x\.json.*another save"):
+        load(path)
+    os.unlink(path + ".bin")
+    with pytest.raises(StoreFormatError, match=r"x\.json.*missing"):
+        load(path)
+
+
+def test_json_save_without_large_arrays_drops_the_old_sidecar(tmp_path):
+    path = save({"big": np.arange(10_000.0)}, tmp_path / "x.json")
+    assert os.path.exists(path + ".bin")
+    save({"a": 1}, tmp_path / "x.json")
+    assert not os.path.exists(path + ".bin")
+    assert load(path, version_policy="ignore") == {"a": 1}
+    assert sorted(os.listdir(tmp_path)) == ["x.json"]
+
+
+def test_json_sidecar_partial_updates(tmp_path):
+    path = save({"big": np.arange(10_000.0), "x": 1}, tmp_path / "x.json")
+    with open_storage(path) as root:
+        root["more"] = np.ones(5000)
+    with open_storage(path) as root:
+        root["x"] = 2
+        np.testing.assert_array_equal(root["big"], np.arange(10_000.0))
+    back = load(path, version_policy="ignore")
+    np.testing.assert_array_equal(back["more"], np.ones(5000))
+    assert back["x"] == 2
+    for _ in range(5):  # overwrites are repacked: the sidecar does not grow without bound
+        with open_storage(path) as root:
+            root["big"] = np.arange(10_000.0) + 1
+    assert os.path.getsize(path + ".bin") < 3 * 120_000
+    np.testing.assert_array_equal(
+        load(path, "big", version_policy="ignore"), np.arange(10_000.0) + 1
+    )
+
+
+def test_json_failed_save_leaves_no_sidecar(tmp_path):
+    with pytest.raises(TypeError):
+        save({"big": np.arange(10_000.0), "bad": {1, 2}}, tmp_path / "x.json")
+    assert os.listdir(tmp_path) == []
+
+
+def test_hdf5_fast_datasets_are_plain_and_marked(tmp_path):
+    data = {
+        "a": np.arange(10_000.0),
+        "s": np.array(["héllo"] * 2000),
+        "é": np.ones((100, 80), bool),
+    }
+    path = save(data, tmp_path / "x.h5")
+    with h5py.File(path, "r") as f:
+        np.testing.assert_array_equal(f["a"][()], data["a"])
+        assert f["é"].dtype == bool
+        for name in ("a", "s", "é"):
+            assert f[name].attrs["simrecorder_storage_array"] == 1
+    assert_same(load(path, version_policy="ignore"), data)
+    with open_storage(path) as root:  # overwritten in a reopened file
+        root["a"] = np.arange(20_000)
+    np.testing.assert_array_equal(load(path, "a", version_policy="ignore"), np.arange(20_000))
+
+
+@dataclasses.dataclass
+class _Counted:
+    """A dataclass whose __post_init__ must not run again on load."""
+
+    n: int
+    calls = 0
+
+    def __post_init__(self):
+        type(self).calls += 1
+
+
+@dataclasses.dataclass
+class _KwOnly:
+    a: int
+    b: float = dataclasses.field(kw_only=True, default=1.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Frozen:
+    a: int
+    b: str
+
+
+@pytest.mark.parametrize("suffix", SUFFIXES)
+def test_lists_of_dataclasses_rebuild_as_saved(tmp_path, suffix):
+    # lists of one dataclass are stored by column; rebuilding calls the generated
+    # __init__ only when it does nothing but set the fields
+    data = {
+        "counted": [_Counted(i) for i in range(3)],
+        "kw": [_KwOnly(i, b=i / 2) for i in range(3)],
+        "frozen": [_Frozen(i, str(i)) for i in range(3)],
+    }
+    path = save(data, tmp_path / f"x{suffix}")
+    before = _Counted.calls
+    back = load(path, version_policy="ignore")
+    assert _Counted.calls == before
+    assert back == data

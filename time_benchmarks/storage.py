@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import os
 import pickle
@@ -31,6 +32,7 @@ from ._timing import median_time
 
 BACKENDS = ("hdf5", "zarr", "json")
 SUFFIX = {"hdf5": ".h5", "zarr": ".zarr", "json": ".json"}
+SIDECAR = ".bin"  # the sidecar of a JSON storage's large arrays: x.json.bin
 
 
 @dataclasses.dataclass
@@ -96,6 +98,9 @@ WORKLOADS = {"a": workload_a, "b": workload_b, "c": workload_c}
 
 
 def _size(path: str) -> int:
+    """Bytes of a saved file (a zarr directory's files; a JSON document's sidecar too)."""
+    if os.path.exists(path + SIDECAR):
+        return _size(path + SIDECAR) + os.path.getsize(path)
     if os.path.isdir(path):
         return sum(
             os.path.getsize(os.path.join(root, name))
@@ -120,13 +125,27 @@ def _timed(run: Any) -> float:
 
 
 def _save_load(obj: Any, directory: str, backend: str) -> tuple[str, float, float]:
-    """One save and one load of ``obj``: ``(path, save seconds, load seconds)``."""
+    """One save and one load of ``obj``: ``(path, save seconds, load seconds)``.
+
+    Both sides write a new file: the previous run's file is removed first, untimed
+    (ext4 flushes a file's data when it is truncated, as pickle's ``open(path, 'wb')``
+    does, or renamed over, as an atomic save does: either would time the disk, not
+    the code). Neither side calls fsync.
+    """
     if backend == "pickle":
         path = os.path.join(directory, "w.pickle")
+        _discard(path)
         return path, _timed(lambda: _pickle_save(obj, path)), _timed(lambda: _pickle_load(path))
     path = os.path.join(directory, "w" + SUFFIX[backend])
+    _discard(path)
     save_s = _timed(lambda: save(obj, path))
     return path, save_s, _timed(lambda: load(path, version_policy="ignore"))
+
+
+def _discard(path: str) -> None:
+    for name in (path, path + SIDECAR):
+        if os.path.lexists(name):
+            _remove(name)
 
 
 def run_workloads(directory: str, repeats: int) -> list[dict[str, Any]]:
@@ -165,11 +184,12 @@ def one_leaf(directory: str, repeats: int) -> list[dict[str, Any]]:
     """Time to load one small leaf of a file that also holds a 100 MB array."""
     rows = []
     data = {"big": np.ones(13_107_200), "params": {"dt": 0.1, "n": 3}}
-    for backend in ("hdf5", "zarr"):
+    for backend in BACKENDS:
         path = save(data, os.path.join(directory, "big" + SUFFIX[backend]))
-        seconds = median_time(lambda p=path: load(p, "params/dt", version_policy="ignore"), repeats)
+        read = functools.partial(load, path, "params/dt", version_policy="ignore")
+        seconds = median_time(read, repeats)
         rows.append({"backend": backend, "file_mb": _size(path) / 1e6, "leaf_ms": seconds * 1e3})
-        _remove(path)
+        _discard(path)
     return rows
 
 

@@ -23,13 +23,19 @@ Layout (no pickle anywhere, except the explicit ``backend='pickle'`` of :func:`s
 - arrays of 4 KiB or more are datasets of their own (HDF5 datasets, zarr arrays;
   64 KiB or more: Redis keys); smaller ones are raw bytes in one ``.simrecorder_pack``
   dataset per physical group (HDF5, zarr) or base64 text in the index (Redis); a JSON
-  storage is one file, its arrays base64 text;
+  storage is one document (all groups inline) plus, when it holds arrays, a sidecar
+  ``x.json.bin`` of their raw bytes (its pack), which the document refers to by
+  offset (``{"@p": [dtype, shape, offset]}``) and pairs with by a token (a document
+  and a sidecar of different saves are refused);
+- zarr arrays are written by this package itself (one uncompressed chunk per array,
+  the ``zarr.json`` zarr-python writes, ``v2`` chunk keys: the chunk file is ``0``),
+  so a save does not pay zarr-python's per-call event-loop round trips;
 - a list of objects of one class is stored by column (class and field names once,
   floats as float64 bytes).
 
 In plain h5py the index is the JSON text attribute ``simrecorder_storage`` of each
 group (a dataset ``.simrecorder_storage`` when larger than 48 KiB); in plain zarr it is
-the group attribute of that name; a JSON storage file is the index itself.
+the group attribute of that name; a JSON storage document is the index itself.
 
 Changes are kept in memory and written at ``flush()``/``close()`` (large arrays at
 once). A storage object is not thread-safe: use one per thread, or a lock.

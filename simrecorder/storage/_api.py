@@ -24,6 +24,7 @@ from . import _core
 from . import _encoding as enc
 from ._core import EA, PG, GenericStorage, _Group, _kind, filtered
 from ._errors import DamagedValueError, UnstorableValueError
+from ._location import SIDECAR_SUFFIX
 from ._versions import FORMAT_VERSION, POLICIES, check_versions, current_versions
 
 __all__ = [
@@ -58,7 +59,7 @@ _SAVE_PREFIX = ".simrecorder-save-"
 
 
 def _storage_class(name: str) -> Callable[..., GenericStorage]:
-    from ..datastores.registry import import_backend
+    from .._registry import import_backend
 
     module_name, class_name = _REGISTRY[name].split(":")
     module = import_backend(module_name, _EXTRAS.get(name), what=f"the {name} storage")
@@ -236,9 +237,10 @@ def _save_atomically(obj: Any, path: str, name: str, metadata: dict[str, Any]) -
                 storage.dump(obj, metadata)
             finally:
                 storage.close()
-        _replace(temp, path)
+        _replace(temp, path, sidecar=name == "json")
     except BaseException:
         _remove(temp)
+        _remove(temp + SIDECAR_SUFFIX)
         raise
 
 
@@ -253,11 +255,21 @@ def _save_pickle(obj: Any, path: str, metadata: dict[str, Any]) -> None:
             raise UnstorableValueError(f"pickle cannot store the object: {exc}") from None
 
 
-def _replace(temp: str, path: str) -> None:
+def _replace(temp: str, path: str, sidecar: bool = False) -> None:
+    """Rename ``temp`` over ``path`` (with a JSON document's sidecar: the sidecar
+    first; the document names the sidecar's token, so a crash between the two
+    renames leaves a pair that is refused, not mixed)."""
     if not os.path.isdir(temp):
         if os.path.isdir(path):
             shutil.rmtree(path)
+        stale = False
+        if sidecar and os.path.exists(temp + SIDECAR_SUFFIX):
+            os.replace(temp + SIDECAR_SUFFIX, path + SIDECAR_SUFFIX)
+        elif sidecar:
+            stale = os.path.exists(path + SIDECAR_SUFFIX)
         os.replace(temp, path)
+        if stale:
+            _remove(path + SIDECAR_SUFFIX)
         return
     old = None
     if os.path.lexists(path):
@@ -501,8 +513,9 @@ def compact(filename: str | os.PathLike[str]) -> int:
 
     The copy (of everything in the file: a run file keeps its series) is written
     beside the file and renamed over it. Returns the bytes
-    reclaimed (JSON files are rewritten whole at every change and zarr frees space at
-    once, so for them this is a no-op returning 0).
+    reclaimed (JSON documents are rewritten whole at every change, their sidecar is
+    repacked once half of it is unused, and zarr frees space at once, so for them this
+    is a no-op returning 0).
     """
     path = _resolve(filename)
     name = _kind_of_file(path)

@@ -172,20 +172,25 @@ class _Tree:
 
     def pack_put(self, phys: Path, array: np.ndarray) -> dict[str, Any]:
         """Append ``array``'s bytes to the pack of ``phys``; return its entry."""
-        data = np.ascontiguousarray(array).tobytes()
-        pending = self._pack_new.setdefault(phys, bytearray())
-        offset = self._pack_base(phys) + len(pending)
-        pending += data
+        pending = self._pack_new.get(phys)
+        if pending is None:
+            pending = self._pack_new[phys] = bytearray()
+        base = self._pack_length.get(phys)
+        offset = (self._pack_base(phys) if base is None else base) + len(pending)
+        # small arrays: tobytes (C order) is cheaper than a view; large: one copy fewer
+        pending += array.tobytes() if array.nbytes < 65536 else _raw_bytes(array)
         self._dirty.add(phys)
         return {PACKED: [array.dtype.str, list(array.shape), offset]}
 
     def pack_get(self, phys: Path, entry: list[Any], whole: bool = False) -> np.ndarray:
         """The array of a packed entry (``whole``: read and keep the whole pack)."""
-        dtype, shape, offset = np.dtype(entry[0]), tuple(entry[1]), int(entry[2])
+        dtype, shape, offset = _dtype(entry[0]), tuple(entry[1]), int(entry[2])
         if dtype.itemsize == 0:
             return np.zeros(shape, dtype=dtype)
         nbytes = math.prod(shape) * dtype.itemsize
-        base = self._pack_base(phys)
+        base = self._pack_length.get(phys)
+        if base is None:
+            base = self._pack_base(phys)
         if offset >= base:
             start = offset - base
             data: Any = memoryview(self._pack_new.get(phys, b""))[start : start + nbytes]
@@ -307,6 +312,29 @@ class _Tree:
         self.backend.flush()
 
 
+_DTYPES: dict[str, np.dtype] = {}
+
+
+def _dtype(text: str) -> np.dtype:
+    """``np.dtype(text)``, cached (parsing it is most of the cost of a small array)."""
+    dtype = _DTYPES.get(text)
+    if dtype is None:
+        dtype = np.dtype(text)
+        if len(_DTYPES) < 1000:
+            _DTYPES[text] = dtype
+    return dtype
+
+
+def _raw_bytes(array: np.ndarray) -> Any:
+    """The C-order bytes of ``array``: a view when it is contiguous (one copy fewer)."""
+    if array.flags.c_contiguous and array.size:
+        try:
+            return array.data.cast("B")
+        except (TypeError, ValueError):  # dtypes the buffer protocol does not know
+            pass
+    return np.ascontiguousarray(array).tobytes()
+
+
 def _kind(entry: Any) -> str | None:
     """The tag of a dict entry (``None`` for plain JSON values)."""
     if entry.__class__ is dict:
@@ -335,10 +363,15 @@ def valid_name(name: object) -> bool:
     return valid
 
 
+def names_valid(mapping: dict[Any, Any]) -> bool:
+    """Whether every key of ``mapping`` can be a group member's name."""
+    return _valid_names.issuperset(mapping) or all(valid_name(key) for key in mapping)
+
+
 def _group_like(value: Any) -> bool:
     """Whether assigning ``value`` makes a group (a dict with name keys, or an object)."""
     if value.__class__ is dict:
-        return all(valid_name(key) for key in value)
+        return names_valid(value)
     return (
         not isinstance(value, (np.ndarray, np.generic, list, tuple, str, bytes, int, float))
         and enc.object_kind(value) is not None
@@ -688,7 +721,15 @@ def _build_node(value: Any) -> dict[str, Any]:
     if value.__class__ is dict:
         items = {}
         raw = False
+        isfinite = math.isfinite
         for key, item in value.items():
+            cls = item.__class__
+            if cls is float:  # the common leaves inline (a call per leaf is the cost)
+                items[key] = item if isfinite(item) else {"@f": repr(item)}
+                continue
+            if cls is str or cls is int or cls is bool or item is None:
+                items[key] = item
+                continue
             entry: Any = _build_entry(item)
             items[key] = entry
             if not raw and (entry.__class__ is _Raw or (entry.__class__ is dict and _RAW in entry)):
@@ -701,7 +742,7 @@ def _build_node(value: Any) -> dict[str, Any]:
     if kind == "storable":
         return _object_value(value)
     state = enc.object_state(value, kind)
-    if state.__class__ is dict and all(valid_name(key) for key in state):
+    if state.__class__ is dict and names_valid(state):
         node = _build_node(state)
     else:
         node = _build_node({"state": state})
@@ -713,6 +754,10 @@ def _build_node(value: Any) -> dict[str, Any]:
 
 def _build_entry(value: Any) -> Any:
     cls = value.__class__
+    if cls is float:  # the common leaves first: no isinstance on an ABC for them
+        return value if math.isfinite(value) else {"@f": repr(value)}
+    if cls is str or cls is int or cls is bool or value is None:
+        return value
     if isinstance(value, StorageGroup):  # a copy of the group's data (objects too)
         value = value.load()
         cls = value.__class__
@@ -720,7 +765,7 @@ def _build_entry(value: Any) -> Any:
         enc.check_dtype(value.dtype)
         return _Raw(value)
     if cls is dict:
-        if all(valid_name(key) for key in value):
+        if names_valid(value):
             return _build_node(value)
     elif cls not in _PLAIN and not isinstance(value, np.generic):
         if isinstance(value, np.ndarray):
@@ -844,7 +889,9 @@ def _node_python(tree: _Tree, phys: Path, inner: Path, node: dict[str, Any]) -> 
     data = {}
     for name, entry in node[G].items():
         cls = entry.__class__
-        if cls is dict:
+        if cls is float or cls is str or cls is int or cls is bool or entry is None:
+            data[name] = entry
+        elif cls is dict:
             tag = next(iter(entry), None)
             if tag == G:
                 data[name] = _node_python(tree, phys, (*inner, name), entry)
@@ -864,6 +911,8 @@ def _node_python(tree: _Tree, phys: Path, inner: Path, node: dict[str, Any]) -> 
             data[name] = enc.decode_value(entry, _load_detached)
         else:
             data[name] = entry
+    if "@k" not in node and "@c" not in node:  # a plain group
+        return data
     return _restored(_Group(tree, phys, inner), node, data)
 
 

@@ -25,8 +25,10 @@ objects are stored as the plain data of their fields and rebuilt from it.
 from __future__ import annotations
 
 import base64
+import collections
 import dataclasses
 import importlib
+import itertools
 import math
 import sys
 import threading
@@ -283,6 +285,41 @@ def _encode_column(column: list[Any], encode_object: Any) -> Any:
     return encode_value(column, encode_object)
 
 
+_PLAIN_INIT: dict[tuple[type, tuple[str, ...]], bool] = {}
+
+
+def _plain_init(cls: type, names: tuple[str, ...]) -> bool:
+    """Whether ``cls(*values)`` builds the same object as setting its fields ``names``
+    in a new instance's ``__dict__``: a dataclass whose ``__init__`` is the generated
+    one taking exactly these fields, with no ``__post_init__``, no ``__setattr__`` of
+    its own and no descriptors on the fields. Calling it is 4x faster (C loops)."""
+    known = _PLAIN_INIT.get((cls, names))
+    if known is not None:
+        return known
+    plain = False
+    try:
+        fields = dataclasses.fields(cls)
+        init: Any = getattr(cls, "__init__", None)
+        params = getattr(cls, "__dataclass_params__", None)
+        plain = (
+            tuple(field.name for field in fields) == names
+            and all(field.init for field in fields)
+            and not hasattr(cls, "__post_init__")
+            and getattr(init, "__code__", None) is not None
+            and init.__code__.co_filename == "<string>"  # made by dataclasses
+            and init.__code__.co_argcount == len(names) + 1  # no InitVar, no kw_only
+            and init.__code__.co_kwonlyargcount == 0
+            and init.__qualname__ == f"{cls.__qualname__}.__init__"
+            and (cls.__setattr__ is object.__setattr__ or bool(getattr(params, "frozen", False)))
+            and not any(hasattr(type(getattr(cls, name, None)), "__set__") for name in names)
+        )
+    except (TypeError, AttributeError):
+        plain = False
+    if len(_PLAIN_INIT) < 10_000:
+        _PLAIN_INIT[(cls, names)] = plain
+    return plain
+
+
 def _decode_columns(body: list[Any], decode_object: Any) -> list[Any]:
     path, kind, names, columns = body
     values = [decode_value(column, decode_object) for column in columns]
@@ -293,12 +330,17 @@ def _decode_columns(body: list[Any], decode_object: Any) -> list[Any]:
         and "__slots__" not in vars(cls)
         and "__setstate__" not in vars(cls)
     ):
-        new = cls.__new__
-        objects = []
-        for row in zip(*values, strict=True):
-            obj = new(cls)
-            obj.__dict__.update(zip(names, row, strict=True))
-            objects.append(obj)
+        count = len(values[0]) if values else 0
+        if len(names) != len(values) or any(len(column) != count for column in values):
+            raise DamagedValueError(f"the columns of the objects of {path} do not match")
+        if _plain_init(cls, tuple(names)):  # its __init__ only sets the fields
+            return list(map(cls, *values))
+        # every loop in C (map), as pickle's: one dict per object, set as its __dict__
+        objects = list(map(cls.__new__, itertools.repeat(cls, count)))
+        states = map(dict, map(zip, itertools.repeat(names), zip(*values, strict=True)))
+        collections.deque(
+            map(object.__setattr__, objects, itertools.repeat("__dict__"), states), maxlen=0
+        )
         return objects
     rows = [dict(zip(names, row, strict=True)) for row in zip(*values, strict=True)]
     if cls is None:
