@@ -23,10 +23,6 @@ BLOCK_BYTES = 1 << 20
 BLOCK_ITEMS = 4096
 #: a destination that queues blocks (Redis) is flushed after this many bytes
 FLUSH_BYTES = 32 << 20
-#: an HDF5 destination is closed and reopened after this many series: HDF5 keeps a
-#: chunk cache (up to 1 MiB) per open dataset, which for a run of many series was
-#: most of the copy's memory (0.35 MB a series; 35 MB for 100)
-REOPEN_SERIES = 16
 
 
 @dataclass
@@ -125,8 +121,6 @@ def copy_store(
             report.nbytes += copied * spec.sample_nbytes
         expected[key] = before + copied
         _copy_series_attrs(source, destination, key)
-        if destination.protocol == "hdf5" and len(expected) % REOPEN_SERIES == 0:
-            _release(destination)
     attrs = {name: v for name, v in source.attrs.items() if name not in INTERNAL_ATTRS}
     attrs["simrecorder_copied_from"] = _safe_url(source)
     destination.update_attrs(attrs)
@@ -169,14 +163,6 @@ class _Copier:
         if self.unflushed >= FLUSH_BYTES:
             self.destination.flush()
             self.unflushed = 0
-
-
-def _release(destination: DataStore) -> None:
-    """Commit, close and reopen ``destination``: frees what it keeps per open series."""
-    destination.flush()
-    destination.commit()
-    destination.close()
-    destination.open()
 
 
 def _block(spec: SeriesSpec, data: Any, start: int, stop: int) -> Any:

@@ -624,3 +624,22 @@ def test_locations_without_locks_are_not_protected(tmp_path):
     store.append("x", 1.0)
     store.close()
     assert len(BlockDataStore(location, mode="r").get_all("x")) == 1
+
+
+def test_series_attrs_live_in_the_series_metadata(tmp_path):
+    """Attributes are JSON in ``K/.series.json`` (one document, replaced whole) and a
+    reader sees later ones (the cut back after a crash: test_series_attrs.py)."""
+    location = DirectoryLocation(tmp_path / "b", create=True)
+    store = BlockDataStore(location)
+    store.append("n/v", np.zeros(3))
+    reader = BlockDataStore(DirectoryLocation(tmp_path / "b"), mode="r")
+    assert reader.series_attrs("n/v") == {}
+    store.set_series_attrs("n/v", {"units": "mV", "simrecorder_dims": ["neuron"]})
+    meta = json.loads((tmp_path / "b" / "n" / "v" / ".series.json").read_bytes())
+    assert meta["attrs"] == {"units": "mV", "simrecorder_dims": ["neuron"]}
+    assert meta["count"] == 1
+    assert reader.series_attrs("n/v")["units"] == "mV"
+    store.set_series_attrs("n/v", {"units": "V"})
+    store.close()
+    assert reader.series_attrs("n/v") == {"units": "V", "simrecorder_dims": ["neuron"]}
+    reader.close()

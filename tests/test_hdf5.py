@@ -18,9 +18,11 @@ from simrecorder import (
     StoreClosedError,
     StoreFormatError,
     StoreLockedError,
+    StoreWriteError,
 )
 from simrecorder._schema import infer_spec
-from simrecorder.datastores._hdf5 import chunk_rows
+from simrecorder.datastores._hdf5 import CHUNK_CACHE_BYTES, MAX_OPEN_DATASETS, chunk_rows
+from simrecorder.errors import InvalidArgumentError
 from simrecorder.testing.datastore import DataStoreTests
 
 
@@ -153,6 +155,63 @@ def test_home_is_expanded_and_parents_created(tmp_path, monkeypatch):
     store = HDF5DataStore("~/output/deeper/data.h5")
     assert store.path == str(tmp_path / "output" / "deeper" / "data.h5")
     store.close()
+
+
+def test_a_file_on_the_path_is_a_named_error(tmp_path):
+    (tmp_path / "file").write_text("not a folder")
+    path = tmp_path / "file" / "deeper" / "r.h5"
+    with pytest.raises(StoreWriteError, match=r"r\.h5': '[^']*/file' on its path is a file"):
+        HDF5DataStore(path, mode="w")
+
+
+def test_chunk_cache_per_dataset_is_bounded(tmp_path):
+    """HDF5's default cache of 1 MiB per open dataset made a copy of 100 series take
+    35 MB (issue 18): the store opens files with a cache of one chunk per dataset."""
+    assert CHUNK_CACHE_BYTES * MAX_OPEN_DATASETS <= 16 << 20
+    with Recorder(str(tmp_path / "r.h5"), max_seconds=None) as rec:
+        rec.record("x", np.zeros(1000))
+        rec.flush()
+        store = rec.datastores[0]
+        assert store.file.id.get_access_plist().get_cache()[2] == CHUNK_CACHE_BYTES
+        dataset = store.get_all("x").dataset
+        assert dataset.id.get_access_plist().get_chunk_cache()[1] == CHUNK_CACHE_BYTES
+        assert dataset.chunks[0] * 8000 <= CHUNK_CACHE_BYTES  # one chunk fits
+    with HDF5DataStore(tmp_path / "r.h5", mode="r") as reader:
+        assert reader.file.id.get_access_plist().get_cache()[2] == CHUNK_CACHE_BYTES
+
+
+def test_series_attrs_are_plain_hdf5_attributes(tmp_path):
+    """h5py reads ``units`` as text (variable-length UTF-8) and the dims as an array
+    of str, on the dataset of a dense series and the group of a str series."""
+    path = tmp_path / "r.h5"
+    with Recorder(str(path), max_seconds=None) as rec:
+        rec.record("v", np.zeros(3))
+        rec.record("label", "a")
+        rec.describe("v", units="mV", long_name="Vm ü", dims=("neuron",), trial=2)
+        rec.describe("label", units="1")
+    with h5py.File(path, "r") as f:
+        attrs = f["v"].attrs
+        assert attrs["units"] == "mV" and attrs["long_name"] == "Vm ü"
+        assert h5py.check_string_dtype(attrs.get_id("units").dtype).encoding == "utf-8"
+        assert attrs["simrecorder_dims"].tolist() == ["neuron"]
+        assert attrs["trial"] == 2
+        assert f["label"].attrs["units"] == "1"
+
+
+def test_series_attrs_refuse_what_hdf5_cannot_hold(tmp_path):
+    with Recorder(str(tmp_path / "r.h5"), max_seconds=None) as rec:
+        rec.record("v", 1.0)
+        rec.flush()
+        store = rec.datastores[0]
+        with pytest.raises(InvalidArgumentError, match=r"'v'.*'simrecorder_kind'.*own"):
+            store.set_series_attrs("v", {"simrecorder_kind": "str"})
+        with pytest.raises(InvalidArgumentError, match=r"'note'.*NUL"):
+            store.set_series_attrs("v", {"note": "a\x00b"})
+        with pytest.raises(InvalidArgumentError, match=r"'big'.*beyond 64 bits"):
+            store.set_series_attrs("v", {"dims": [], "big": 1 << 70})
+        assert store.series_attrs("v") == {}  # nothing of a refused call is written
+        rec.describe("v", dims=())  # a scalar series: no sample axis to name
+        assert store.series_attrs("v") == {"simrecorder_dims": []}
 
 
 def test_plain_h5py_files_are_readable(tmp_path):

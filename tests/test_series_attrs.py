@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -26,7 +28,23 @@ URLS = {
     "lmdb": "{d}/r.mdb",
     "blocks": "blocks+file://{d}/blocks",
     "mummi+simple": "mummi+simple://{d}/ns",
+    "redis": "redis://127.0.0.1:{port}/0?prefix={prefix}",
+    "redis+cluster": "redis+cluster://127.0.0.1:{port}?prefix={prefix}",
 }
+#: Stores that keep series attributes in a file or server of their own.
+PERSISTENT = ["hdf5", "blocks", "mummi+simple", "redis", "redis+cluster", "zarr"]
+
+
+def _url(backend, tmp_path, request) -> str:
+    """The URL of a fresh store of ``backend`` (Redis: on the session's real server)."""
+    port, prefix = 0, ""
+    if backend == "redis":
+        port = request.getfixturevalue("redis_server").port
+    elif backend == "redis+cluster":
+        port = request.getfixturevalue("redis_cluster").ports[0]
+    if port:
+        prefix = request.getfixturevalue("redis_prefix")
+    return URLS[backend].format(d=tmp_path, port=port, prefix=prefix)
 
 
 def _record(rec: Recorder, n: int = 5) -> None:
@@ -36,8 +54,8 @@ def _record(rec: Recorder, n: int = 5) -> None:
 
 
 @pytest.mark.parametrize("backend", sorted(URLS))
-def test_describe_round_trips_or_says_the_store_cannot(backend, tmp_path):
-    store = open_datastore(URLS[backend].format(d=tmp_path), mode="w")
+def test_describe_round_trips_or_says_the_store_cannot(backend, tmp_path, request):
+    store = open_datastore(_url(backend, tmp_path, request), mode="w")
     rec = Recorder(store, max_seconds=None)
     _record(rec)
     if not store.supports_series_attrs:
@@ -144,3 +162,69 @@ def test_coords_are_json_text_readable_without_simrecorder(tmp_path):
         rec.describe("n/v", dims=("neuron",), coords={"neuron": np.array([7, 8, 9])})
     attrs = zarr.open_array(str(path / "n" / "v"), mode="r").attrs
     assert json.loads(attrs["simrecorder_coords"]) == {"neuron": [7, 8, 9]}
+
+
+@pytest.mark.parametrize("backend", PERSISTENT)
+def test_series_attrs_contract(backend, tmp_path, request):
+    """Merge, plain values back (lists as lists), a missing series named, internal
+    attributes left out (a str series too), kept by flush and by reopening."""
+    url = _url(backend, tmp_path, request)
+    store = open_datastore(url, mode="w")
+    with Recorder(store, max_seconds=None) as rec:
+        _record(rec)
+        rec.record("label", "a")
+        rec.flush()
+        assert store.supports_series_attrs
+        store.set_series_attrs("n/v", {"units": "mV", "simrecorder_dims": ["neuron"]})
+        store.set_series_attrs("n/v", {"units": "V", "trial": 3, "ok": True, "gain": 0.5})
+        store.set_series_attrs("label", {"long_name": "a label"})
+        with pytest.raises(KeyNotFoundError, match="'nope'"):
+            store.set_series_attrs("nope", {"units": "s"})
+        with pytest.raises(KeyNotFoundError, match="'nope'"):
+            store.series_attrs("nope")
+        _record(rec)
+    want = {"units": "V", "simrecorder_dims": ["neuron"], "trial": 3, "ok": True, "gain": 0.5}
+    for mode in ("a", "r"):
+        with open_datastore(store.url, mode=mode) as again:
+            got = again.series_attrs("n/v")
+            assert got == want
+            assert [type(got[name]) for name in want] == [str, list, int, bool, float]
+            assert again.series_attrs("label") == {"long_name": "a label"}
+            assert again.series_attrs("t") == {}
+            assert set(again.keys()) == {"t", "n/v", "label"}
+    with open_datastore(store.url, mode="r") as reader:
+        with pytest.raises(PermissionError):
+            reader.set_series_attrs("t", {"units": "s"})
+
+
+_CRASH = """
+import os, sys
+import numpy as np
+from simrecorder import Recorder, open_datastore
+store = open_datastore(sys.argv[1], mode="w")
+rec = Recorder(store, max_seconds=None)
+for i in range(5):
+    rec.record("t", 0.1 * i)
+    rec.record("n/v", np.arange(3.0) * i)
+rec.flush()
+store.commit()
+rec.describe("n/v", units="mV", dims=("neuron",), coords={"neuron": [4, 5, 6]}, time="t")
+rec.flush()
+store.append_block("n/v", store.series_spec("n/v"), np.ones((5, 3)))
+store.flush()  # flushed, never committed: a writer that reopens cuts it back
+os._exit(1)
+"""
+
+
+@pytest.mark.parametrize("backend", ["hdf5", "blocks", "mummi+simple", "redis", "zarr"])
+def test_series_attrs_survive_an_unclean_end(backend, tmp_path, request):
+    url = _url(backend, tmp_path, request)
+    subprocess.run([sys.executable, "-c", _CRASH, url], check=False, timeout=120)
+    for mode in ("a", "r"):  # recovery first, then a reader
+        with open_datastore(url, mode=mode) as store:
+            description = Description.from_attrs(store.series_attrs("n/v"))
+            assert description.units == "mV" and description.time == "t"
+            assert description.dims == ("neuron",)
+            assert description.coords["neuron"].tolist() == [4, 5, 6]
+            if backend != "redis":  # (Redis applies each flush whole: nothing to cut)
+                assert len(store.get_all("n/v")) == 5

@@ -12,7 +12,8 @@ Layout, for a series ``K`` (every name is a location key)::
     .commit.json            {"epoch": C}: the last committed epoch (the commit point)
     .keys/000000007         one segment of the key log: {"epoch": E, "keys": {K: node}}
                             for the series and values first written by one flush
-    K/.series.json          kind, dtype, shape, count, blocks, epoch, base, page
+    K/.series.json          kind, dtype, shape, count, blocks, epoch, base, page,
+                            attrs (the series' attributes, ``Recorder.describe``)
     K/.index/000000003      end offsets (cumulative rows, little-endian int64) of
                             blocks 3*page ... 3*page + page - 1
     K/.blocks/000000042     block 42: dense rows as raw little-endian C-ordered bytes,
@@ -119,7 +120,7 @@ _READ_BATCH = 256
 class _Series:
     """One series: its committed/flushed state, cached index and queued blocks."""
 
-    __slots__ = ("base", "blocks", "count", "ends", "epoch", "logged", "queue", "spec")
+    __slots__ = ("attrs", "base", "blocks", "count", "ends", "epoch", "logged", "queue", "spec")
 
     def __init__(self, spec: SeriesSpec) -> None:
         self.spec = spec
@@ -130,6 +131,7 @@ class _Series:
         self.ends: array[int] | None = array("q")  # cumulative rows per block (or unloaded)
         self.queue: list[tuple[bytes, int]] = []  # (payload, rows) not yet flushed
         self.logged = True  # named in the key log
+        self.attrs: dict[str, Any] = {}  # set_series_attrs (JSON values)
 
     def meta(self, epoch: int, base: tuple[int, int, int], count: int, blocks: int) -> bytes:
         record = {
@@ -141,6 +143,8 @@ class _Series:
             "base": list(base),
             "page": PAGE_BLOCKS,
         }
+        if self.attrs:
+            record["attrs"] = self.attrs
         return json.dumps(record).encode()
 
 
@@ -240,6 +244,7 @@ class BlockDataStore(DataStore):
     protocol = "blocks"
     persistent = True
     supports_lazy_views = True
+    supports_series_attrs = True  # see set_series_attrs
 
     def __init__(
         self,
@@ -475,6 +480,7 @@ class BlockDataStore(DataStore):
             epoch, count, blocks = (int(v) for v in meta["base"])
             series.base = (epoch, count, blocks)
             page = int(meta.get("page", PAGE_BLOCKS))
+            series.attrs = dict(meta.get("attrs") or {})
         except (KeyError, TypeError, ValueError) as exc:
             raise StoreFormatError(
                 f"{self!r}: the metadata of series {key!r} is damaged ({exc!r})"
@@ -835,6 +841,33 @@ class BlockDataStore(DataStore):
         if raw is None:
             raise KeyNotFoundError(f"no value {key!r} in {self!r}")
         return _codec.decode(raw)
+
+    # -- series attributes (Recorder.describe) ------------------------------------------
+    def set_series_attrs(self, key: str, attrs: Mapping[str, Any]) -> None:
+        """Merge ``attrs`` into the ``attrs`` of the series' metadata ``K/.series.json``
+        (written first if queued), replacing that one document atomically; a cut back
+        to the last commit keeps them."""
+        self._check_writable(key)
+        series = self._readable(key)
+        if not series.logged:
+            self.flush()  # the key log names the series before its metadata is rewritten
+        merged = {**series.attrs, **{name: jsonable(v) for name, v in attrs.items()}}
+        before, series.attrs = series.attrs, merged
+        try:
+            record = series.meta(series.epoch, series.base, series.count, series.blocks)
+            self._write_all({f"{key}/{_META}": record}, f"the attributes of series {key!r}")
+        except BaseException:
+            series.attrs = before
+            raise
+
+    def series_attrs(self, key: str) -> dict[str, Any]:
+        # docstring inherited
+        series = self._readable(key)
+        if self.read_only:  # the writer may have described it since
+            meta = self._json(f"{key}/{_META}")
+            if meta is not None:
+                series.attrs = dict(meta.get("attrs") or {})
+        return json.loads(json.dumps(series.attrs))  # a deep copy
 
     # -- metadata -------------------------------------------------------------------------
     @property

@@ -20,11 +20,14 @@ import h5py
 import numpy as np
 
 from .. import _codec
+from .._fs import translate_os_error
 from .._keys import validate_key
 from .._modes import check_mode, plan_open
 from .._provenance import provenance
 from .._schema import DENSE, KINDS, OBJECT, STR, SeriesSpec
 from ..errors import (
+    ArgumentTypeError,
+    InvalidArgumentError,
     KeyConflictError,
     KeyNotFoundError,
     SimRecorderError,
@@ -33,6 +36,7 @@ from ..errors import (
     StoreFullError,
     StoreLockedError,
     StoreNotFoundError,
+    StoreWriteError,
 )
 from ._chunks import chunk_rows as _chunk_rows
 from ._values import PYTYPE_ATTR, decode_value, encode_value
@@ -70,8 +74,16 @@ _TEXT_SLICE_BYTES = 16 << 20
 #: Bytes a variable-length string costs beside its characters: its heap ID in the
 #: dataset (16) and its global heap object header and padding (up to 24).
 _TEXT_ROW_OVERHEAD = 40
-#: Open datasets kept per store (each costs HDF5 tens of kB while open).
-MAX_OPEN_DATASETS = 256
+#: Open datasets kept per store, the most recently used (each holds HDF5's state and
+#: up to ``CHUNK_CACHE_BYTES`` of cached chunks while open; closing one writes them).
+MAX_OPEN_DATASETS = 64
+#: HDF5's chunk cache per open dataset. Its default, 1 MiB, kept the chunks of every
+#: open dataset after they were written (a copy of 300 series of 80 kB samples,
+#: HDF5 to HDF5, peaked at +359 MB). One chunk of :func:`chunk_rows` fits, so small
+#: appends and row-by-row reads still hit the cache; a store holds at most
+#: ``MAX_OPEN_DATASETS`` x this (16 MiB). Larger chunks (one big sample, files of
+#: other tools) are read and written straight from the file, as with the default.
+CHUNK_CACHE_BYTES = CHUNK_TARGET_BYTES
 # Disk space is reserved (fallocate, keeping the file size) before HDF5 writes:
 # HDF5 does not survive a failed write of its own (seen: a zeroed row that was
 # flushed earlier, and a segfault at the next flush), so it must never meet ENOSPC.
@@ -91,6 +103,11 @@ _SUFFIXES = (".h5", ".hdf5", ".he5", ".hdf")
 #: group indexes and its arrays): series listings skip them.
 _STORAGE_ATTRS = ("simrecorder_storage", "simrecorder_storage_array")
 _STR_DTYPE = h5py.string_dtype("utf-8")
+#: Attributes of a series node that are simrecorder's bookkeeping, not its description.
+_INTERNAL_SERIES_ATTRS = frozenset(
+    {_KIND_ATTR, _COMMIT_ATTR, _TEXT_NUL_ATTR, _TEXT_ROWS_ATTR, _VALUE_ATTR, PYTYPE_ATTR,
+     *_STORAGE_ATTRS}
+)  # fmt: skip
 
 
 def chunk_rows(sample_nbytes: int, first_rows: int | None = None) -> int:
@@ -138,7 +155,7 @@ def _store_error(
     )
 
 
-_WRITES = frozenset({"append_block", "set", "update_attrs"})
+_WRITES = frozenset({"append_block", "set", "set_series_attrs", "update_attrs"})
 
 
 class HDFView(SeriesView):
@@ -234,6 +251,7 @@ class HDF5DataStore(DataStore):
     protocol = "hdf5"
     persistent = True
     supports_lazy_views = True
+    supports_series_attrs = True  # see set_series_attrs
     #: A sample is one chunk, and HDF5 chunks must stay below 4 GiB.
     max_value_bytes = (1 << 32) - 1
 
@@ -306,7 +324,7 @@ class HDF5DataStore(DataStore):
                 self._fd = None
                 raise
             return
-        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        self._make_folder()
         creating = mode == "w" or not os.path.exists(self.path)
         if not creating and not h5py.is_hdf5(self.path):
             raise StoreFormatError(f"{self.path!r} exists but is not an HDF5 file")
@@ -334,14 +352,31 @@ class HDF5DataStore(DataStore):
             self._release()
             raise
 
+    def _make_folder(self) -> None:
+        """Create the missing folders of the file's path (a file among them: a
+        :class:`StoreWriteError` naming the store's path and that file)."""
+        folder = os.path.dirname(self.path)
+        try:
+            os.makedirs(folder, exist_ok=True)
+        except (FileExistsError, NotADirectoryError) as exc:
+            blocker = folder  # the nearest existing part of the path: not a folder
+            while not os.path.lexists(blocker) and os.path.dirname(blocker) != blocker:
+                blocker = os.path.dirname(blocker)
+            raise StoreWriteError(
+                f"cannot create the HDF5 file {self.path!r}: {blocker!r} on its path is "
+                "a file, not a folder"
+            ) from exc
+        except OSError as exc:
+            raise translate_os_error(exc, self.path, "create the folder of the HDF5 file") from exc
+
     def _h5open(self, mode: str) -> h5py.File:
         # readers take no HDF5 file lock, so they neither block nor wait for the
         # writer; they reopen when the file changed (see _reading)
         if mode == "r":
             # (a writer in this process shares its HDF5 file: same locking flag)
             locking = None if self.path in _WRITERS else False
-            return open_h5(self.path, "r", locking=locking)
-        return open_h5(self.path, mode)
+            return open_h5(self.path, "r", locking=locking, rdcc_nbytes=CHUNK_CACHE_BYTES)
+        return open_h5(self.path, mode, rdcc_nbytes=CHUNK_CACHE_BYTES)
 
     def _open_reader(self) -> None:
         """Open read-only, retrying while a writer that takes no lock (or one that
@@ -1015,6 +1050,41 @@ class HDF5DataStore(DataStore):
             walk(root, prefix)
         return sorted(found)
 
+    # -- series attributes (Recorder.describe) ------------------------------------------
+    @_translated
+    def set_series_attrs(self, key: str, attrs: Mapping[str, Any]) -> None:
+        """Merge ``attrs`` into the HDF5 attributes of the series' dataset (of its
+        group for a str, bytes or object series), then flush. str values are
+        variable-length UTF-8 and lists of str arrays of them, so plain h5py reads
+        ``units`` as text; int, float and bool are HDF5 numbers."""
+        self._check_writable(key)
+        node = self._dataset(key)
+        if node is None:
+            raise KeyNotFoundError(f"no series {key!r} in {self!r}")
+        values = {name: _attr_value(self, key, name, value) for name, value in attrs.items()}
+        self._begin_write(sum(len(repr(v)) for v in values.values()) + (64 << 10))
+        self._unflushed += 64 << 10
+        for name, (value, dtype) in values.items():
+            node.attrs.create(name, value, dtype=dtype)
+        self._flush_file()
+
+    @_translated
+    def series_attrs(self, key: str) -> dict[str, Any]:
+        # docstring inherited
+        self._check_open(key)
+
+        def read() -> dict[str, Any]:
+            node = self._dataset(key)
+            if node is None:
+                raise KeyNotFoundError(f"no series {key!r} in {self!r}")
+            return {
+                name: _attr_plain(value)
+                for name, value in node.attrs.items()
+                if name not in _INTERNAL_SERIES_ATTRS
+            }
+
+        return self._retry(read, key)
+
     # -- metadata -----------------------------------------------------------------------
     @property
     @_translated
@@ -1299,6 +1369,50 @@ def _spec_of(ds: h5py.Dataset | h5py.Group, path: str, key: str) -> SeriesSpec:
     if kind == DENSE:
         return SeriesSpec(DENSE, ds.dtype, ds.shape[1:])
     return SeriesSpec(kind)
+
+
+def _attr_value(store: HDF5DataStore, key: str, name: str, value: Any) -> tuple[Any, Any]:
+    """``(value, dtype)`` to store the series attribute ``name`` as (checked first, so
+    that a bad value changes nothing)."""
+    where = f"{store!r}: series {key!r}: attribute {name!r}"
+    if name in _INTERNAL_SERIES_ATTRS:
+        raise InvalidArgumentError(f"{where} is simrecorder's own: choose another name")
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise InvalidArgumentError(f"{where}: HDF5 text cannot hold a NUL character")
+        return value, _STR_DTYPE
+    if isinstance(value, (bool, int, float)) and _fits_hdf5(value):
+        return value, None
+    if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+        if any("\x00" in v for v in value):
+            raise InvalidArgumentError(f"{where}: HDF5 text cannot hold a NUL character")
+        return np.array(list(value), dtype=_STR_DTYPE), _STR_DTYPE
+    numbers = isinstance(value, (list, tuple)) and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in value
+    )
+    if numbers and all(_fits_hdf5(v) for v in value):
+        return np.asarray(value), None
+    if numbers or isinstance(value, int):
+        raise InvalidArgumentError(f"{where}: {value!r} holds an integer beyond 64 bits")
+    raise ArgumentTypeError(
+        f"{where} must be str, int, float, bool or a list of str or of numbers, "
+        f"got {type(value).__name__}"
+    )
+
+
+def _fits_hdf5(value: bool | int | float) -> bool:
+    """False for an int that no HDF5 integer type holds."""
+    return not isinstance(value, int) or -(1 << 63) <= value < (1 << 64)
+
+
+def _attr_plain(value: Any) -> Any:
+    """A series attribute as :meth:`HDF5DataStore.set_series_attrs` was given it:
+    arrays as lists, text as str, numbers as Python numbers."""
+    if isinstance(value, np.ndarray):
+        return [_plain(item) for item in value.tolist()]
+    return _plain(value)
 
 
 def _names(value: Any) -> list[str]:
