@@ -20,7 +20,7 @@ import h5py
 import numpy as np
 
 from .. import _codec
-from .._fs import translate_os_error
+from .._fs import FileLock, translate_os_error
 from .._keys import validate_key
 from .._modes import check_mode, plan_open
 from .._provenance import provenance
@@ -1256,18 +1256,7 @@ def _check_stored(ds: h5py.Dataset) -> None:
 
 def _writer_is_gone(path: str) -> bool:
     """True when no process holds the flock HDF5 writers take on the file."""
-    import fcntl
-
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return False
-    else:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return True
-    finally:
-        os.close(fd)
+    return not FileLock.is_held_elsewhere(path)
 
 
 _RDLCK, _WRLCK, _UNLCK = 0, 1, 2  # fcntl.F_RDLCK etc. on Linux
