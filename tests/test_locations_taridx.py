@@ -164,3 +164,23 @@ def test_full_disk_declines_and_gives_the_space_back(small_disk):
     assert location.put("after", b"a" * 1000)
     with tarfile.open(location.path) as tar:
         assert sorted(tar.getnames()) == ["after", "small"]
+
+
+def test_a_large_value_is_read_as_a_stream_with_bounded_memory(tmp_path):
+    import tracemalloc
+
+    location = TaridxLocation(tmp_path / "big.tar")
+    value = os.urandom(1 << 20) * 64  # 64 MiB
+    assert location.write("big", io.BytesIO(value))
+    del value
+    tracemalloc.start()
+    try:
+        with location.read("big") as stream:
+            total = 0
+            while piece := stream.read(1 << 20):
+                total += len(piece)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert total == 64 << 20
+    assert peak < 8 << 20  # was the whole value (64 MiB) before

@@ -24,6 +24,7 @@ deleted for the index and for ``reindex``, but ``tar xf`` extracts its old data;
 from __future__ import annotations
 
 import bisect
+import io
 import json
 import os
 import tarfile
@@ -48,7 +49,6 @@ from .base import (
     BatchLocation,
     Data,
     Location,
-    bytes_stream,
     check_location_key,
     iter_chunks,
 )
@@ -231,12 +231,37 @@ class TarIndex:
         except FileNotFoundError:
             data = b""
         if len(data) != size:
-            raise StoreFormatError(
-                f"{self.path!r}: the data of key {key!r} runs past the end of the archive "
-                f"({len(data)} of {size} bytes; truncated?); reindex({self.path!r}) drops "
-                "the members that are cut off"
-            )
+            raise self.truncated(key, len(data), size)
         return data
+
+    @contextmanager
+    def open_member(self, key: str) -> Iterator[IO[bytes] | None]:
+        """A stream over the data of ``key`` read straight from the archive (``None``
+        when absent), so a large value never sits in memory; reading past what the
+        archive holds raises :class:`StoreFormatError` as :meth:`read` does."""
+        found = self.entries.get(key)
+        if found is None:
+            yield None
+            return
+        offset, size = found
+        try:
+            archive = open(self.path, "rb")
+        except FileNotFoundError:
+            archive = None
+        try:
+            member = _MemberReader(archive, offset, size, self, key)
+            yield io.BufferedReader(member, buffer_size=1 << 20)
+        finally:
+            if archive is not None:
+                archive.close()
+
+    def truncated(self, key: str, got: int, size: int) -> StoreFormatError:
+        """The error for a member whose data the archive holds only ``got`` bytes of."""
+        return StoreFormatError(
+            f"{self.path!r}: the data of key {key!r} runs past the end of the archive "
+            f"({got} of {size} bytes; truncated?); reindex({self.path!r}) drops "
+            "the members that are cut off"
+        )
 
     @contextmanager
     def writing(self) -> Iterator[None]:
@@ -402,6 +427,7 @@ class TaridxLocation(BatchLocation):
 
     protocol: ClassVar[str] = "taridx"
     persistent: ClassVar[bool] = True
+    supports_streaming: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -477,8 +503,10 @@ class TaridxLocation(BatchLocation):
         return self.index
 
     def read(self, key: str) -> AbstractContextManager[IO[bytes] | None]:
-        """See :meth:`Location.read` (the value is read whole, its length checked)."""
-        return bytes_stream(self.get(key))
+        """See :meth:`Location.read`: a stream over the member's bytes in the archive
+        (a truncated archive raises :class:`StoreFormatError` when the read gets there)."""
+        self._check(key)
+        return self.refresh().open_member(key)
 
     def get(self, key: str) -> bytes | None:
         """See :meth:`Location.get`."""
@@ -684,3 +712,34 @@ def _scan(path: str) -> tuple[list[dict[str, Any]], list[str]]:
             lines.append({"key": member.name, "offset": member.offset_data,
                           "size": member.size, "end": end})  # fmt: skip
     return lines, skipped
+
+
+class _MemberReader(io.RawIOBase):
+    """The ``size`` bytes at ``offset`` of an open archive, as a raw stream."""
+
+    def __init__(
+        self, archive: io.BufferedReader | None, offset: int, size: int, index: Any, key: str
+    ) -> None:
+        self._archive = archive
+        self._position = offset
+        self._left = size
+        self._size = size
+        self._index = index
+        self._key = key
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if self._left == 0:
+            return 0
+        want = min(len(buffer), self._left)
+        got = 0
+        if self._archive is not None:
+            self._archive.seek(self._position)
+            got = self._archive.readinto(memoryview(buffer)[:want]) or 0
+        if got == 0:
+            raise self._index.truncated(self._key, self._size - self._left, self._size)
+        self._position += got
+        self._left -= got
+        return got
