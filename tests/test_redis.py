@@ -18,6 +18,7 @@ from simrecorder import (
     RedisClusterDataStore,
     RedisDataStore,
     StoreConnectionError,
+    delete_redis_run,
     open_datastore,
 )
 from simrecorder.datastores._redis import RedisView
@@ -306,3 +307,40 @@ def test_config_file_and_acl_user(tmp_path):
         with pytest.raises(AuthenticationFailedError):
             RedisDataStore("127.0.0.1", server.port, username="alice", password="nope")
         client.close()
+
+
+def test_series_attrs_are_one_json_hash_in_the_series_slot(redis_cluster, redis_prefix):
+    """A described series' attributes: one hash beside the series (same hash tag, so
+    the same cluster slot), JSON values, never listed as a key."""
+    port = redis_cluster.ports[0]
+    store = RedisClusterDataStore("127.0.0.1", port, prefix=redis_prefix)
+    store.append("n/v", np.zeros(3))
+    store.set_series_attrs("n/v", {"units": "mV", "simrecorder_dims": ["neuron"]})
+    client = redis.cluster.RedisCluster(host="127.0.0.1", port=port)
+    tag = f"sr2:{{{len(redis_prefix)}:{redis_prefix}/n/v}}"
+    assert client.hgetall(f"{tag}:a") == {b"units": b'"mV"', b"simrecorder_dims": b'["neuron"]'}
+    assert client.keyslot(f"{tag}:a") == client.keyslot(f"{tag}:m")
+    assert store.keys() == ["n/v"]
+    store.close()
+    client.close()
+
+
+def test_series_attrs_go_with_the_run(redis_server, redis_prefix):
+    """``delete_redis_run`` and ``mode='w'`` remove the attributes hash too."""
+    url = f"redis://127.0.0.1:{redis_server.port}/0?prefix={redis_prefix}"
+    client = redis.Redis(port=redis_server.port)
+    name = f"sr2:{{{len(redis_prefix)}:{redis_prefix}/x}}:a"
+    for remove in ("mode='w'", "delete_redis_run"):
+        with open_datastore(url, mode="a") as store:
+            store.append("x", 1.0)
+            store.set_series_attrs("x", {"units": "s"})
+        assert client.exists(name), remove
+        if remove == "delete_redis_run":
+            delete_redis_run(url)
+            assert not client.exists(name)
+        else:
+            with open_datastore(url, mode="w") as store:
+                assert not client.exists(name)
+                store.append("x", 2.0)
+                assert store.series_attrs("x") == {}
+    client.close()

@@ -9,6 +9,7 @@ Layout, for a store with prefix ``P`` (``n`` = ``len(P)``) and a series ``K``
     sr2:{n:P/K}:e    list   per block "rows:pieces", both cumulative (for range reads)
     sr2:{n:P/K}:w    hash   writer identity -> last block sequence number applied
     sr2:{n:P/K}:v    list   a single value from set(), codec-encoded, in pieces
+    sr2:{n:P/K}:a    hash   the series' attributes (``Recorder.describe``), JSON values
     sr2:{n:P}:index  set    every series and value key;  sr2:{n:P}:groups  set of groups
     sr2:{n:P}:attrs  hash   store metadata (JSON values), provenance included
 
@@ -47,13 +48,19 @@ the reply, and a series never references a piece that is not there.
 commit); a new key adds a unit of index SADDs. :meth:`RedisDataStore.flush` sends the
 whole queue in one pipeline -- on one server inside ``MULTI``/``EXEC``, so a flush
 (one recorder epoch) is applied whole or not at all, also when the writer is killed
-in the middle. Every reply is checked: a unit is forgotten only when its last
-command succeeded; the others stay queued in order and ``flush()`` raises on every
-call until they are delivered. When the queue is over ``max_queued_bytes``,
-``append_block`` first tries to send it, and raises (taking nothing) if that fails
-and the queue is still over the limit; such an early send (and a read, which sends
-the queue first) splits an epoch in two, each applied whole. A kept block is copied
-after a failed send, so the caller may reuse the array it came from.
+in the middle. When a flush holds 2 MiB of blocks or more (``presend_bytes``), their
+pieces go in a plain pipeline just before that transaction (inside it they cost a
+server with an append-only file up to twice the CPU per byte); they are invisible
+until committed, the transaction is sent only when all of them were stored, and a
+writer killed between the two leaves unreferenced pieces, deleted with the run.
+Every reply is checked: a unit is forgotten only when its last command succeeded;
+the others stay queued in order and ``flush()`` raises on every call until they are
+delivered. When the queue
+is over ``max_queued_bytes``, ``append_block`` first tries to send it, and raises
+(taking nothing) if that fails and the queue is still over the limit; such an early
+send (and a read, which sends the queue first) splits an epoch in two, each applied
+whole. A kept block is copied after a failed send, so the caller may reuse the array
+it came from.
 
 **Faults.**
 
@@ -358,10 +365,16 @@ class RedisDataStore(DataStore):
     protocol = "redis"
     persistent = True
     supports_lazy_views = True
+    supports_series_attrs = True  # see set_series_attrs
     supports_concurrent_writers = True
     #: Blocks and values are cut into pieces of at most this many bytes: far below
     #: Redis' 512 MB string limit, and the size Redis stores fastest.
     max_piece_bytes = 1 << 20
+    #: On one server, when a flush holds at least this many bytes of blocks, their
+    #: pieces are sent in a plain pipeline just before the MULTI/EXEC that commits
+    #: them (2/3 of the server's CPU per byte with an append-only file; see
+    #: ``time_benchmarks.redis_large``).
+    presend_bytes = 2 << 20
     #: Queued bytes over which append_block sends the queue before taking a block.
     max_queued_bytes = 64 << 20
     #: Send a flush as one MULTI/EXEC transaction (not possible across cluster slots).
@@ -687,7 +700,8 @@ class RedisDataStore(DataStore):
             following[unit.key] = unit.seq + 1
 
     def _send_round(self) -> BaseException | None:
-        """Send the queue in one pipeline and forget the units delivered.
+        """Send the queue in one pipeline (two when the pieces go ahead, see
+        :meth:`_presend_count`) and forget the units delivered.
 
         Returns None when everything was delivered or another round can make progress
         (series renumbered, blocks refused, a restart to handle), else the error to
@@ -695,36 +709,39 @@ class RedisDataStore(DataStore):
         """
         self._number()
         queue = list(self._queue)
-        pipe = self._redis.pipeline(transaction=self._transactional)
-        pipe.exists(self._attrs_key)  # gone: the server lost everything
-        spans = []
+        plans = [unit.commands(self) for unit in queue]
         for unit in queue:
-            commands = unit.commands(self)
-            for method, args in commands:
-                getattr(pipe, method)(*args)
-            spans.append(len(commands))
             if isinstance(unit, _Block):
                 unit.sent = True
-        try:
-            results = pipe.execute(raise_on_error=False)
-        except _REDIS_ERRORS as exc:
-            error = _translate(exc, self._where)
-            if not is_transient(error) and not isinstance(error, AuthenticationFailedError):
-                error = StoreWriteError(  # e.g. a transaction refused at queue time
-                    f"{self!r}: sending {len(queue)} queued unit(s) failed ({error}); "
-                    "they are kept for the next flush()"
-                )
-            error.__cause__ = exc
-            return error
-        finally:
-            pipe.reset()
+        total = sum(unit.nbytes for unit in queue if isinstance(unit, _Block))
+        early = [self._presend_count(u, c, total) for u, c in zip(queue, plans, strict=True)]
+        early_replies: list[Any] = []
+        if any(early):
+            sent = self._execute(
+                [c for cs, n in zip(plans, early, strict=True) for c in cs[:n]], False, len(queue)
+            )
+            if isinstance(sent, BaseException):
+                return sent
+            early_replies = sent
+            failed = self._presend_failures(queue, early, early_replies)
+            if failed:  # the transaction is not sent: the flush stays whole
+                return self._handle_failures(failed)
+        results = self._execute(
+            [c for cs, n in zip(plans, early, strict=True) for c in cs[n:]],
+            self._transactional, len(queue), check_attrs=True,
+        )  # fmt: skip
+        if isinstance(results, BaseException):
+            return results
         if results[0] == 0:
             self._restart_pending = True
-        position = 1
+        position, early_position = 1, 0
         failures: list[tuple[_Unit, BaseException]] = []
-        for unit, count in zip(queue, spans, strict=True):
-            replies = results[position : position + count]
+        for unit, commands, n in zip(queue, plans, early, strict=True):
+            count = len(commands) - n
+            replies = early_replies[early_position : early_position + n]
+            replies += results[position : position + count]
             position += count
+            early_position += n
             if not isinstance(replies[-1], BaseException):
                 if isinstance(unit, _Block):
                     self._series[unit.key].acked = unit.seq
@@ -736,6 +753,58 @@ class RedisDataStore(DataStore):
         if not failures:
             return None
         return self._handle_failures(failures)
+
+    def _presend_count(
+        self, unit: _Unit, commands: list[tuple[str, tuple[Any, ...]]], total: int
+    ) -> int:
+        """How many of a unit's commands (its piece SETs) go before the transaction.
+
+        On one server, when a flush holds ``presend_bytes`` of blocks or more, the
+        pieces are sent in a plain pipeline ahead of the ``MULTI``/``EXEC`` that
+        commits them: queued inside a transaction, megabytes of values cost a server
+        with an append-only file up to twice the CPU per byte (the whole transaction
+        is buffered for the file at once). The pieces are invisible until the commit
+        references them, so a flush is still applied whole or not at all.
+        """
+        if not self._transactional or not isinstance(unit, _Block):
+            return 0
+        return len(commands) - 1 if total >= self.presend_bytes else 0
+
+    def _execute(self, commands: list[tuple[str, tuple[Any, ...]]], transaction: bool,
+                 units: int, check_attrs: bool = False) -> list[Any] | BaseException:  # fmt: skip
+        """Send ``commands`` in one pipeline; the replies (errors among them), or the
+        error to raise when the pipeline as a whole failed."""
+        pipe = self._redis.pipeline(transaction=transaction)
+        if check_attrs:
+            pipe.exists(self._attrs_key)  # gone: the server lost everything
+        for method, args in commands:
+            getattr(pipe, method)(*args)
+        try:
+            return list(pipe.execute(raise_on_error=False))
+        except _REDIS_ERRORS as exc:
+            error = _translate(exc, self._where)
+            if not is_transient(error) and not isinstance(error, AuthenticationFailedError):
+                error = StoreWriteError(  # e.g. a transaction refused at queue time
+                    f"{self!r}: sending {units} queued unit(s) failed ({error}); "
+                    "they are kept for the next flush()"
+                )
+            error.__cause__ = exc
+            return error
+        finally:
+            pipe.reset()
+
+    @staticmethod
+    def _presend_failures(queue: list[_Unit], early: list[int],
+                          replies: list[Any]) -> list[tuple[_Unit, BaseException]]:  # fmt: skip
+        """The units one of whose pieces sent ahead was refused, with the first error."""
+        failures: list[tuple[_Unit, BaseException]] = []
+        position = 0
+        for unit, n in zip(queue, early, strict=True):
+            errors = [r for r in replies[position : position + n] if isinstance(r, BaseException)]
+            position += n
+            if errors:
+                failures.append((unit, errors[0]))
+        return failures
 
     def _handle_failures(self, failures: list[tuple[_Unit, BaseException]]) -> BaseException | None:
         """Sort the failed units out; return the error to raise, or None to send again."""
@@ -1038,6 +1107,30 @@ class RedisDataStore(DataStore):
         if prefix:
             names = [k for k in names if k == prefix or k.startswith(prefix + "/")]
         return sorted(names)
+
+    # -- series attributes (Recorder.describe) ------------------------------------------
+    def _described(self, key: str) -> str:
+        """The attributes hash of the series ``key`` (its blocks sent first), which
+        shares the series' hash tag and so its cluster slot."""
+        self._sync(key)
+        if self._call("hget", self._k(key, "m"), "node") != b"series":
+            raise KeyNotFoundError(f"no series {key!r} in {self!r}")
+        return self._k(key, "a")
+
+    def set_series_attrs(self, key: str, attrs: Mapping[str, Any]) -> None:
+        """Merge ``attrs`` into the series' attributes hash (one ``HSET``; values as
+        JSON text, so redis-cli shows them)."""
+        self._check_writable(key)
+        mapping = {name: json.dumps(jsonable(v), default=repr) for name, v in attrs.items()}
+        name = self._described(key)
+        if mapping:
+            self._call("hset", name, mapping=mapping)
+
+    def series_attrs(self, key: str) -> dict[str, Any]:
+        # docstring inherited
+        self._check_open(key)
+        raw = self._call("hgetall", self._described(key))
+        return {name.decode(): json.loads(value) for name, value in raw.items()}
 
     # -- metadata -----------------------------------------------------------------------
     @property
