@@ -172,7 +172,11 @@ class ScalarBuffer(SeriesBuffer):
 
 
 class ArrayBuffer(SeriesBuffer):
-    """Dense series of arrays: samples are copied into a preallocated block."""
+    """Dense series of arrays: samples are copied into a preallocated block.
+
+    That copy is the only one: the block (or, at least half full, a view of it) is
+    what :meth:`take` hands to the stores.
+    """
 
     __slots__ = ("block", "count")
 
@@ -203,8 +207,10 @@ class ArrayBuffer(SeriesBuffer):
             return None
         block = self.block
         assert block is not None  # count > 0: append() made it
-        if self.count != self.capacity:
-            block = block[: self.count].copy()
+        if self.count * 2 < len(block):
+            block = block[: self.count].copy()  # a store may keep it: not twice its size
+        elif self.count != len(block):
+            block = block[: self.count]  # the buffer lets go of it: no second copy
         self.block = None
         self.count = 0
         return block

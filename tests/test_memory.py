@@ -41,3 +41,24 @@ def test_set_value_is_a_snapshot():
     assert store.get("v") == {"a": [1, 2]}
     store.get("v")["a"].append(4)
     assert store.get("v") == {"a": [1, 2]}
+
+
+def test_recorded_arrays_are_snapshots_kept_in_blocks():
+    """Arrays are copied once (into the buffer's block, which the store keeps: a
+    whole block, or a view of one at least half full); reads join them lazily."""
+    store = InMemoryDataStore()
+    rec = Recorder(store, max_records=10, max_seconds=None)
+    state = np.zeros(1000)
+    for i in range(37):  # 3 full blocks, then 7 rows of a block of 10
+        state[:] = i
+        rec.record("state", state)  # the same array, changed in place: a snapshot each
+    rec.flush()
+    got = rec.get_all("state")
+    np.testing.assert_array_equal(got, np.repeat(np.arange(37.0), 1000).reshape(37, 1000))
+    assert not got.flags.writeable
+    state[:] = -1
+    rec.record("state", state)
+    rec.flush()
+    np.testing.assert_array_equal(got[:, 0], np.arange(37.0))  # the earlier read is intact
+    assert rec.get_all("state")[-1, 0] == -1
+    rec.close()

@@ -88,6 +88,7 @@ ZIP_WRITER = (
     "    rec.record('o', {'i': i})\n"
     "rec.flush()  # committed: 10 samples each\n"
     "store.append_block('x', SeriesSpec('dense', np.dtype('float64'), ()), np.arange(5.0))\n"
+    "store.flush()  # the rows reach zarr.json; the epoch's commit never comes\n"
     "print('ready', flush=True)  # 5 samples of x written but never committed\n"
     "time.sleep(60)\n"
 )

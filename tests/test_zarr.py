@@ -153,15 +153,20 @@ def test_file_count_is_proportional_to_chunks(tmp_path):
         np.testing.assert_array_equal(np.asarray(store.get_all("x")), np.arange(1e6))
 
 
+_COMPRESSIONS = [CompressionType.NONE, CompressionType.BLOSC, CompressionType.ZSTD,
+                 CompressionType.LZMA]  # fmt: skip
+
+
 @pytest.mark.parametrize("dtype", ["bool", "int8", "uint16", "float16", "float64", "complex64"])
 @pytest.mark.parametrize("start", [0, 3])
-def test_raw_chunk_writes_match_zarr(tmp_path, dtype, start):
+@pytest.mark.parametrize("compression", _COMPRESSIONS)
+def test_chunk_writes_match_zarr(tmp_path, dtype, start, compression):
     path = tmp_path / "raw.zarr"
     rng = np.random.default_rng(1)
     data = (rng.random((start + 11, 5)) * 100).astype(dtype)
     sample_bytes = 5 * np.dtype(dtype).itemsize
     with ZarrDataStore(
-        path, desired_chunk_size_bytes=4 * sample_bytes, compression_type=CompressionType.NONE
+        path, desired_chunk_size_bytes=4 * sample_bytes, compression_type=compression
     ) as store:
         for row in data[:start]:
             store.append("x", row)
@@ -171,6 +176,91 @@ def test_raw_chunk_writes_match_zarr(tmp_path, dtype, start):
         rec.flush()
         assert store.group["x"].chunks == (4, 5)
     np.testing.assert_array_equal(zarr.open_group(path, mode="r")["x"][...], data)
+
+
+@pytest.mark.filterwarnings("ignore:.*Zarr V3 specification")
+@pytest.mark.filterwarnings("ignore:.*Zarr version 3 specification")
+@pytest.mark.parametrize("compression", _COMPRESSIONS)
+@pytest.mark.parametrize(("dtype", "shape"), [("float64", ()), ("float32", (3, 2)),
+                                              ("bool", (4,)), ("complex64", ())])  # fmt: skip
+def test_new_arrays_have_the_metadata_zarr_writes(tmp_path, compression, dtype, shape):
+    """The store writes new arrays' zarr.json itself: the same document as zarr's."""
+    path = tmp_path / "m.zarr"
+    with Recorder(ZarrDataStore(path, compression_type=compression)) as rec:
+        for i in range(3):
+            rec.record("g/h/x", np.full(shape, i, dtype=dtype))
+    group = zarr.open_group(path, mode="r")
+    ours = group["g/h/x"]
+    assert ours[...].shape == (3, *shape)
+    ref_group = zarr.open_group(tmp_path / "ref.zarr", mode="w", zarr_format=3)
+    ref = ref_group.create_array(
+        "g/h/x",
+        shape=ours.shape,
+        chunks=ours.chunks,
+        chunk_key_encoding={"name": "default", "separator": "."},
+        dtype=dtype,
+        fill_value=0,
+        compressors=ours.compressors,
+        attributes=dict(ours.attrs),
+        dimension_names=ours.metadata.dimension_names,
+    )
+    assert ours.metadata.to_dict() == ref.metadata.to_dict()
+    for parent in ("g", "g/h"):
+        assert group[parent].metadata.to_dict() == ref_group[parent].metadata.to_dict()
+
+
+@pytest.mark.parametrize("compression", [CompressionType.NONE, CompressionType.BLOSC])
+def test_chunk_shape_does_not_depend_on_the_first_flush(tmp_path, compression):
+    chunks = []
+    for first in (100, 100_000):
+        path = tmp_path / f"f{first}.zarr"
+        with Recorder(ZarrDataStore(path, compression_type=compression)) as rec:
+            for i in range(first):
+                rec.record("x", float(i))
+            rec.flush()
+            for i in range(1000):
+                rec.record("x", float(i))
+        array = zarr.open_group(path, mode="r")["x"]
+        np.testing.assert_array_equal(array[:first], np.arange(first, dtype=float))
+        chunks.append(array.chunks)
+    assert chunks[0] == chunks[1] == ((1 << 20) // 8,)
+
+
+def test_uncompressed_padding_takes_no_disk(tmp_path):
+    """A short uncompressed series: its 1 MiB chunk is a sparse file (a hole)."""
+    path = tmp_path / "s.zarr"
+    with Recorder(ZarrDataStore(path, compression_type=CompressionType.NONE)) as rec:
+        for i in range(10):
+            rec.record("x", float(i))
+    chunk = path / "x" / "c.0"
+    assert chunk.stat().st_size == 1 << 20  # as zarr expects: a whole chunk
+    if chunk.stat().st_blocks * 512 >= 1 << 20:
+        pytest.skip("this file system has no sparse files")
+    np.testing.assert_array_equal(zarr.open_group(path, mode="r")["x"][...], np.arange(10.0))
+
+
+@pytest.mark.parametrize("kind", [DatastoreType.DIRECTORY, DatastoreType.ZIP])
+@pytest.mark.parametrize("compression", [CompressionType.NONE, CompressionType.BLOSC])
+def test_array_metadata_is_written_once_per_epoch(tmp_path, compression, kind):
+    """Appends write chunks; flush() writes each array's zarr.json once, already
+    holding the coming epoch's commit, so commit() writes only the root."""
+    store = ZarrDataStore(tmp_path / "c.zip", compression_type=compression, datastore_type=kind)
+    meta = os.path.join(store._workdir, "x", "zarr.json")
+    store.append("x", 0.0)  # created, committed
+    spec = store.series_spec("x")
+    before = os.stat(meta).st_ino
+    for i in range(1, 4):
+        store.append_block("x", spec, np.full(100, float(i)))
+        assert os.stat(meta).st_ino == before  # no metadata write per block
+    store.flush()
+    published = os.stat(meta).st_ino
+    assert published != before
+    assert zarr.open_group(store._workdir, mode="r")["x"].shape == (301,)
+    store.commit()
+    assert os.stat(meta).st_ino == published  # the commit needed no second write
+    group = zarr.open_group(store._workdir, mode="r")
+    assert group["x"].attrs["simrecorder_commit"][:2] == [group.attrs["simrecorder_epoch"], 301]
+    store.close()
 
 
 def test_lazy_view(tmp_path):
@@ -356,3 +446,32 @@ def test_xarray_opens_an_lmdb_store_through_lmdbstore(tmp_path):
         check_xarray_opens(store)
     finally:
         store.close()
+
+
+@pytest.mark.parametrize(("kind", "rows"), [(DatastoreType.ZIP, 1024), (DatastoreType.LMDB, 1024),
+                                            (DatastoreType.DIRECTORY, 131072)])  # fmt: skip
+def test_uncompressed_chunks_where_padding_would_be_stored(tmp_path, kind, rows):
+    """ZIP and LMDB would store an uncompressed chunk's zero padding: there a small
+    first block caps the chunk (at least 8 KiB); a directory pads with a hole."""
+    if kind == DatastoreType.LMDB:
+        pytest.importorskip("lmdb")
+    path = tmp_path / ("s.zip" if kind == DatastoreType.ZIP else "s.zarr")
+    store = ZarrDataStore(path, compression_type=CompressionType.NONE, datastore_type=kind)
+    with Recorder(store) as rec:
+        for i in range(10):
+            rec.record("x", float(i))
+    with ZarrDataStore(path, mode="r", datastore_type=kind) as reader:
+        assert reader.get_all("x").array.chunks == (rows,)
+        np.testing.assert_array_equal(np.asarray(reader.get_all("x")), np.arange(10.0))
+
+
+def test_append_block_under_a_series_fails_at_once(tmp_path):
+    from simrecorder._schema import infer_spec
+    from simrecorder.errors import KeyConflictError
+
+    with ZarrDataStore(tmp_path / "p.zarr") as store:
+        store.append("a", 1.0)
+        with pytest.raises(KeyConflictError, match=r"'a/b'.*p\.zarr"):
+            store.append_block("a/b", infer_spec(1.0), np.zeros(3))
+        store.flush()  # nothing of it is left to fail later
+        assert store.keys() == ["a"]

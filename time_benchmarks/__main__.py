@@ -24,6 +24,7 @@ _COLUMNS = [
     ("1% slice ms", "read_1pct_ms", "{:.2f}"),
     ("disk/payload", "disk_over_payload", "{:.3f}"),
     ("peak MB", "peak_mb", "{:.0f}"),
+    ("close s", "close_s", "{:.2f}"),
     ("ratio", "ratio", "{:.2f}"),
     ("vs", "vs", "{}"),
 ]
@@ -70,6 +71,30 @@ def _run_all(backends: list[str], tmp: Path, quick: bool, repeats: int) -> list:
         backends, tmp, count=20 if quick else 100, repeats=repeats,
         settle=0.5 if quick else 2.0,
     )  # fmt: skip
+    rows += _scale_workloads(backends, tmp, quick, repeats)
+    return rows
+
+
+def _scale_workloads(backends: list[str], tmp: Path, quick: bool, repeats: int) -> list:
+    """Issue 18's workloads: many series, (1000,) vectors, 50 x 8 MiB, a small first
+    flush; each row's ratio is to the same-run baseline it names."""
+    print("running many series (ratio to hdf5) ...", file=sys.stderr, flush=True)
+    many = [b for b in backends if b != "memory"]
+    if "hdf5" not in many:
+        many.insert(0, "hdf5")  # the baseline of the ratios
+    rows = workloads.many_series(many, tmp, series=2_000 if quick else 10_000, repeats=1)
+    print("running (1000,) vectors against plain writes ...", file=sys.stderr, flush=True)
+    rows += workloads.vectors(backends, tmp, repeats=repeats)
+    print("running 50 x 8 MiB against plain writes ...", file=sys.stderr, flush=True)
+    for row in workloads.large_arrays(backends, tmp, count=50, repeats=repeats,
+                                      settle=0.5 if quick else 2.0):  # fmt: skip
+        row["workload"] = "50 x 8 MiB"
+        rows.append(row)
+    print("running small first flush ...", file=sys.stderr, flush=True)
+    on_disk = [b for b in backends if b in ("hdf5", "zarr", "zarr-blosc")]
+    rows += workloads.small_first_flush(
+        on_disk, tmp, n=200_000 if quick else 1_000_000, repeats=1 if quick else 3
+    )
     return rows
 
 
@@ -84,6 +109,12 @@ def main(argv: list[str] | None = None) -> int:
         help=f"comma-separated subset of {','.join(BACKENDS)}",
     )
     parser.add_argument("--tmp", type=Path, help="scratch directory (default: a temp dir)")
+    parser.add_argument(
+        "--only-scale",
+        action="store_true",
+        help="run only issue 18's scale workloads (many series, vectors, 50 x 8 MiB, "
+        "small first flush)",
+    )
     parser.add_argument("--plot", type=Path, help="draw a bar chart to this PNG (matplotlib)")
     args = parser.parse_args(argv)
     if args.plot is not None:
@@ -105,7 +136,10 @@ def main(argv: list[str] | None = None) -> int:
         tmp = Path(tmp_name)
         Servers.start(backends, tmp)
         try:
-            rows = _run_all(backends, tmp, quick, repeats)
+            if args.only_scale:
+                rows = _scale_workloads(backends, tmp, quick, repeats)
+            else:
+                rows = _run_all(backends, tmp, quick, repeats)
         finally:
             Servers.stop()
     meta = {

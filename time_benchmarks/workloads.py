@@ -21,7 +21,14 @@ from simrecorder import Recorder
 from ._timing import median_time
 from .backends import make_store
 
-__all__ = ["append_flatness", "large_arrays", "scalar_baselines"]
+__all__ = [
+    "append_flatness",
+    "large_arrays",
+    "many_series",
+    "scalar_baselines",
+    "small_first_flush",
+    "vectors",
+]
 
 Row = dict[str, Any]
 
@@ -353,3 +360,172 @@ def large_arrays(
             row["disk_over_payload"] = disk[name.split("/", 1)[1]] / payload
         rows.append(row)
     return rows
+
+
+def many_series(
+    backends: list[str], tmp: Path, series: int = 10_000, records: int = 10, repeats: int = 1
+) -> list[Row]:
+    """``series`` series of ``records`` scalars each, recorded step by step (a network
+    with thousands of recorded populations): µs/record including ``close()``, and the
+    seconds of ``close()`` alone; the ratio is to HDF5 in the same run."""
+    keys = [f"pop{i // 100:03d}/n{i:05d}" for i in range(series)]
+    steps = [float(i) for i in range(records)]
+    times: dict[str, list[tuple[float, float]]] = {b: [] for b in backends}
+    for _ in range(repeats):  # the backends take turns, so drift hits all alike
+        for backend in backends:
+            store = make_store(backend, tmp, "many")
+            rec = Recorder(store, max_seconds=None)
+            start = time.perf_counter()
+            for value in steps:
+                for key in keys:
+                    rec.record(key, value)
+            closing = time.perf_counter()
+            rec.close()
+            end = time.perf_counter()
+            times[backend].append((end - start, end - closing))
+            _remove_store(store)
+    rows: list[Row] = []
+    total = series * records
+    hdf5 = statistics.median(t for t, _ in times["hdf5"]) if "hdf5" in times else None
+    for backend, runs in times.items():
+        seconds = statistics.median(t for t, _ in runs)
+        row: Row = {
+            "workload": f"{series:,} series x {records}",
+            "subject": f"simrecorder/{backend}",
+            "us_per_record": seconds / total * 1e6,
+            "close_s": statistics.median(c for _, c in runs),
+        }
+        if hdf5:
+            row.update(vs="hdf5 µs/record", ratio=seconds / hdf5)
+        rows.append(row)
+    return rows
+
+
+def _remove_store(store: Any) -> None:
+    path = getattr(store, "path", None)
+    if path is None:
+        return
+    path = Path(path)
+    if path.is_dir():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def vectors(
+    backends: list[str], tmp: Path, count: int = 1000, size: int = 1000, repeats: int = 3
+) -> list[Row]:
+    """``count`` float64 vectors of ``size`` (a state vector per step), recorded one by
+    one; MB/s against a plain write of the same bytes (write + flush, no fsync), the
+    memory store's time against a list of copies; the subjects take turns."""
+    rng = np.random.default_rng(0)
+    arrays = list(rng.random((count, size)))
+    payload = count * size * 8
+
+    def recorder_run(backend: str) -> float:
+        store = make_store(backend, tmp, "vectors")
+        rec = Recorder(store, max_seconds=None)
+        start = time.perf_counter()
+        for array in arrays:
+            rec.record("state", array)
+        rec.close()
+        seconds = time.perf_counter() - start
+        _remove_store(store)
+        return seconds
+
+    def plain_run() -> float:
+        start = time.perf_counter()
+        _plain_write(tmp / "plain-vectors.bin", arrays, False)
+        seconds = time.perf_counter() - start
+        (tmp / "plain-vectors.bin").unlink()
+        return seconds
+
+    def copies_run() -> float:
+        start = time.perf_counter()
+        kept = [array.copy() for array in arrays]
+        seconds = time.perf_counter() - start
+        del kept
+        return seconds
+
+    subjects: dict[str, Any] = {"limit/plain write": plain_run, "limit/list of copies": copies_run}
+    for backend in backends:
+        subjects[f"simrecorder/{backend}"] = lambda backend=backend: recorder_run(backend)
+    times: dict[str, list[float]] = {name: [] for name in subjects}
+    for _ in range(repeats):
+        for name, run in subjects.items():
+            times[name].append(run())
+    plain = statistics.median(times["limit/plain write"])
+    copies = statistics.median(times["limit/list of copies"])
+    rows = []
+    for name, seconds in times.items():
+        median = statistics.median(seconds)
+        row: Row = {
+            "workload": f"{count:,} x ({size},) float64",
+            "subject": name,
+            "us_per_record": median / count * 1e6,
+            "mb_per_s": payload / median / 1e6,
+        }
+        if name == "simrecorder/memory":  # a ratio of times: <= 1.1 is the target
+            row.update(vs="list of copies (time)", ratio=median / copies)
+        elif not name.startswith("limit/"):
+            row.update(vs="plain write", ratio=plain / median)
+        rows.append(row)
+    return rows
+
+
+def small_first_flush(
+    backends: list[str], tmp: Path, first: tuple[int, int] = (100, 100_000),
+    n: int = 1_000_000, repeats: int = 3,
+) -> list[Row]:  # fmt: skip
+    """Cost of appending ``n`` scalars to a series whose first flush held ``first[0]``
+    samples, as a ratio to one whose first flush held ``first[1]``; also whether the
+    two got the same chunk shape."""
+    values = [float(i) for i in range(n)]
+    rows: list[Row] = []
+    for backend in backends:
+        samples: dict[int, list[float]] = {size: [] for size in first}
+        chunks: dict[int, Any] = {}
+        for _ in range(repeats):
+            for size in first:
+                store = make_store(backend, tmp, f"first{size}")
+                rec = Recorder(store, max_seconds=None)
+                for i in range(size):
+                    rec.record("x", float(i))
+                rec.flush()
+                record = rec.record
+                start = time.perf_counter()
+                for value in values:
+                    record("x", value)
+                rec.close()
+                samples[size].append(time.perf_counter() - start)
+                chunks[size] = _chunk_shape(store)
+                _remove_store(store)
+        small, big = (statistics.median(samples[size]) / n * 1e6 for size in first)
+        rows.append(
+            {
+                "workload": f"first flush {first[0]:,} vs {first[1]:,}",
+                "subject": f"simrecorder/{backend}",
+                "us_per_record": small,
+                "us_big_first": big,
+                "vs": f"first flush of {first[1]:,}",
+                "ratio": small / big,
+                "same_chunks": chunks[first[0]] == chunks[first[1]],
+            }
+        )
+    return rows
+
+
+def _chunk_shape(store: Any) -> Any:
+    """The chunk shape of series ``x`` of a (closed) zarr or HDF5 store, else None."""
+    path = getattr(store, "path", None)
+    if path is None:
+        return None
+    meta = Path(path) / "x" / "zarr.json"
+    if meta.is_file():
+        import json
+
+        return json.loads(meta.read_text())["chunk_grid"]["configuration"]["chunk_shape"]
+    if str(path).endswith(".h5"):
+        with h5py.File(path, "r") as f:
+            return f["x"].chunks
+    return None

@@ -21,11 +21,12 @@ __all__ = ["InMemoryDataStore"]
 class _Series:
     """Blocks of one series; dense blocks are concatenated lazily and cached."""
 
-    __slots__ = ("blocks", "spec")
+    __slots__ = ("attrs", "blocks", "spec")
 
     def __init__(self, spec: SeriesSpec) -> None:
         self.spec = spec
         self.blocks: list[Any] = []
+        self.attrs: dict[str, Any] = {}  # set_series_attrs
 
     def dense(self) -> np.ndarray:
         if len(self.blocks) != 1:
@@ -68,6 +69,7 @@ class InMemoryDataStore(DataStore):
 
     protocol = "memory"
     retains_blocks = True
+    supports_series_attrs = True
 
     def __init__(self, mode: str | None = None) -> None:
         mode = check_mode(mode)
@@ -178,3 +180,20 @@ class InMemoryDataStore(DataStore):
         # docstring inherited
         self._check_writable()
         self._attrs.update(copy.deepcopy(dict(attrs)))
+
+    # -- series attributes --------------------------------------------------------------
+    def _described(self, key: str) -> _Series:
+        series = self._series.get(key)
+        if series is None:
+            raise KeyNotFoundError(f"no series {key!r} in {self!r}")
+        return series
+
+    def set_series_attrs(self, key: str, attrs: Mapping[str, Any]) -> None:
+        # docstring inherited
+        self._check_writable(key)
+        self._described(key).attrs.update(copy.deepcopy(dict(attrs)))
+
+    def series_attrs(self, key: str) -> dict[str, Any]:
+        # docstring inherited
+        self._check_open(key)
+        return copy.deepcopy(self._described(key).attrs)
