@@ -78,6 +78,7 @@ KINDS = [
     "directory",
     "diskdict",
     "redis",
+    "redis-cluster",
     "s3",
     "levels-small-redis-disk",
     "fanout-full-memory-disk",
@@ -111,6 +112,12 @@ def location(kind, tmp_path, request):
     if kind == "s3":
         moto = request.getfixturevalue("moto_server")
         return S3(moto.url, f"{request.getfixturevalue('s3_bucket')}/{tmp_path.name}")
+    if kind == "redis-cluster":  # tarn's arguments: any node of a 3-node cluster
+        cluster = request.getfixturevalue("redis_cluster")
+        prefix = request.getfixturevalue("redis_prefix")
+        found = RedisLocation("127.0.0.1", cluster.port, prefix=prefix, cluster=True)
+        request.addfinalizer(found.close)  # a cluster client's sockets are not closed by gc
+        return found
     redis_url = None
     if "redis" in kind:
         server = request.getfixturevalue("redis_server")
@@ -505,7 +512,7 @@ def test_locations_pickle_and_compare_by_configuration(tmp_path, redis_server):
 # -- processes and crashes --------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kind", ["diskdict", "redis", "levels-small-redis-disk"])
+@pytest.mark.parametrize("kind", ["diskdict", "redis", "redis-cluster", "levels-small-redis-disk"])
 def test_four_processes_write_one_blob(location):
     context = multiprocessing.get_context("spawn")
     barrier = context.Barrier(4)

@@ -12,6 +12,8 @@ import uuid
 
 import pytest
 import redis
+import redis.cluster
+from redis.crc import key_slot
 
 from simrecorder import RedisServer
 from simrecorder.datastores._redis_server import free_port
@@ -23,6 +25,7 @@ from simrecorder.errors import (
 )
 from simrecorder.locations import Location, open_location
 from simrecorder.locations._redis import RedisLocation
+from simrecorder.locations.registry import known_location_schemes
 from simrecorder.testing.location import LocationTests
 
 MIB = 1 << 20
@@ -314,3 +317,130 @@ def test_lock_key_is_no_key(redis_server, redis_prefix):
         assert list(location.keys()) == []
         with pytest.raises(InvalidKeyError, match="lock"):
             location.put(".simrecorder-lock-writer", b"x")
+
+
+# -- Redis Cluster --------------------------------------------------------------------------------
+
+
+def _cluster_client(redis_cluster) -> redis.cluster.RedisCluster:
+    return redis.cluster.RedisCluster(host="127.0.0.1", port=redis_cluster.ports[0])
+
+
+class TestRedisClusterLocation(LocationTests):
+    """The contract on a real 3-node Redis Cluster (keys spread over the slots)."""
+
+    crash_safe_writes = True
+    lock_expiry_seconds = 1.0
+    # open_location() knows redis+cluster:// once the registry lists the scheme
+    reopens_by_url = "redis+cluster" in known_location_schemes()
+
+    @pytest.fixture
+    def location(self, redis_cluster, redis_prefix):
+        with RedisLocation(f"{redis_cluster.url}/{redis_prefix}", lock_ttl=1) as location:
+            yield location
+
+    def declining_location(self, location: Location) -> Location:
+        return RedisLocation(location.url, max_value_bytes=3)
+
+
+def test_cluster_url_layout_and_given_client(redis_cluster, redis_prefix):
+    location = RedisLocation(f"{redis_cluster.url}/{redis_prefix}/a%20b")
+    assert location.cluster and location.supports_atomic_batch is False
+    assert RedisLocation.supports_atomic_batch is True  # the single-server class keeps it
+    assert location.prefix == f"{redis_prefix}/a b"
+    assert location.url == f"{redis_cluster.url}/{redis_prefix}/a%20b"
+    for url in (location.url, f"{redis_cluster.url}/0/{redis_prefix}/a%20b",
+                f"{redis_cluster.url}?prefix={redis_prefix}/a%20b"):  # fmt: skip
+        with RedisLocation(url) as again:
+            assert again == location
+    assert location.put("k", b"v")
+    raw = _cluster_client(redis_cluster)
+    assert raw.get(f"{{{redis_prefix}/a b/k}}") == b"v"  # the key is its own hash tag
+    assert location.sub("s").url == f"{redis_cluster.url}/{redis_prefix}/a%20b/s"
+    digits = RedisLocation(redis_cluster.url, prefix=f"7/{redis_prefix}")
+    assert digits.url == f"{redis_cluster.url}/0/7/{redis_prefix}"  # not read as db 7
+    with RedisLocation(digits.url) as again:
+        assert again.prefix == f"7/{redis_prefix}"
+    digits.close()
+    with pytest.raises(InvalidArgumentError, match="only database 0"):
+        RedisLocation(f"{redis_cluster.url}/3/{redis_prefix}")
+    given = RedisLocation(raw, prefix=f"{redis_prefix}/a b")  # was an ArgumentTypeError
+    assert given == location and given.get("k") == b"v"
+    given.close()
+    assert raw.get(f"{{{redis_prefix}/a b/k}}") == b"v"  # a given client stays open
+    again = pickle.loads(pickle.dumps(given))
+    assert again == location and again.get("k") == b"v"
+    for opened in (again, location):
+        opened.close()
+    raw.close()
+
+
+def test_cluster_batches_span_every_node(redis_cluster, redis_prefix):
+    """read_many/write_many/delete_many/keys reach keys on all three primaries (a
+    MGET or MULTI/EXEC over them is CROSSSLOT)."""
+    location = RedisLocation(redis_cluster.url, prefix=redis_prefix)
+    raw = _cluster_client(redis_cluster)
+    items = {f"k{i}": f"v{i}".encode() for i in range(40)}
+    nodes = {raw.get_node_from_key(f"{{{redis_prefix}/{key}}}").name for key in items}
+    assert len(nodes) == 3, "the keys should land on every primary"
+    assert location.write_many(items) == dict.fromkeys(items, True)
+    assert location.read_many([*items, "missing"]) == {**items, "missing": None}
+    assert list(location.keys()) == sorted(items)
+    assert list(location.keys("k1")) == sorted(key for key in items if key.startswith("k1"))
+    assert location.delete_many([*items, "missing"]) == len(items)
+    assert list(location.keys()) == []
+    location.close()
+    raw.close()
+
+
+def test_cluster_streamed_value_renamed_within_its_slot(redis_cluster, redis_prefix):
+    """A value longer than 1 MiB goes to a temp key in its final key's slot and is
+    renamed into place without the temp key's expiry."""
+    location = RedisLocation(redis_cluster.url, prefix=redis_prefix)
+    raw = _cluster_client(redis_cluster)
+    value = bytes(range(256)) * (3 * MIB // 256)
+    assert location.write("a/big", io.BytesIO(value))
+    assert location.get("a/big") == value
+    assert raw.ttl(f"{{{redis_prefix}/a/big}}") == -1
+    temp = location._temp_name(f"{{{redis_prefix}/a/big}}")
+    assert key_slot(temp.encode()) == key_slot(f"{{{redis_prefix}/a/big}}".encode())
+    # a key whose tag would be empty ('{}...': Redis hashes the whole name) still works
+    whole = RedisLocation(redis_cluster.url)
+    odd = f"}}{redis_prefix}"
+    assert whole.write(odd, io.BytesIO(value))
+    assert whole.get(odd) == value
+    assert whole.delete(odd)
+    temp = whole._temp_name(f"{{{odd}}}")
+    assert key_slot(temp.encode()) == key_slot(f"{{{odd}}}".encode())
+    with pytest.raises(OSError, match="disk gone"):
+        location.write("k", _Failing(3 * MIB))
+    assert location.get("k") is None
+    for opened in (whole, location):
+        opened.close()
+    raw.close()
+
+
+def test_cluster_lock_lost_after_a_stall(redis_cluster, redis_prefix):
+    """The lock's Lua scripts run on the lock key's slot: renewal, loss, release."""
+    location = RedisLocation(redis_cluster.url, prefix=redis_prefix, lock_ttl=0.3)
+    with location.lock():
+        time.sleep(1.0)  # renewed by its thread
+        with pytest.raises(StoreLockedError, match="held by another writer"):
+            location.lock()
+    held = location.lock()
+    raw = _cluster_client(redis_cluster)
+    name = f"{{{redis_prefix}/.simrecorder-lock-writer}}"
+    raw.set(name, b"another-writer", px=5000)
+    time.sleep(0.5)
+    with pytest.raises(StoreLockedError, match="lost the lock"):
+        held.check()
+    held.release()
+    assert raw.get(name) == b"another-writer"
+    raw.delete(name)
+    location.close()
+    raw.close()
+
+
+def test_cluster_down_raises_connection_error():
+    with pytest.raises(StoreConnectionError, match=r"127\.0\.0\.1"):
+        RedisLocation(f"redis+cluster://127.0.0.1:{free_port()}/p")

@@ -15,14 +15,18 @@ class RedisLocation(_RedisLocation):
     Parameters
     ----------
     host
-        A host name, a ``redis://host:port/db`` URL (``rediss://``, ``unix://`` too),
-        or a ``redis.Redis`` client.
+        A host name, a ``redis://host:port/db`` URL (``rediss://``, ``unix://``,
+        ``redis+cluster://host:port`` too), or a ``redis.Redis`` or
+        ``redis.cluster.RedisCluster`` client.
     port
         The port, when ``host`` is a host name.
     prefix
-        Namespace of the keys (``<prefix>/ab/cdef...``).
+        Namespace of the keys (``<prefix>/ab/cdef...``; on a Redis Cluster each key is
+        its own hash tag, ``{<prefix>/ab/cdef...}``).
     db
-        Database number, when ``host`` is a host name.
+        Database number, when ``host`` is a host name (0 on a cluster).
+    cluster
+        ``host:port`` is a node of a Redis Cluster (when ``host`` is a host name).
     **options
         redis-py client options (``password``, ``socket_timeout``...) and the layer's
         ``max_value_bytes`` and ``read_only``.
@@ -31,6 +35,9 @@ class RedisLocation(_RedisLocation):
     --------
     >>> RedisLocation("localhost", 6390, prefix="blobs").url
     'redis://localhost:6390/0/blobs'
+
+    On a Redis Cluster (any node; the client finds the others):
+    ``RedisLocation("localhost", 7000, prefix="blobs", cluster=True)``.
     """
 
     def __init__(
@@ -39,10 +46,12 @@ class RedisLocation(_RedisLocation):
         port: int = 6379,
         prefix: str = "",
         db: int = 0,
+        cluster: bool = False,
         **options: Any,
     ) -> None:
         if isinstance(host, str) and "://" not in host:
-            host = f"redis://{host}:{int(port)}/{int(db)}"
+            scheme = "redis+cluster" if cluster else "redis"
+            host = f"{scheme}://{host}:{int(port)}/{int(db)}"
         super().__init__(host, prefix=prefix, **options)
 
     def __reduce__(self) -> tuple[Any, ...]:

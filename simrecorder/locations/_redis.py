@@ -14,6 +14,8 @@ from typing import IO, Any, ClassVar
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
 import redis
+from redis.cluster import RedisCluster
+from redis.crc import key_slot
 
 from .._fs import TEMP_PREFIX
 from .._redis_client import (
@@ -74,17 +76,26 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """
 
+# KEYS: temp, final (one slot).  Move a streamed value into place, without its expiry.
+_RENAME = """
+redis.call('RENAME', KEYS[1], KEYS[2])
+return redis.call('PERSIST', KEYS[2])
+"""
+
 
 class RedisLocation(Location):
-    """Values as Redis strings: key ``a/b`` is the Redis key ``<prefix>/a/b``.
+    """Values as Redis strings: key ``a/b`` is the Redis key ``<prefix>/a/b`` (on a
+    Redis Cluster ``{<prefix>/a/b}``, see the notes).
 
     Parameters
     ----------
     url_or_client
         ``redis://[user[:password]@]host[:port]/db[/prefix]`` (``rediss://`` for TLS,
-        ``unix:///path/to/socket[/prefix]?db=N``), or a ``redis.Redis`` client (shared,
-        not closed by :meth:`close`). URLs go through simrecorder's one Redis client
-        factory: 5 s connect timeout, 60 s socket timeout, three retries with backoff.
+        ``unix:///path/to/socket[/prefix]?db=N``), ``redis+cluster://host:port[/prefix]``
+        (``rediss+cluster://``; any node of a Redis Cluster), or a ``redis.Redis`` or
+        ``redis.cluster.RedisCluster`` client (shared, not closed by :meth:`close`). URLs
+        go through simrecorder's one Redis client factory: 5 s connect timeout, 60 s
+        socket timeout, three retries with backoff.
     prefix
         Namespace of this location's keys (appended to the URL's); ``""`` (default
         without one in the URL) makes every key of the database a key of the location.
@@ -121,6 +132,14 @@ class RedisLocation(Location):
       lock expires ``lock_ttl`` seconds after its last renewal; a holder stalled longer
       than that (the whole process stopped, or the server away) loses the lock to
       the next writer, and its :meth:`LocationLock.check` raises from then on.
+    - On a Redis Cluster every Redis key is a hash tag of its own: key ``a/b`` is
+      ``{<prefix>/a/b}``, a streamed value's temp key is ``.simrecorder-tmp-<hex>{<prefix>/a/b}``
+      (same slot: one Lua script renames it into place and drops its expiry) and the lock is
+      ``{<prefix>/.simrecorder-lock-<name>}`` (its Lua scripts run on its slot). Keys
+      spread over the slots, so :meth:`read_many`, :meth:`write_many` and
+      :meth:`delete_many` are pipelines grouped by node (one round trip per node), not
+      transactions: :attr:`supports_atomic_batch` is ``False`` on a cluster (a failing
+      node can leave part of a batch written). :meth:`keys` scans every primary.
     """
 
     protocol: ClassVar[str] = "redis"
@@ -142,15 +161,20 @@ class RedisLocation(Location):
         if isinstance(url_or_client, str):
             endpoint, url_prefix, own, self._client = _client_for(url_or_client, options)
             self._owns_client = True
-        elif isinstance(url_or_client, redis.Redis):
+        elif isinstance(url_or_client, (redis.Redis, RedisCluster)):
             endpoint, url_prefix, self._client = _endpoint_of(url_or_client), "", url_or_client
             self._owns_client = False
         else:
             raise ArgumentTypeError(
-                "RedisLocation takes a redis:// URL or a redis.Redis client; got "
+                "RedisLocation takes a redis://, redis+cluster:// or unix:// URL, or a "
+                f"redis.Redis or redis.cluster.RedisCluster client; got "
                 f"{type(url_or_client).__name__}"
             )
         self._endpoint = endpoint
+        #: On a Redis Cluster (hash-tagged keys, batches that are no transactions).
+        self.cluster = isinstance(self._client, RedisCluster)
+        if self.cluster:
+            self.supports_atomic_batch = False  # type: ignore[misc]
         if max_value_bytes is None:
             max_value_bytes = own.get("max_value_bytes", MAX_REDIS_STRING)
         if not isinstance(max_value_bytes, int) or not 0 <= max_value_bytes <= MAX_REDIS_STRING:
@@ -175,8 +199,11 @@ class RedisLocation(Location):
 
     @property
     def url(self) -> str:
-        """``redis://host:port/db/prefix`` (or ``unix:///socket/prefix?db=N``), no password."""
+        """``redis://host:port/db/prefix`` (or ``unix:///socket/prefix?db=N``,
+        ``redis+cluster://host:port/prefix``), no password."""
         prefix = "/" + quote(self.prefix) if self.prefix else ""
+        if self.cluster and self.prefix.split("/", 1)[0].isdigit():
+            prefix = "/0" + prefix  # a first part of digits would be read as the db
         own = {}
         if self.read_only:
             own["read_only"] = "1"
@@ -192,7 +219,9 @@ class RedisLocation(Location):
 
     def __reduce__(self) -> tuple[Any, ...]:
         client = self._client
-        kwargs = dict(client.connection_pool.connection_kwargs)
+        pool_kwargs = (client.nodes_manager.connection_kwargs if self.cluster
+                       else client.connection_pool.connection_kwargs)  # fmt: skip
+        kwargs = dict(pool_kwargs)
         settings = {name: kwargs[name] for name in ("password", "username") if kwargs.get(name)}
         settings.update(self._options)
         url = _endpoint_url(self._endpoint)
@@ -220,7 +249,21 @@ class RedisLocation(Location):
                 f"invalid key {key!r} for {self!r}: a part starting with "
                 "'.simrecorder-lock-' is the name of a lock"
             )
-        return self._namespace + key
+        return self._redis_name(self._namespace + key)
+
+    def _redis_name(self, name: str) -> str:
+        """The Redis key of ``<prefix>/<key>``: itself, or its own hash tag on a cluster."""
+        return f"{{{name}}}" if self.cluster else name
+
+    def _temp_name(self, name: str) -> str:
+        """A fresh temp key for a value streamed to the Redis key ``name``: on a
+        cluster in the slot of ``name`` (so that it can be renamed into place)."""
+        temp = f"{TEMP_PREFIX}{secrets.token_hex(8)}"
+        if not self.cluster:
+            return temp
+        if not name.startswith("{}"):
+            return temp + name  # the same hash tag: ``{<prefix>/<key>`` up to its first ``}``
+        return f"{temp}{{{_tag_of_slot(key_slot(name.encode()))}}}"  # an empty tag: no tag
 
     # -- locks ------------------------------------------------------------------------------
 
@@ -235,7 +278,7 @@ class RedisLocation(Location):
         StoreConnectionError
             The server cannot be reached.
         """
-        redis_key = self._namespace + lock_key(name)
+        redis_key = self._redis_name(self._namespace + lock_key(name))
         return acquire_within(lambda: self._take(name, redis_key, self.lock_ttl), timeout)
 
     def _take(self, name: str, redis_key: str, ttl: float) -> LocationLock:
@@ -300,7 +343,7 @@ class RedisLocation(Location):
 
     def _send_pieces(self, name: str, first: bytes, stream: IO[bytes]) -> bool:
         """Send a long stream in pieces to a temp key, then rename it into place."""
-        temp = f"{TEMP_PREFIX}{secrets.token_hex(8)}"
+        temp = self._temp_name(name)
         size = len(first)
         try:
             self._client.set(temp, first, ex=TEMP_TTL_SECONDS)
@@ -312,15 +355,23 @@ class RedisLocation(Location):
                 pipe.append(temp, piece)
                 pipe.expire(temp, TEMP_TTL_SECONDS)
                 pipe.execute()
-            pipe = self._client.pipeline(transaction=True)
-            pipe.rename(temp, name)
-            pipe.persist(name)
-            pipe.execute()
+            self._rename_into_place(temp, name)
             temp = ""
             return True
         finally:
             if temp:
                 self._forget(temp)
+
+    def _rename_into_place(self, temp: str, name: str) -> None:
+        """``RENAME`` + ``PERSIST`` at once: a ``MULTI``/``EXEC``, or on a cluster (whose
+        client pipelines refuse ``RENAME``) one Lua script on the keys' shared slot."""
+        if self.cluster:
+            self._client.eval(_RENAME, 2, temp, name)
+            return
+        pipe = self._client.pipeline(transaction=True)
+        pipe.rename(temp, name)
+        pipe.persist(name)
+        pipe.execute()
 
     def _forget(self, temp: str) -> None:
         try:
@@ -347,13 +398,18 @@ class RedisLocation(Location):
             return bool(self._client.delete(name))
 
     def keys(self, prefix: str = "") -> Iterator[str]:
-        """See :meth:`Location.keys` (``SCAN MATCH``, glob characters escaped)."""
+        """See :meth:`Location.keys` (``SCAN MATCH``, glob characters escaped; on a
+        cluster every primary is scanned)."""
         start = self._namespace + prefix
         pattern = _GLOB.sub(r"\\\1", start) + "*"
+        if self.cluster:
+            pattern = f"{{{pattern}}}"
         cut = len(self._namespace)
         found = []
         with self._translated():
             for raw in self._client.scan_iter(match=pattern, count=1000):
+                if self.cluster:
+                    raw = raw[1:-1]  # the pattern matched ``{...}``
                 key = _as_key(raw, cut)
                 if key is not None and key.startswith(prefix):
                     found.append(key)
@@ -362,17 +418,22 @@ class RedisLocation(Location):
     # -- batches ----------------------------------------------------------------------------
 
     def read_many(self, keys: Iterable[str]) -> dict[str, bytes | None]:
-        """See :meth:`Location.read_many` (one ``MGET``)."""
+        """See :meth:`Location.read_many` (one ``MGET``; on a cluster one ``MGET``
+        per slot, pipelined: one round trip per node)."""
         keys = list(keys)
         if not keys:
             return {}
         names = [self._key(key) for key in keys]
         with self._translated():
-            values = self._client.mget(names)
+            if self.cluster:  # an MGET per slot, pipelined: one round trip per node
+                values = self._client.mget_nonatomic(names)
+            else:
+                values = self._client.mget(names)
         return dict(zip(keys, values, strict=True))
 
     def write_many(self, items: Mapping[str, Data]) -> dict[str, bool]:
-        """See :meth:`Location.write_many` (one ``MULTI``/``EXEC``: all or none)."""
+        """See :meth:`Location.write_many` (one ``MULTI``/``EXEC``: all or none; on a
+        cluster a pipeline with one round trip per node, not atomic)."""
         names = {key: self._key(key) for key in items}
         for key, data in items.items():
             check_data(self, key, data)
@@ -389,7 +450,7 @@ class RedisLocation(Location):
             values[key] = value
         try:
             with self._translated():
-                pipe = self._client.pipeline(transaction=True)
+                pipe = self._client.pipeline(transaction=not self.cluster)
                 for key, value in values.items():
                     pipe.set(names[key], value)
                 pipe.execute()
@@ -436,6 +497,15 @@ def _join_prefix(first: str, second: str) -> str:
     if prefix:
         check_location_key(prefix)
     return prefix
+
+
+def _tag_of_slot(slot: int) -> str:
+    """A short hash tag in cluster slot ``slot`` (for the temp key of a Redis key
+    without a tag of its own)."""
+    number = 0
+    while key_slot(str(number).encode()) != slot:
+        number += 1
+    return str(number)
 
 
 def _as_key(raw: bytes, cut: int) -> str | None:
@@ -609,9 +679,19 @@ def _client_for(url: str, options: dict[str, Any]) -> tuple[_Endpoint, str, dict
         client = client_from_url(base, **options)
         user = f"{quote(parsed.username)}@" if parsed.username else ""
         endpoint = (scheme, f"{user}{parsed.host}:{parsed.port}", f"/{parsed.db}", query)
+    elif scheme in ("redis+cluster", "rediss+cluster"):
+        pieces = [unquote(part) for part in parts.path.split("/") if part]
+        db = pieces.pop(0) if pieces and pieces[0].isdigit() else "0"  # only 0 is accepted
+        path_prefix = "/".join(pieces)
+        base = urlunsplit((scheme, parts.netloc, f"/{db}", query, ""))
+        parsed = parse_redis_url(base)
+        client = client_from_url(base, **options)
+        user = f"{quote(parsed.username)}@" if parsed.username else ""
+        endpoint = (scheme, f"{user}{parsed.host}:{parsed.port}", "", query)
     else:
         raise InvalidArgumentError(
-            f"RedisLocation takes redis://, rediss:// or unix:// URLs; got {redact(url)!r}"
+            "RedisLocation takes redis://, rediss://, redis+cluster://, rediss+cluster:// "
+            f"or unix:// URLs; got {redact(url)!r}"
         )
     return endpoint, _join_prefix(path_prefix, query_prefix), own, client
 
@@ -656,7 +736,10 @@ def _split_socket_path(path: str) -> tuple[str, str]:
 
 
 def _endpoint_of(client: Any) -> _Endpoint:
-    """The endpoint a ``redis.Redis`` client talks to."""
+    """The endpoint a ``redis.Redis`` (or ``RedisCluster``: its first startup node)
+    client talks to."""
+    if isinstance(client, RedisCluster):
+        return _cluster_endpoint_of(client)
     kwargs = client.connection_pool.connection_kwargs
     db = kwargs.get("db", 0)
     if kwargs.get("path"):
@@ -665,3 +748,13 @@ def _endpoint_of(client: Any) -> _Endpoint:
     user = f"{quote(kwargs['username'])}@" if kwargs.get("username") else ""
     return (scheme, f"{user}{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}",
             f"/{db}", "")  # fmt: skip
+
+
+def _cluster_endpoint_of(client: RedisCluster) -> _Endpoint:
+    """The endpoint of a ``RedisCluster`` client: the first node it started from."""
+    kwargs = client.nodes_manager.connection_kwargs
+    nodes = list(client.nodes_manager.startup_nodes.values()) or [client.get_default_node()]
+    ssl = kwargs.get("connection_class") is redis.SSLConnection or bool(kwargs.get("ssl"))
+    scheme = "rediss+cluster" if ssl else "redis+cluster"
+    user = f"{quote(kwargs['username'])}@" if kwargs.get("username") else ""
+    return (scheme, f"{user}{nodes[0].host}:{nodes[0].port}", "", "")

@@ -25,6 +25,8 @@ _REGISTRY: dict[str, Entry] = {
     "redis": Entry("simrecorder.locations._redis:RedisLocation", "redis"),
     "rediss": Entry("simrecorder.locations._redis:RedisLocation", "redis"),
     "unix": Entry("simrecorder.locations._redis:RedisLocation", "redis"),
+    "redis+cluster": Entry("simrecorder.locations._redis:RedisLocation", "redis"),
+    "rediss+cluster": Entry("simrecorder.locations._redis:RedisLocation", "redis"),
     "taridx": Entry("simrecorder.locations._taridx:TaridxLocation", None),
     # encore's directory: the adapter owns it (locations never import adapters)
     "encore": Entry("simrecorder.adapters.encore:EncoreLocation", None),
@@ -83,7 +85,8 @@ def open_location(url: str | os.PathLike[str], **options: Any) -> Location:
     url
         ``memory://``; a path or ``file:///abs/path?durable=1&max_size=N``;
         ``taridx:///abs/archive.tar``;
-        ``redis://host:port/db/prefix`` (also ``rediss://``, ``unix:///socket?db=0``);
+        ``redis://host:port/db/prefix`` (also ``rediss://``, ``unix:///socket?db=0``,
+        ``redis+cluster://host:port/prefix`` for a Redis Cluster);
         any fsspec URL (``s3://bucket/prefix?endpoint_url=...``, ``sftp://host/dir``,
         ``https://host/dir``). ``location.url`` of every location is such a URL.
     **options
