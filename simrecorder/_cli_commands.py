@@ -289,7 +289,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         )
     directory = os.path.dirname(os.path.abspath(args.out))
     if not os.path.isdir(directory):
-        raise FileNotFoundError(f"cannot write {args.out}: no such directory {directory}")
+        raise StoreNotFoundError(f"cannot write {args.out}: no such directory {directory}")
     partial = f"{args.out}.partial"
     with _read(args.url) as store:
         try:

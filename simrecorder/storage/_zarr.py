@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from .._keys import check_path_parts
-from ..errors import KeyConflictError, StoreFormatError, StoreNotFoundError
+from ..errors import KeyConflictError, KeyNotFoundError, StoreFormatError, StoreNotFoundError
 from ._base import (
     INDEX_NAME,
     INLINE_LIMIT,
@@ -215,7 +215,7 @@ class ZarrBackend(Backend):
     def _read_pack(self, path: Path, start: int, stop: int) -> bytes:
         meta = self._pack_meta(path)
         if meta is None:
-            raise KeyError(PACK_NAME)
+            raise KeyNotFoundError(PACK_NAME)
         size = int(meta["chunk_grid"]["configuration"]["chunk_shape"][0])
         stop = min(stop, int(meta["shape"][0]))
         chunks = os.path.join(self._dir(path), PACK_NAME, "c")
@@ -320,7 +320,7 @@ class ZarrBackend(Backend):
     def _read_array(self, path: Path, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
         meta = self._meta(path)
         if meta is None:
-            raise KeyError(f"no zarr array at /{'/'.join(path)}")
+            raise KeyNotFoundError(f"no zarr array at /{'/'.join(path)}")
         if not _simple_layout(meta, dtype, shape):  # written by other means: ask zarr
             import zarr
 
