@@ -181,6 +181,15 @@ class AtomicFile:
         The destination. Its directory must exist.
     durable
         ``fsync`` the file before the rename and the directory after it.
+    temp
+        The temp file's path (default: a :data:`TEMP_PREFIX` name beside ``path``), for
+        a store whose recovery and listings know another naming. It must be in the
+        directory of ``path``.
+    translate
+        Raise file-system failures as simrecorder's errors (default; see
+        :func:`translate_os_error`), or, ``False``, as the ``OSError`` itself, for a
+        caller that names the failure in its own terms. Either way the temp file is
+        removed.
 
     Examples
     --------
@@ -192,21 +201,43 @@ class AtomicFile:
     >>> from pathlib import Path
     >>> Path(target).read_bytes()
     b'hello'
+
+    A temp name of the caller's, padding by a hole, and the raw ``OSError``:
+
+    >>> with AtomicFile(target, temp=target + ".1.tmp", translate=False) as out:
+    ...     _ = out.write(b"ab")
+    ...     out.extend(4)
+    ...     out.commit()
+    >>> Path(target).read_bytes()
+    b'ab\\x00\\x00'
+    >>> AtomicFile(os.path.join(target + "-missing", "x"), translate=False)
+    Traceback (most recent call last):
+    ...
+    FileNotFoundError: ...
     """
 
-    def __init__(self, path: str | os.PathLike[str], durable: bool = False) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        durable: bool = False,
+        temp: str | None = None,
+        translate: bool = True,
+    ) -> None:
         self.path = os.fspath(path)
         self.durable = durable
         self.size = 0
+        self.translate = translate
+        self.committed = False
         directory = os.path.dirname(os.path.abspath(self.path))
-        self.temp = os.path.join(directory, TEMP_PREFIX + secrets.token_hex(8))
+        self.temp = temp or os.path.join(directory, TEMP_PREFIX + secrets.token_hex(8))
         try:
             self._fd: int | None = os.open(
                 self.temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666
             )
         except OSError as exc:
+            if not self.translate:
+                raise
             raise translate_os_error(exc, self.path) from exc
-        self.committed = False
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
         """Append ``data`` (written whole); return its length."""
@@ -219,9 +250,27 @@ class AtomicFile:
                 view = view[os.write(self._fd, view) :]
         except OSError as exc:
             self.discard()
+            if not self.translate:
+                raise
             raise translate_os_error(exc, self.path) from exc
         self.size += size
         return self.size
+
+    def extend(self, size: int) -> None:
+        """Make the file ``size`` bytes long if it is shorter: a hole that reads as
+        zeros (padding that costs no disk where the file system has sparse files)."""
+        if self._fd is None:
+            raise StoreWriteError(f"cannot write {self.path}: the temp file is closed")
+        if size <= self.size:
+            return
+        try:
+            os.ftruncate(self._fd, size)
+        except OSError as exc:
+            self.discard()
+            if not self.translate:
+                raise
+            raise translate_os_error(exc, self.path) from exc
+        self.size = size
 
     def commit(self) -> None:
         """Close the temp file and rename it over the destination."""
@@ -239,6 +288,8 @@ class AtomicFile:
         except OSError as exc:
             if not self.committed:
                 self.discard()
+            if not self.translate:
+                raise
             raise translate_os_error(exc, self.path) from exc
 
     def discard(self) -> None:
@@ -279,7 +330,7 @@ def _chunks(data: Any) -> Iterable[Any]:
 
 def atomic_write(
     path: str | os.PathLike[str],
-    data: bytes | bytearray | memoryview | IO[bytes] | Iterable[bytes],
+    data: bytes | bytearray | memoryview | IO[bytes] | Iterable[bytes | bytearray | memoryview],
     durable: bool = False,
     make_dirs: bool = False,
 ) -> int:

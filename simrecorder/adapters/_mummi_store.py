@@ -19,7 +19,7 @@ from typing import Any
 from urllib.parse import parse_qs, quote, urlparse
 
 from .._url import parse_url
-from ..datastores._blocks import BlockDataStore
+from ..datastores import BlockDataStore
 from ..errors import InvalidArgumentError
 from .mummi import RedisIO, TaridxIO
 

@@ -11,12 +11,14 @@ from __future__ import annotations
 from typing import Any
 
 from .._registry import import_backend
+from ._blocks import BlockDataStore
 from ._memory import InMemoryDataStore
 from ._view import SeriesView
 from .base import DataStore
 from .registry import open_datastore, store_class
 
 __all__ = [
+    "BlockDataStore",
     "DataStore",
     "HDF5DataStore",
     "HDFView",

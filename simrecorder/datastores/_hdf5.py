@@ -10,17 +10,17 @@ import os
 import struct
 import sys
 import time
-import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import h5py
 import numpy as np
 
 from .. import _codec
-from .._fs import FileLock, translate_os_error
+from .._fs import translate_os_error
+from .._h5 import SUFFIXES, WRITERS, open_h5
 from .._keys import validate_key
 from .._modes import check_mode, plan_open
 from .._provenance import provenance
@@ -34,7 +34,6 @@ from ..errors import (
     StoreClosedError,
     StoreFormatError,
     StoreFullError,
-    StoreLockedError,
     StoreNotFoundError,
     StoreWriteError,
 )
@@ -43,7 +42,7 @@ from ._values import PYTYPE_ATTR, decode_value, encode_value
 from ._view import SeriesView
 from .base import DataStore, NodeType, check_key_free
 
-__all__ = ["HDF5DataStore", "HDFView", "open_h5", "open_writer"]
+__all__ = ["HDF5DataStore", "HDFView"]
 
 #: Version of the layout this module writes (root attribute ``simrecorder_format``).
 FORMAT_VERSION = 1
@@ -98,7 +97,7 @@ _LOCK_OFFSET = 1 << 62
 _READER_WAIT = 2.0  # seconds; then read without the lock (a writer that never flushes)
 _WRITER_WAIT = 5.0
 _T = TypeVar("_T")
-_SUFFIXES = (".h5", ".hdf5", ".he5", ".hdf")
+_C = TypeVar("_C")  # the companion of shared()
 #: Attributes that mark the nodes of a :mod:`simrecorder.storage` sharing the file (its
 #: group indexes and its arrays): series listings skip them.
 _STORAGE_ATTRS = ("simrecorder_storage", "simrecorder_storage_array")
@@ -282,7 +281,7 @@ class HDF5DataStore(DataStore):
         self._changed: dict[str, tuple[int, int]] = {}  # key: (rows, rows at first change)
         self._stale_text: set[str] = set()  # str series whose `text` is behind
         self._mtime_ns = 0
-        self._storage: Any = None  # the GenericStorage sharing this file, see storage()
+        self._storage: Any = None  # the companion sharing this file, see shared()
         plan = plan_open(mode, os.path.exists(self.path), f"HDF5 file {self.path!r}")
         self._apply_open_plan(plan)
         self._open_file("r" if plan.read_only else "w" if plan.replace else "a")
@@ -301,7 +300,7 @@ class HDF5DataStore(DataStore):
     @property
     def url(self) -> str:
         # docstring inherited
-        if self.path.lower().endswith(_SUFFIXES):
+        if self.path.lower().endswith(SUFFIXES):
             return self.path
         return "hdf5://" + self.path
 
@@ -331,7 +330,7 @@ class HDF5DataStore(DataStore):
         self._file = self._h5open(mode)
         try:
             self._fd = os.open(self.path, os.O_RDWR)
-            _WRITERS[self.path] = self
+            WRITERS[self.path] = self
             self._reserved_to = os.fstat(self._fd).st_size
             self._begin_write(_RESERVE_SLACK)
             root = self._file.attrs
@@ -374,7 +373,7 @@ class HDF5DataStore(DataStore):
         # writer; they reopen when the file changed (see _reading)
         if mode == "r":
             # (a writer in this process shares its HDF5 file: same locking flag)
-            locking = None if self.path in _WRITERS else False
+            locking = None if self.path in WRITERS else False
             return open_h5(self.path, "r", locking=locking, rdcc_nbytes=CHUNK_CACHE_BYTES)
         return open_h5(self.path, mode, rdcc_nbytes=CHUNK_CACHE_BYTES)
 
@@ -420,7 +419,7 @@ class HDF5DataStore(DataStore):
     def _shared_lock(self) -> Iterator[None]:
         """A reader holds the lock shared while it reads (see ``_LOCK_OFFSET``); a
         writer of the file in this process shares HDF5's file object instead."""
-        if self._fd is None or not self._read_only or self.path in _WRITERS:
+        if self._fd is None or not self._read_only or self.path in WRITERS:
             yield
             return
         locked = _lock(self._fd, _RDLCK, _READER_WAIT)
@@ -445,7 +444,7 @@ class HDF5DataStore(DataStore):
     def _reopen(self) -> None:
         """A read-only store catches up with a writer in another process."""
         self._datasets.clear()
-        self._close_storage()  # its groups held the old file: storage() gives a new one
+        self._close_storage()  # its groups held the old file: shared() builds a new one
         self._h5.close()
         self._open_reader()
 
@@ -610,8 +609,8 @@ class HDF5DataStore(DataStore):
                     # give back the space reserved past the end of the file
                     os.ftruncate(self._fd, os.fstat(self._fd).st_size)
                     self._end_write()
-                    if _WRITERS.get(self.path) is self:
-                        del _WRITERS[self.path]
+                    if WRITERS.get(self.path) is self:
+                        del WRITERS[self.path]
                 os.close(self._fd)
                 self._fd = None
 
@@ -702,36 +701,23 @@ class HDF5DataStore(DataStore):
                 if not _check_text(node, rows):
                     self._stale_text.add(key)
 
-    # -- storage ------------------------------------------------------------------------
-    def storage(self, key: str | None = None) -> Any:
-        """A :class:`~simrecorder.storage.StorageGroup` in this file, sharing its handle.
+    # -- a companion sharing the file ---------------------------------------------------
+    def shared(self, build: Callable[[h5py.File, bool, Callable[[int], None] | None], _C]) -> _C:
+        """The one companion object over this store's open ``h5py.File``, built on first
+        use as ``build(file, read_only, before_write)``.
 
-        HDF5 lets one writer open a file, so a run's stored objects (parameters, final
-        state) go through the store's open ``h5py.File``; they are written at each
-        :meth:`flush` and at :meth:`close`, and read later with
-        ``simrecorder.storage.load(path, key)`` or ``open_storage(path)``.
-
-        Parameters
-        ----------
-        key
-            A group of the storage to return (created when missing); ``None``: the root.
+        HDF5 lets one writer open a file, so what a run keeps beside its series (a
+        :class:`~simrecorder.storage.GenericStorage`: ``rec.storage``) goes through this
+        handle. The companion's ``flush()`` runs at each :meth:`flush`, its ``close()``
+        (which leaves the file open) at :meth:`close` and before a reader reopens the
+        file; the next call then builds a new one. ``before_write(nbytes)`` (``None``
+        for a read-only store) must be called before the companion changes the file.
         """
-        root = self.shared_storage().root
-        return root if key is None else root.require_group(key)
-
-    def shared_storage(self) -> Any:
-        """The :class:`~simrecorder.storage.GenericStorage` over this store's open file
-        (one per open store: every view of the file shares its cached indexes)."""
         self._check_open()
         if self._storage is None:
-            from ..storage._core import GenericStorage
-            from ..storage._hdf5 import HDF5Backend  # the storage layer sits above
-
-            backend = HDF5Backend(self._h5, owned=False, read_only=self._read_only)
-            if not self._read_only:
-                backend.before_write = self._begin_write
-            self._storage = GenericStorage(backend)
-        return self._storage
+            before_write = None if self._read_only else self._begin_write
+            self._storage = build(self._h5, self._read_only, before_write)
+        return cast(_C, self._storage)
 
     def _close_storage(self) -> None:
         storage, self._storage = self._storage, None
@@ -1254,11 +1240,6 @@ def _check_stored(ds: h5py.Dataset) -> None:
             )
 
 
-def _writer_is_gone(path: str) -> bool:
-    """True when no process holds the flock HDF5 writers take on the file."""
-    return not FileLock.is_held_elsewhere(path)
-
-
 _RDLCK, _WRLCK, _UNLCK = 0, 1, 2  # fcntl.F_RDLCK etc. on Linux
 
 
@@ -1296,47 +1277,6 @@ def _load_fallocate() -> Any:
 
 _FALLOC_FL_KEEP_SIZE = 1
 _fallocate = _load_fallocate()
-#: Writer stores open in this process, by path (readers here share their HDF5 file).
-_WRITERS: weakref.WeakValueDictionary[str, HDF5DataStore] = weakref.WeakValueDictionary()
-
-
-def open_h5(path: str, mode: str, **options: Any) -> h5py.File:
-    """Open an HDF5 file with h5py, failures as simrecorder's errors (the one place
-    that does it: :class:`HDF5DataStore` and :class:`~simrecorder.storage.HDF5Storage`).
-
-    A stale "open for write" flag left by a killed ``libver='latest'`` writer is
-    cleared (as ``h5clear -s`` would) when no process holds the file's lock any more.
-
-    Raises
-    ------
-    StoreLockedError
-        Another process holds HDF5's file lock.
-    StoreFormatError
-        The file cannot be opened as HDF5 (the message names it).
-    """
-    try:
-        return h5py.File(path, mode, **options)
-    except OSError as exc:
-        if "unable to lock file" in str(exc).lower():
-            raise StoreLockedError(
-                f"{path!r} is open for writing elsewhere (HDF5 file lock): {exc}"
-            ) from exc
-        if "already open for write" in str(exc) and mode != "r" and _writer_is_gone(path):
-            from ..recover import clear_hdf5_consistency_flags
-
-            clear_hdf5_consistency_flags(path)
-            return open_h5(path, mode, **options)
-        hint = ""
-        if "already open for write" in str(exc):
-            hint = " (if its writer was killed, run `simrecorder recover FILE`)"
-        raise StoreFormatError(f"cannot open {path!r} as HDF5: {exc}{hint}") from exc
-
-
-def open_writer(path: str | os.PathLike[str]) -> HDF5DataStore | None:
-    """The :class:`HDF5DataStore` of this process writing the file ``path``, if any
-    (HDF5 allows one writer: a storage opened on that file goes through it)."""
-    store = _WRITERS.get(os.path.abspath(os.path.expanduser(os.fspath(path))))
-    return store if store is not None and not store.closed else None
 
 
 def _stamp(path: str) -> tuple[int, int]:

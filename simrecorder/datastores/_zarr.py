@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import fcntl
 import functools
 import glob
 import json
@@ -30,7 +29,7 @@ from zarr.core.sync import sync as zarr_sync
 from zarr.storage import LocalStore, ZipStore
 
 from .. import _codec
-from .._files import fsync_path
+from .._fs import AtomicFile, FileLock, fsync_path
 from .._keys import check_path_parts, validate_key
 from .._modes import check_mode, plan_open
 from .._provenance import provenance
@@ -46,7 +45,6 @@ from ..errors import (
     StoreClosedError,
     StoreFormatError,
     StoreFullError,
-    StoreLockedError,
     StoreNotFoundError,
     StoreWriteError,
 )
@@ -401,7 +399,7 @@ class ZarrDataStore(DataStore):
         if os.path.isdir(workdir) and os.listdir(workdir) and not _looks_like_zarr(workdir, False):
             raise StoreFormatError(f"{workdir!r} is a non-empty directory without zarr.json")
         if mode == "w" and os.path.isdir(workdir):
-            _release_lock(_take_lock(workdir, self.path))  # never delete a live store
+            _writer_lock(workdir, self.path).acquire().release()  # never delete a live store
         if mode == "w":  # only ever deletes what was checked above to be a zarr store
             for old in {self.path, workdir}:
                 if os.path.isdir(old):
@@ -460,10 +458,10 @@ class ZarrDataStore(DataStore):
         return store
 
     def _take_writer_lock(self, directory: str) -> None:
-        fd = _take_lock(directory, self.path)
-        # owns the fd: released by close(), or when the store is collected or the
-        # process exits without close()
-        self._lock = weakref.finalize(self, _release_lock, fd)
+        lock = _writer_lock(directory, self.path).acquire()
+        # released by close(), or when the store is collected or the process exits
+        # without close()
+        self._lock = weakref.finalize(self, lock.release)
 
     @property
     def _group(self) -> zarr.Group:
@@ -1249,10 +1247,7 @@ class _DirFiles:
             return None
 
     def write(self, key: str, data: _Data, size: int | None = None) -> None:
-        path = self._path(key)
-        _write_atomic(path, data, self.durable, size)
-        if self.durable:
-            fsync_path(os.path.dirname(path))  # the directory holds the new name
+        _write_atomic(self._path(key), data, self.durable, size)
 
     def write_fresh(self, key: str, data: _Data, size: int | None = None) -> None:
         _write_in_place(self._path(key), data, size, self.durable)
@@ -1544,28 +1539,18 @@ def _compressor_codec(name: str, config: dict[str, Any]) -> _ChunkCodec | None:
     return None
 
 
-def _take_lock(directory: str, store_path: str) -> int:
-    """Lock ``directory`` for this writer or raise :class:`StoreLockedError`.
-
-    The lock is a ``flock`` on the directory itself: no extra file for zarr to trip
-    over, and it goes away with the process, so a killed writer never leaves a stale
-    lock behind. Readers take no lock and are never blocked.
-    """
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise StoreLockedError(
-            f"{store_path!r} is open for writing by another ZarrDataStore (this or another "
-            "process); open it with mode='r' to read while it is written"
-        ) from None
-    return fd
-
-
-def _release_lock(fd: int) -> None:
-    fcntl.flock(fd, fcntl.LOCK_UN)
-    os.close(fd)
+def _writer_lock(directory: str, store_path: str) -> FileLock:
+    """The writer's lock of a store: a ``flock`` on ``directory`` itself (no extra file
+    for zarr to trip over; it goes away with the process, so a killed writer never
+    leaves a stale lock). Readers take no lock and are never blocked.
+    ``SIMRECORDER_FILE_LOCKING=0`` turns it off where the file system has no locks.
+    :meth:`~simrecorder._fs.FileLock.acquire` raises :class:`StoreLockedError` at once
+    when another writer holds it."""
+    return FileLock(
+        directory,
+        blocking=False,
+        what=f"zarr store {store_path!r} (open it with mode='r' to read while it is written)",
+    )
 
 
 def _write_in_place(path: str, data: _Data, size: int | None, durable: bool = False) -> None:
@@ -1603,22 +1588,26 @@ def _makedirs(directory: str, durable: bool) -> None:
 
 
 def _write_atomic(path: str, data: _Data, durable: bool = False, size: int | None = None) -> None:
-    tmp = f"{path}.{uuid.uuid4().hex}.tmp"
+    """Replace the file ``path`` by ``data`` (padded to ``size``) through a temp file
+    ``<path>.<hex>.tmp`` (the name :mod:`simrecorder.recover` and packing skip);
+    durable: the file and its directory are fsynced. OSErrors propagate as they are
+    (the store names the key and itself)."""
+    temp = f"{path}.{uuid.uuid4().hex}.tmp"
     try:
         try:
-            f = open(tmp, "wb")
+            out = AtomicFile(path, durable, temp=temp, translate=False)
         except FileNotFoundError:
             _makedirs(os.path.dirname(path), durable)
-            f = open(tmp, "wb")
-        with f:
-            _write_parts(f, data, size)
-            if durable:
-                f.flush()
-                os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
+            out = AtomicFile(path, durable, temp=temp, translate=False)
+        with out:
+            for part in _buffers(data):
+                out.write(part)
+            if size is not None:
+                out.extend(size)
+            out.commit()
+    except BaseException:  # an interrupt may land before the `with` owns the temp file
         with contextlib.suppress(OSError):
-            os.remove(tmp)
+            os.remove(temp)
         raise
 
 

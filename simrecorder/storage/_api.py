@@ -215,12 +215,12 @@ def _temp_beside(path: str) -> str:
 def _refuse_open_writer(path: str, action: str) -> None:
     """A file a recorder of this process writes must not be replaced under it."""
     if path.lower().endswith((".h5", ".hdf5")):
-        from ..datastores._hdf5 import open_writer
+        from .._h5 import open_writer
 
         if open_writer(path) is not None:
             raise StoreLockedError(
                 f"cannot {action} {path!r}: an HDF5DataStore of this process is writing it "
-                "(use its storage(), or close it first)"
+                "(use the recorder's rec.storage, or close it first)"
             )
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -280,6 +280,13 @@ def _is_hdf5(path: str) -> bool:
     return bool(h5py.is_hdf5(path))
 
 
+def _shared_storage(file: Any, read_only: bool, before_write: Any) -> GenericStorage:
+    """A storage over the open ``file`` of an HDF5DataStore (see ``HDF5Storage.of_store``)."""
+    backend = HDF5Backend(file, owned=False, read_only=read_only)
+    backend.before_write = before_write
+    return GenericStorage(backend)
+
+
 def _native(array: np.ndarray) -> np.ndarray:
     """``array`` as data h5py stores natively (str arrays as their UCS-4 code points)."""
     array = np.ascontiguousarray(array)
@@ -314,7 +321,7 @@ class HDF5Storage(GenericStorage):
 
     def __init__(self, path: str | os.PathLike[str], mode: str = "a") -> None:
 
-        from ..datastores._hdf5 import open_h5, open_writer
+        from .._h5 import open_h5, open_writer
 
         read_only, truncate = mode_flags(mode)
         self.path = os.path.abspath(os.fspath(path))
@@ -323,7 +330,7 @@ class HDF5Storage(GenericStorage):
         if writer is not None and not truncate:
             # a recorder of this process writes the file: HDF5 allows one handle
             self._shared = True
-            self._tree = writer.shared_storage()._tree
+            self._tree = HDF5Storage.of_store(writer)._tree
             return
         exists = os.path.exists(self.path)
         if not exists and mode in ("r", "r+"):
@@ -337,6 +344,20 @@ class HDF5Storage(GenericStorage):
             file = open_h5(self.path, "r" if read_only else "r+")
         backend = HDF5Backend(file, owned=True, read_only=read_only, created=created)
         super().__init__(backend, created=created)
+
+    @staticmethod
+    def of_store(store: Any) -> GenericStorage:
+        """The storage sharing the open file of ``store``, an
+        :class:`~simrecorder.HDF5DataStore` (one per open store: every view of the file
+        shares its cached indexes). It is written at each ``store.flush()`` and at
+        ``store.close()``; ``rec.storage`` is its root.
+
+        Parameters
+        ----------
+        store
+            An open :class:`~simrecorder.HDF5DataStore` (anything with its ``shared``).
+        """
+        return cast(GenericStorage, store.shared(_shared_storage))
 
     def close(self) -> None:
         """Write changes; release the file (unless an HDF5DataStore shares it)."""

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from .._fs import atomic_write
 from ..errors import InvalidArgumentError, StoreFormatError, StoreNotFoundError
 from ..locations.base import Location
 from ._base import dumps, loads, mode_flags
@@ -176,16 +177,7 @@ class JSONBackend(LocationBackend):
             return
         # a new sidecar (first arrays, or repacked), with a new token, switched atomically
         token = secrets.token_hex(_TOKEN_BYTES // 2)
-        temp = f"{self.sidecar}.{token}.tmp"
-        try:
-            with open(temp, "wb") as stream:
-                stream.write(SIDECAR_MAGIC + token.encode("ascii") + b"\n")
-                stream.write(data)
-            os.replace(temp, self.sidecar)
-        except BaseException:
-            if os.path.exists(temp):
-                os.unlink(temp)
-            raise
+        atomic_write(self.sidecar, [SIDECAR_MAGIC + token.encode("ascii") + b"\n", data])
         self.token = token
         self._checked = True
 
@@ -208,7 +200,7 @@ class JSONStorage(GenericStorage):
     """
 
     def __init__(self, path: str | os.PathLike[str], mode: str = "a") -> None:
-        from ..locations._directory import DirectoryLocation
+        from ..locations import DirectoryLocation
 
         read_only, truncate = mode_flags(mode)
         self.path = os.path.abspath(os.fspath(path))
@@ -240,7 +232,7 @@ class RedisStorage(GenericStorage):
     """
 
     def __init__(self, url: str, mode: str = "a", **options: Any) -> None:
-        from ..locations._redis import RedisLocation
+        from ..locations import RedisLocation
 
         read_only, truncate = mode_flags(mode)
         location = RedisLocation(url, read_only=read_only or None, **options)
