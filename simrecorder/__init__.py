@@ -43,6 +43,7 @@ from .errors import (
     StoreNotFoundError,
     StoreWriteError,
     UnknownDataStoreError,
+    ValueChangedError,
     ValueOutOfRangeError,
     ValueTooLargeError,
 )
@@ -112,6 +113,7 @@ __all__ = [
     "StoreNotFoundError",
     "StoreWriteError",
     "UnknownDataStoreError",
+    "ValueChangedError",
     "ValueOutOfRangeError",
     "ValueTooLargeError",
     "ZarrDataStore",

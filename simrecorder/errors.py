@@ -37,6 +37,7 @@ __all__ = [
     "StoreNotFoundError",
     "StoreWriteError",
     "UnknownDataStoreError",
+    "ValueChangedError",
     "ValueOutOfRangeError",
     "ValueTooLargeError",
     "is_transient",
@@ -207,6 +208,11 @@ class ForkedRecorderError(SimRecorderError, RuntimeError):
 class SeriesAttrsNotSupportedError(SimRecorderError, NotImplementedError):
     """A store cannot keep attributes on a series (``DataStore.set_series_attrs``); the
     message names the store. Check ``store.supports_series_attrs`` first."""
+
+
+class ValueChangedError(SimRecorderError, OSError):
+    """A value streamed from a location was replaced or deleted while it was read: the
+    reader got a part of it (never a part of another value) and may read it again."""
 
 
 class ValueTooLargeError(SimRecorderError, ValueError):

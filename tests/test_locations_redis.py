@@ -4,8 +4,10 @@ a full server, long streams sent in pieces."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import pickle
+import threading
 import time
 import tracemalloc
 import uuid
@@ -20,8 +22,10 @@ from simrecorder.datastores._redis_server import free_port
 from simrecorder.errors import (
     InvalidArgumentError,
     InvalidKeyError,
+    SimRecorderError,
     StoreConnectionError,
     StoreLockedError,
+    ValueChangedError,
 )
 from simrecorder.locations import Location, open_location
 from simrecorder.locations._redis import RedisLocation
@@ -444,3 +448,204 @@ def test_cluster_lock_lost_after_a_stall(redis_cluster, redis_prefix):
 def test_cluster_down_raises_connection_error():
     with pytest.raises(StoreConnectionError, match=r"127\.0\.0\.1"):
         RedisLocation(f"redis+cluster://127.0.0.1:{free_port()}/p")
+
+
+# -- reading long values as streams --------------------------------------------------------
+
+
+class _Pattern(io.RawIOBase):
+    """``size`` bytes made on the fly (piece ``i`` of 1 MiB is byte ``i % 251``
+    repeated, then a counter), never held whole; ``digest`` hashes what was read."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.left = size
+        self.index = 0
+        self.digest = hashlib.sha256()
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        if size < 0 or size > MIB:
+            size = MIB
+        size = min(size, self.left)
+        piece = (bytes([self.index % 251]) * size)[: max(0, size - 8)]
+        piece += self.index.to_bytes(8, "big")[: size - len(piece)]
+        self.index += 1
+        self.left -= size
+        self.digest.update(piece)
+        return piece
+
+
+class _CountingConnection(redis.Connection):
+    """A real connection that counts its round trips (packed sends)."""
+
+    sends = 0
+
+    def send_packed_command(self, command, check_health=True):
+        type(self).sends += 1
+        super().send_packed_command(command, check_health)
+
+
+def test_large_value_is_read_as_a_stream_in_bounded_memory(redis_server, redis_prefix):
+    size = 64 * MIB
+    location = RedisLocation(f"{redis_server.url}/0", prefix=redis_prefix)
+    source = _Pattern(size)
+    assert location.write("big", source)
+    tracemalloc.start()
+    try:
+        digest = hashlib.sha256()
+        read = 0
+        with location.read("big") as stream:
+            assert stream is not None
+            while chunk := stream.read(256 * 1024):
+                digest.update(chunk)
+                read += len(chunk)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert read == size and digest.digest() == source.digest.digest()
+    assert peak < 8 * MIB, f"reading 64 MiB held {peak:,} bytes"
+    with location.read("big") as stream:  # reads of any size and seeks, like a file
+        assert stream.read(10) == bytes(10)
+        assert len(stream.read(3 * MIB)) == 3 * MIB
+        assert stream.read(0) == b""
+        assert stream.seekable() and stream.tell() == 3 * MIB + 10
+        assert stream.seek(-8, io.SEEK_END) == size - 8
+        assert stream.read() == (size // MIB - 1).to_bytes(8, "big")
+        assert stream.read(5) == b""
+        assert stream.seek(MIB - 4) == MIB - 4
+        assert stream.read(12) == bytes(4) + bytes([1]) * 8
+        assert stream.seek(-2, io.SEEK_CUR) == MIB + 6 and stream.read(2) == bytes([1, 1])
+        buffered = io.BufferedReader(stream)  # a raw stream: readinto
+        buffered.seek(0)
+        assert buffered.read(3) == bytes(3)
+    assert location.delete("big")
+    for size in (MIB, MIB + 1, 2 * MIB, 2 * MIB + 1):  # the piece boundaries
+        value = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
+        assert location.put("edge", value)
+        with location.read("edge") as stream:
+            assert stream.read() == value
+    location.close()
+
+
+def test_read_is_one_round_trip_for_small_values(redis_server, redis_prefix):
+    pool = redis.ConnectionPool(port=redis_server.port, connection_class=_CountingConnection)
+    client = redis.Redis(connection_pool=pool)
+    location = RedisLocation(client, prefix=redis_prefix)
+    location.put("small", b"x" * 1024)
+    location.put("empty", b"")
+    location.put("piece", b"p" * MIB)  # exactly one piece
+    with location.read("absent") as stream:  # the script is loaded by now
+        assert stream is None
+    for key, value in [("small", b"x" * 1024), ("empty", b""), ("piece", b"p" * MIB),
+                       ("absent", None)]:  # fmt: skip
+        before = _CountingConnection.sends
+        with location.read(key) as stream:
+            assert (None if stream is None else stream.read()) == value
+        assert location.get(key) == value
+        assert _CountingConnection.sends - before == 2, key  # read: 1, get: 1
+    pool.disconnect()
+
+
+def test_value_replaced_while_streamed_raises_never_mixes(redis_server, redis_prefix):
+    """Replaced by a streamed write (RENAME), by a small SET, or deleted after the
+    first piece: the stream raises ValueChangedError instead of going on with the
+    other value's bytes; a new read gets the new value whole."""
+    location = RedisLocation(f"{redis_server.url}/0", prefix=redis_prefix)
+    old = b"a" * (4 * MIB)
+    replacements = [lambda: location.write("k", io.BytesIO(b"b" * (4 * MIB))),
+                    lambda: location.put("k", b"small"),
+                    lambda: location.delete("k")]  # fmt: skip
+    for replace in replacements:
+        location.put("k", old)
+        with location.read("k") as stream:
+            assert stream.read(MIB) == old[:MIB]
+            replace()
+            with pytest.raises(ValueChangedError, match=rf"{redis_prefix}.*'k' was replaced"):
+                stream.read()
+    assert issubclass(ValueChangedError, SimRecorderError)
+    assert issubclass(ValueChangedError, OSError)
+    location.put("k", old)
+    with location.read("k") as stream:
+        assert stream.read() == old
+    location.close()
+
+
+def test_stream_left_early_gives_its_connection_back_unwatched(redis_server, redis_prefix):
+    """A stream closed before its end sends UNWATCH before its connection goes back
+    to the pool: a later MULTI/EXEC on that connection is not aborted by the key."""
+    client = redis.Redis(port=redis_server.port, max_connections=1)
+    location = RedisLocation(client, prefix=redis_prefix)
+    for _ in range(2):
+        location.put("big", b"a" * (3 * MIB))
+        with location.read("big") as stream:
+            assert stream.read(10) == b"aaaaaaaaaa"
+        assert location.put("big", b"b" * (3 * MIB))  # modifies the key it watched
+        assert location.write_many({"x": b"1", "y": b"2"}) == {"x": True, "y": True}
+    assert location.get("x") == b"1"
+    client.close()
+
+
+def test_concurrent_writer_never_mixes_values(redis_server, redis_prefix):
+    """A writer replaces a 3 MiB value again and again while slow readers read it:
+    every read is one value whole, or ValueChangedError."""
+    location = RedisLocation(f"{redis_server.url}/0", prefix=redis_prefix)
+    size = 3 * MIB
+    location.put("k", b"@" * size)
+    stop = threading.Event()
+
+    def write() -> None:
+        writer = RedisLocation(f"{redis_server.url}/0", prefix=redis_prefix)
+        letter = 0
+        while not stop.is_set():
+            writer.write("k", io.BytesIO(bytes([65 + letter % 26]) * size))
+            letter += 1
+            time.sleep(0.05)
+        writer.close()
+
+    thread = threading.Thread(target=write, daemon=True)
+    thread.start()
+    whole = changed = 0
+    deadline = time.monotonic() + 20
+    try:
+        while (whole < 3 or changed < 3) and time.monotonic() < deadline:
+            seen = set()
+            length = 0
+            try:
+                with location.read("k") as stream:
+                    while chunk := stream.read(256 * 1024):
+                        seen.update(set(chunk))
+                        length += len(chunk)
+                        time.sleep(0.002 if whole < 3 else 0.02)  # a slow reader
+            except ValueChangedError:
+                changed += 1
+                assert len(seen) == 1, f"a mix of {sorted(seen)} before the error"
+                continue
+            assert len(seen) == 1 and length == size, f"a mix of {sorted(seen)}"
+            whole += 1
+    finally:
+        stop.set()
+        thread.join()
+    assert whole >= 3 and changed >= 3, (whole, changed)
+    location.close()
+
+
+def test_cluster_large_value_streamed_and_change_detected(redis_cluster, redis_prefix):
+    location = RedisLocation(redis_cluster.url, prefix=redis_prefix)
+    value = bytes(range(256)) * (3 * MIB // 256)
+    for key in ("a", "b/c", "d"):  # keys on several nodes
+        assert location.write(key, io.BytesIO(value))
+        with location.read(key) as stream:
+            assert stream.read() == value
+        with location.read(key) as stream:
+            assert stream.read(MIB) == value[:MIB]
+            location.put(key, b"new")
+            with pytest.raises(ValueChangedError):
+                stream.read()
+        with location.read(key) as stream:
+            assert stream.read() == b"new"
+        with location.read(key + "-absent") as stream:
+            assert stream is None
+    location.close()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import io
 import os
 import re
 import secrets
@@ -10,7 +12,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
-from typing import IO, Any, ClassVar
+from typing import IO, Any, ClassVar, cast
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
 import redis
@@ -33,6 +35,7 @@ from ..errors import (
     SimRecorderError,
     StoreFullError,
     StoreLockedError,
+    ValueChangedError,
 )
 from .base import (
     COPY_CHUNK_BYTES,
@@ -49,7 +52,7 @@ from .base import (
     stream_position,
 )
 
-__all__ = ["LOCK_TTL_SECONDS", "MAX_REDIS_STRING", "RedisLocation"]
+__all__ = ["LOCK_TTL_SECONDS", "MAX_REDIS_STRING", "RedisLocation", "ValueChangedError"]
 
 #: Redis' largest string (``proto-max-bulk-len``, 512 MiB by default).
 MAX_REDIS_STRING = 512 * 1024 * 1024
@@ -81,6 +84,15 @@ _RENAME = """
 redis.call('RENAME', KEYS[1], KEYS[2])
 return redis.call('PERSIST', KEYS[2])
 """
+
+# KEYS: value;  ARGV: last byte wanted.  The value's first bytes, nil when it is absent
+# (GETRANGE alone answers '' for both an absent and an empty value).
+_FIRST_PIECE = """
+local piece = redis.call('GETRANGE', KEYS[1], 0, ARGV[1])
+if piece == '' and redis.call('EXISTS', KEYS[1]) == 0 then return false end
+return piece
+"""
+_FIRST_PIECE_SHA = hashlib.sha1(_FIRST_PIECE.encode()).hexdigest()
 
 
 class RedisLocation(Location):
@@ -122,6 +134,14 @@ class RedisLocation(Location):
       one ``MULTI``/``EXEC``: memory stays bounded and readers never see a part.
       :meth:`write_many` sends all values in one ``MULTI``/``EXEC`` (all land or
       none; streams are read whole first). :meth:`read_many` is one ``MGET``.
+    - :meth:`read` fetches a value of up to 1 MiB at once (one Lua script: ``GETRANGE``,
+      and ``EXISTS`` when empty; :meth:`get` stays one ``GET``). A longer value is streamed in
+      1 MiB pieces (``GETRANGE``) on a connection of its own that ``WATCH``es the key;
+      each piece comes with ``CLIENT INFO`` in the same round trip, and its flag ``d``
+      (a watched key was modified) makes the stream raise :class:`ValueChangedError`
+      instead of handing out a piece of another value: a reader gets one value
+      whole, or that error once the value was replaced or deleted mid-read (memory
+      stays at about one piece; Redis 6.2 or later, for ``CLIENT INFO``).
     - :meth:`keys` uses ``SCAN`` (never ``KEYS``) with glob characters escaped;
       Redis keys that are no valid location key (another program's) are skipped.
     - The password is left out of :attr:`url`; pickling keeps it.
@@ -301,8 +321,49 @@ class RedisLocation(Location):
             raise translate(exc, self._where) from exc
 
     def read(self, key: str) -> AbstractContextManager[IO[bytes] | None]:
-        """See :meth:`Location.read` (the value is fetched whole)."""
-        return bytes_stream(self.get(key))
+        """See :meth:`Location.read`: a value of up to 1 MiB comes in one round trip; a
+        longer one is streamed in 1 MiB pieces (see the class notes).
+
+        Raises
+        ------
+        ValueChangedError
+            (While the stream is read) the value was replaced or deleted after its
+            first piece was handed out.
+        """
+        name = self._key(key)
+        with self._translated():
+            found = self._first_piece(name)
+        if found is None or len(found) <= COPY_CHUNK_BYTES:
+            return bytes_stream(found)  # the whole value (or None)
+        return self._streamed(key, name)
+
+    def _first_piece(self, name: str) -> bytes | None:
+        """The first 1 MiB + 1 byte of the value under ``name`` (``None`` if absent):
+        all of it when it is no longer (one Lua script, one round trip)."""
+        try:
+            found: bytes | None = self._client.evalsha(_FIRST_PIECE_SHA, 1, name, COPY_CHUNK_BYTES)
+        except redis.exceptions.NoScriptError:  # EVAL caches it for the next time
+            found = self._client.eval(_FIRST_PIECE, 1, name, COPY_CHUNK_BYTES)
+        return found
+
+    @contextmanager
+    def _streamed(self, key: str, name: str) -> Iterator[IO[bytes] | None]:
+        """A value longer than one piece, as a :class:`_PieceStream` on a connection
+        of its own that ``WATCH``es the key."""
+        with self._translated():
+            stream = _PieceStream(self, key, name)
+            stream.start()
+        with stream:
+            if stream.size is None:  # deleted since the first look
+                yield None
+            else:
+                yield cast(IO[bytes], stream)
+
+    def _pool_of(self, name: str) -> Any:
+        """The connection pool of the server holding the Redis key ``name``."""
+        if self.cluster:
+            return self._client.get_node_from_key(name).redis_connection.connection_pool
+        return self._client.connection_pool
 
     def get(self, key: str) -> bytes | None:
         """See :meth:`Location.get`."""
@@ -588,6 +649,197 @@ class _RedisLock(LocationLock):
             self._thread.join(timeout=5)
         with self.location._translated():
             self.location._client.eval(_RELEASE, 1, self.redis_key, self._token)
+
+
+#: Attempts at a consistent first piece of a streamed value before giving up.
+_START_ATTEMPTS = 5
+
+
+class _PieceStream(io.RawIOBase):
+    """A Redis string read in pieces of :data:`COPY_CHUNK_BYTES` (``GETRANGE``) on a
+    connection of its own that ``WATCH``es the key.
+
+    Each piece is fetched together with ``CLIENT INFO`` (one round trip), whose flag
+    ``d`` says that a watched key was modified since ``WATCH``; a piece is handed out
+    only when it is clear, so a reader gets one value whole, or
+    :class:`ValueChangedError` once the value was replaced (``SET``, ``RENAME`` of a
+    streamed write) or deleted. The stream can seek (pieces are fetched again, still
+    watched). The connection goes back to its pool (after ``UNWATCH``) when the
+    stream is closed.
+    """
+
+    def __init__(self, location: RedisLocation, key: str, name: str) -> None:
+        super().__init__()
+        self._location = location
+        self._key = key
+        self._name = name
+        self._pool = location._pool_of(name)
+        self._conn: Any = None
+        #: The length of the value, ``None`` when it is absent.
+        self.size: int | None = None
+        self._piece = b""
+        self._offset = 0  # into ``_piece``
+        self._next = 0  # where the next piece starts in the value
+
+    def start(self) -> None:
+        """Take a connection, ``WATCH`` the key and read its length and first piece."""
+        try:
+            self._conn = self._pool.get_connection()
+        except REDIS_ERRORS as exc:
+            raise translate(exc, self._location._where) from exc
+        name = self._name
+        for _ in range(_START_ATTEMPTS):
+            _, _, exists, size, piece, info = self._ask(
+                ("UNWATCH",), ("WATCH", name), ("EXISTS", name), ("STRLEN", name),
+                ("GETRANGE", name, 0, COPY_CHUNK_BYTES - 1), ("CLIENT", "INFO"),
+            )  # fmt: skip
+            if not _dirty(info):
+                break
+        else:
+            self._finish()
+            raise ValueChangedError(
+                f"{self._location._where}: the value of {self._key!r} was replaced "
+                f"{_START_ATTEMPTS} times while its first piece was read"
+            )
+        if not exists:
+            self._finish()
+            return
+        self.size, self._piece, self._next = int(size), piece, len(piece)
+
+    def readable(self) -> bool:
+        """A stream to read."""
+        return True
+
+    def seekable(self) -> bool:
+        """Seeking works (pieces are fetched again, from the same watched value)."""
+        return True
+
+    def tell(self) -> int:
+        """The position in the value."""
+        self._checkClosed()
+        return self._next - len(self._piece) + self._offset
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        """Move to ``offset`` (from the start, the position or the end)."""
+        self._checkClosed()
+        bases = {os.SEEK_SET: 0, os.SEEK_CUR: self.tell(), os.SEEK_END: self.size or 0}
+        if whence not in bases:
+            raise InvalidArgumentError(
+                f"cannot seek in {self._key!r} of {self._location._where}: whence is "
+                f"0, 1 or 2, got {whence!r}"
+            )
+        target = max(0, bases[whence] + offset)
+        start = self._next - len(self._piece)
+        if start <= target <= self._next:
+            self._offset = target - start
+        else:
+            self._piece, self._offset, self._next = b"", 0, target
+        return target
+
+    def read(self, size: int | None = -1) -> bytes:
+        """``size`` bytes (fewer at the end; all the rest for ``-1``), like a file."""
+        self._checkClosed()
+        if size is None or size < 0:
+            return self.readall()
+        first = self._take(size)
+        if len(first) == size or not first:
+            return first
+        parts = [first]
+        left = size - len(first)
+        while left and (part := self._take(left)):
+            parts.append(part)
+            left -= len(part)
+        return b"".join(parts)
+
+    def readall(self) -> bytes:
+        """All the rest of the value."""
+        parts = []
+        while part := self._take(COPY_CHUNK_BYTES):
+            parts.append(part)
+        return b"".join(parts)
+
+    def _take(self, size: int) -> bytes:
+        """Up to ``size`` bytes of the current piece (the next one when it is used up)."""
+        if size == 0 or (self._offset >= len(self._piece) and not self._fetch()):
+            return b""
+        start = self._offset
+        self._offset = end = min(start + size, len(self._piece))
+        if start == 0 and end == len(self._piece):
+            return self._piece  # a whole piece: no copy
+        return self._piece[start:end]
+
+    def readinto(self, buffer: Any) -> int:
+        """Read into ``buffer``; return the number of bytes read."""
+        target = memoryview(buffer).cast("B")
+        data = self.read(len(target))
+        target[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        """Give the connection back (``UNWATCH`` first)."""
+        self._finish()
+        super().close()
+
+    def _fetch(self) -> bool:
+        """Fetch the next piece; ``False`` at the end of the value."""
+        if self.size is None or self._next >= self.size:
+            return False
+        last = min(self._next + COPY_CHUNK_BYTES, self.size) - 1
+        if self._conn is None:
+            raise ValueChangedError(
+                f"{self._location._where}: cannot go on reading {self._key!r}: an "
+                "earlier read of this stream failed; read the key again"
+            )
+        piece, info = self._ask(("GETRANGE", self._name, self._next, last), ("CLIENT", "INFO"))
+        if _dirty(info) or len(piece) != last + 1 - self._next:
+            self._finish()
+            raise ValueChangedError(
+                f"{self._location._where}: the value of {self._key!r} was replaced or "
+                f"deleted while it was read (after {self._next} of {self.size} bytes); "
+                "read it again"
+            )
+        self._piece, self._offset, self._next = piece, 0, last + 1
+        return True
+
+    def _ask(self, *commands: tuple[Any, ...]) -> list[Any]:
+        """Send ``commands`` at once; return their replies (one round trip)."""
+        conn = self._conn
+        try:
+            conn.send_packed_command(conn.pack_commands(commands))
+            return [conn.read_response() for _ in commands]
+        except REDIS_ERRORS as exc:
+            self._drop()
+            raise translate(exc, self._location._where) from exc
+        except BaseException:
+            self._drop()  # interrupted: replies left unread
+            raise
+
+    def _finish(self) -> None:
+        """``UNWATCH`` and give the connection back to its pool."""
+        if self._conn is None:
+            return
+        try:
+            self._ask(("UNWATCH",))
+        except SimRecorderError:
+            return  # dropped: the connection was closed
+        self._pool.release(self._conn)
+        self._conn = None
+
+    def _drop(self) -> None:
+        """Close the connection (unread replies, an open ``WATCH``) and give it back."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.disconnect()
+            self._pool.release(conn)
+
+
+def _dirty(info: bytes | str) -> bool:
+    """Whether a ``CLIENT INFO`` reply has the flag ``d``: a watched key was modified."""
+    text = info.decode() if isinstance(info, bytes) else info
+    for field in text.split():
+        if field.startswith("flags="):
+            return "d" in field[6:]
+    return True  # no flags: assume the worst
 
 
 def _position(data: Data) -> int | None:
