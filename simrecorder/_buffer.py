@@ -5,7 +5,8 @@ hands the whole block over (:meth:`take`). Every buffer has
 
 ``values``
     for scalar series with a Python fast type, the list the recorder appends to
-    directly (see ``Recorder.record``);
+    directly (see ``Recorder.record``); for array series the :class:`ArrayBlock` it
+    appends ``np.ndarray`` samples to;
 ``fast_type``
     the Python type whose samples need no check (``float`` for a float series),
     or ``None`` when every sample goes through :meth:`append`;
@@ -22,6 +23,7 @@ hands the whole block over (:meth:`take`). Every buffer has
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import numpy as np
@@ -38,7 +40,7 @@ from ._schema import (
 )
 from .errors import InvalidArgumentError, SchemaError
 
-__all__ = ["SeriesBuffer", "make_buffer", "one_sample_block"]
+__all__ = ["SeriesBuffer", "SlowPath", "make_buffer", "one_sample_block"]
 
 
 class SeriesBuffer:
@@ -171,52 +173,108 @@ class ScalarBuffer(SeriesBuffer):
         return self.rows + len(self.values)
 
 
+class SlowPath(SchemaError):
+    """Raised by the fast path of an :class:`ArrayBuffer` for a sample it does not
+    take as is (another dtype or shape): the recorder then records it through
+    ``ArrayBuffer.append``, which checks it. Never leaves the recorder."""
+
+
+class ArrayBlock:
+    """The preallocated block of an :class:`ArrayBuffer` and its fast path.
+
+    ``Recorder.record`` calls :meth:`append` for every ``np.ndarray`` sample of the
+    series (its ``values``): a sample of the series' exact dtype and shape is copied
+    into the next row under the recorder's lock (the copy and the count must move
+    together when several threads record); any other sample raises
+    :class:`SlowPath`.
+    """
+
+    __slots__ = ("block", "capacity", "count", "dtype", "lock", "row_shape", "shape")
+
+    def __init__(self, spec: SeriesSpec, capacity: int, lock: Any) -> None:
+        self.dtype = spec.dtype
+        self.shape = spec.shape
+        self.row_shape = spec.dense_shape
+        self.capacity = capacity
+        self.lock = lock
+        self.block: np.ndarray | None = None
+        self.count = 0
+
+    def append(self, value: np.ndarray) -> None:
+        """Copy ``value`` into the block, or raise :class:`SlowPath`."""
+        dtype = value.dtype
+        if (dtype is not self.dtype and dtype != self.dtype) or value.shape != self.shape:
+            raise SlowPath("not the series' dtype and shape: the checked path takes it")
+        with self.lock:  # put(), inlined: this is the hot path
+            block = self.block
+            count = self.count
+            if block is None or count == len(block):
+                self.put(value)
+                return
+            # the copy into the block is the snapshot: later in-place changes don't leak in
+            block[count] = value
+            self.count = count + 1
+
+    def put(self, value: Any) -> None:
+        """Copy a checked sample into the next row (the caller holds the lock)."""
+        block = self.block
+        if block is None:
+            block = self.block = np.empty((self.capacity, *self.row_shape), dtype=self.dtype)
+        elif self.count == len(block):  # only if an earlier flush of it failed
+            block = self.block = np.concatenate([block, np.empty_like(block)])
+        # the copy into the block is the snapshot: later in-place changes don't leak in
+        block[self.count] = value
+        self.count += 1
+
+    def __len__(self) -> int:
+        return self.count
+
+
 class ArrayBuffer(SeriesBuffer):
     """Dense series of arrays: samples are copied into a preallocated block.
 
     That copy is the only one: the block (or, at least half full, a view of it) is
-    what :meth:`take` hands to the stores.
+    what :meth:`take` hands to the stores. ``values`` is the :class:`ArrayBlock`
+    that ``Recorder.record`` appends ``np.ndarray`` samples to directly.
     """
 
-    __slots__ = ("block", "count")
+    __slots__ = ("rows",)
 
-    def __init__(self, key: str, spec: SeriesSpec, capacity: int) -> None:
+    def __init__(self, key: str, spec: SeriesSpec, capacity: int, lock: Any = None) -> None:
         super().__init__(key, spec, capacity)
-        self.block: np.ndarray | None = None
-        self.count = 0
+        self.fast_type = np.ndarray
+        self.rows = ArrayBlock(spec, capacity, threading.RLock() if lock is None else lock)
+        self.values = self.rows  # type: ignore[assignment]
 
     def append(self, value: Any) -> bool:
-        # docstring inherited
+        # docstring inherited; the recorder holds its lock
         spec = self.spec
         if not (
             type(value) is np.ndarray and value.dtype == spec.dtype and value.shape == spec.shape
         ):
             check_dense_sample(self.key, spec, value)
-        if self.block is None:
-            self.block = np.empty((self.capacity, *spec.dense_shape), dtype=spec.dtype)
-        elif self.count == len(self.block):  # only if an earlier flush of it failed
-            self.block = np.concatenate([self.block, np.empty_like(self.block)])
-        # the copy into the block is the snapshot: later in-place changes don't leak in
-        self.block[self.count] = value
-        self.count += 1
-        return self.count >= self.limit or self.count >= self.capacity
+        rows = self.rows
+        rows.put(value)
+        return rows.count >= self.limit or rows.count >= self.capacity
 
     def take(self) -> np.ndarray | None:
         # docstring inherited
-        if not self.count:
+        rows = self.rows
+        count = rows.count
+        if not count:
             return None
-        block = self.block
-        assert block is not None  # count > 0: append() made it
-        if self.count * 2 < len(block):
-            block = block[: self.count].copy()  # a store may keep it: not twice its size
-        elif self.count != len(block):
-            block = block[: self.count]  # the buffer lets go of it: no second copy
-        self.block = None
-        self.count = 0
+        block = rows.block
+        assert block is not None  # count > 0: put() made it
+        if count * 2 < len(block):
+            block = block[:count].copy()  # a store may keep it: not twice its size
+        elif count != len(block):
+            block = block[:count]  # the buffer lets go of it: no second copy
+        rows.block = None
+        rows.count = 0
         return block
 
     def __len__(self) -> int:
-        return self.count
+        return self.rows.count
 
 
 class LargeSampleBuffer(SeriesBuffer):
@@ -322,6 +380,7 @@ def make_buffer(
     max_bytes: int,
     copy_large: bool,
     nul_free_str: bool = False,
+    lock: Any = None,
 ) -> SeriesBuffer:
     """Create the buffer that suits ``spec``.
 
@@ -339,6 +398,9 @@ def make_buffer(
         Copy large samples (needed when a store keeps references to blocks).
     nul_free_str
         Refuse str samples containing NUL (a store cannot keep them).
+    lock
+        The recorder's lock, taken by the fast path of array series (a new lock by
+        default).
     """
     if spec.kind == DENSE:
         nbytes = max(spec.sample_nbytes, 1)
@@ -347,7 +409,7 @@ def make_buffer(
         capacity = max(1, min(max_records, max_bytes // nbytes))
         if spec.shape == ():
             return ScalarBuffer(key, spec, capacity)
-        return ArrayBuffer(key, spec, capacity)
+        return ArrayBuffer(key, spec, capacity, lock)
     if spec.kind in (STR, BYTES, OBJECT):
         return ListBuffer(key, spec, max_records, max_bytes, nul_free_str)
     raise InvalidArgumentError(f"key {key!r}: unknown series kind {spec.kind!r}")

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ._buffer import LargeSampleBuffer, SeriesBuffer, make_buffer, one_sample_block
+from ._buffer import LargeSampleBuffer, SeriesBuffer, SlowPath, make_buffer, one_sample_block
 from ._keys import parent_keys, validate_key
 from ._schema import SeriesSpec, infer_spec, merge_specs, stored_schema_error
 from ._signals import deferred_signals
@@ -311,7 +311,10 @@ class Recorder:
         if buf is None or datastore is not None or type(value) is not buf.fast_type:
             return self._record_slow(key, value, datastore)
         values = buf.values
-        values.append(value)
+        try:
+            values.append(value)  # a list, or an array series' ArrayBlock (takes the lock)
+        except SlowPath:  # an array of another dtype or shape: checked there
+            return self._record_slow(key, value, datastore)
         if len(values) >= buf.limit:
             self._on_full(buf)
 
@@ -387,6 +390,7 @@ class Recorder:
             max_bytes=self.max_bytes,
             copy_large=self._copy_large,
             nul_free_str=self._nul_free_str,
+            lock=self._lock,
         )
         self._buffers[key] = buf
         self._buffer_groups.update(parent_keys(key))
@@ -937,8 +941,10 @@ class Recorder:
         """
         self._check_open()
         for store in self.datastores:
-            if store.persistent and callable(getattr(store, "storage", None)):
-                return store.storage()  # type: ignore[attr-defined]
+            if store.persistent and callable(getattr(store, "shared", None)):
+                from .storage import HDF5Storage  # the storage layer beside this one
+
+                return HDF5Storage.of_store(store).root
         raise ArgumentTypeError(
             f"none of this recorder's stores ({', '.join(map(repr, self.datastores))}) can "
             "hold a storage: rec.storage needs an HDF5 file store"

@@ -391,3 +391,64 @@ def test_scalars_are_packed_into_numpy_parts_until_the_block_is_full():
         rec.record("y", float(i))
     assert len(store.get_all("y")) == 131_072  # written as one block when full
     rec.close()
+
+
+def test_array_samples_take_a_fast_path_that_copies_and_checks(store):
+    rec = Recorder(store, max_seconds=None)
+    sample = np.arange(4.0)
+    rec.record("v", sample)
+    sample[:] = -1  # changed after record(): the recorded sample is a copy
+    rec.record("v", np.arange(4, dtype=np.float32))  # another dtype: the checked path casts
+    rec.record("v", np.arange(8.0)[::2])  # a strided view of the right dtype and shape
+    for wrong in (np.arange(5.0), np.ones((2, 2)), np.array(["a", "b", "c", "d"])):
+        with pytest.raises(SchemaError, match=r"'v'"):
+            rec.record("v", wrong)
+    np.testing.assert_array_equal(rec.get_all("v"), [[0, 1, 2, 3], [0, 1, 2, 3], [0, 2, 4, 6]])
+    rec.close()
+
+
+def test_a_full_array_block_commits_every_series_at_the_next_step():
+    store = InMemoryDataStore()
+    rec = Recorder(store, max_bytes=10 * 80, max_seconds=None)  # 10 samples of (10,) a block
+    for step in range(10):
+        rec.record("v", np.full(10, float(step)))
+        rec.record("t", float(step))
+    # the full block was handed over alone; the epoch waits for the next step
+    assert len(store.get_all("v")) == 10 and "t" not in store
+    rec.record("v", np.full(10, 10.0))  # the next step: the epoch runs first
+    assert len(store.get_all("t")) == 10 and len(store.get_all("v")) == 10
+    assert len(rec.get_all("v")) == 11
+    rec.close()
+
+
+def test_array_samples_from_several_threads_are_each_stored_once():
+    import threading
+
+    store = InMemoryDataStore()
+    # blocks of 50 samples, and the timer arms flushes while the threads record;
+    # numpy releases the GIL while it copies 1000 numbers, so the threads interleave
+    rec = Recorder(store, max_bytes=50 * 8000, max_seconds=0.01)
+    count = 3000
+    samples = [[np.full(1000, t * 10_000 + i, dtype=np.int64) for i in range(count)]
+               for t in range(4)]  # fmt: skip
+
+    def work(thread: int) -> None:
+        for sample in samples[thread]:
+            rec.record("v", sample)
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(4)]
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(interval)
+    got = rec.get_all("v")
+    rec.close()
+    assert got.shape == (4 * count, 1000) and (got == got[:, :1]).all()
+    for t in range(4):
+        mine = got[got[:, 0] // 10_000 == t, 0] % 10_000
+        np.testing.assert_array_equal(mine, np.arange(count))  # each once, in its order
