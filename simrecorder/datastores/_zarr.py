@@ -26,7 +26,7 @@ from zarr.core.common import JSON
 from zarr.core.dtype import VariableLengthBytes, VariableLengthUTF8
 from zarr.core.metadata import ArrayV3Metadata
 from zarr.core.sync import sync as zarr_sync
-from zarr.storage import LocalStore, ZipStore
+from zarr.storage import FsspecStore, LocalStore, ZipStore
 
 from .. import _codec
 from .._fs import AtomicFile, FileLock, fsync_path
@@ -56,6 +56,7 @@ from .base import DataStore, NodeType, check_key_free
 from .registry import import_backend
 
 if TYPE_CHECKING:
+    from ..locations import FsspecLocation
     from ._zarr_lmdb import LMDBStore
 
 __all__ = ["ZarrDataStore", "ZarrView"]
@@ -79,6 +80,8 @@ _CHUNK_KEYS: dict[str, JSON] = {"name": "default", "separator": "."}
 #: temporary files of atomic writes: ours (``<name>.<hex>.tmp``) and zarr's
 #: LocalStore (``<stem>.<hex>.partial``)
 _TEMP_NAME = re.compile(r"\.[0-9a-f]{32}\.(tmp|partial)$")
+#: URL schemes of stores in an object store, and the fsspec protocol of each
+_REMOTE_SCHEMES = {"s3": "s3", "zarr+s3": "s3"}
 
 
 @contextlib.contextmanager
@@ -230,6 +233,8 @@ class ZarrDataStore(DataStore):
         :class:`~simrecorder.datastores.LMDBStore`, which also opens it with plain
         zarr); each append and each commit is one LMDB transaction, so a crash never
         leaves half of one; readers open the environment read-only.
+        An ``s3://bucket/prefix?endpoint_url=...`` URL (or ``zarr+s3://...``) is a
+        zarr v3 store in S3 (``DIRECTORY`` only, see Notes).
     compression_type
         Codec of new arrays: ``BLOSC`` (lz4, default), ``ZSTD``, ``LZMA`` (numcodecs'
         codec, outside the zarr v3 spec) or ``NONE``; anything else raises
@@ -256,6 +261,16 @@ class ZarrDataStore(DataStore):
     the commit point). A writer that opens the store after an unclean end (no
     ``close()``) cuts every series back to its committed length, so the series are
     aligned at the last epoch; a clean ``close()`` commits. Readers never change it.
+
+    A store in S3 (``s3://bucket/run.zarr?endpoint_url=...``) keeps the same layout
+    and the same commit protocol: the store writes its chunks and metadata as
+    objects through a :class:`~simrecorder.locations.FsspecLocation` (each upload
+    appears whole or not at all), zarr-python reads and writes its own arrays
+    through ``zarr.storage.FsspecStore`` with the same options, so plain
+    ``zarr.open_group(FsspecStore.from_url(...))`` and xarray read it. Chunks are
+    uploaded before the ``zarr.json`` that shows them, and an uncompressed chunk is
+    uploaded with its zero padding (as in ZIP and LMDB). S3 has no locks: nothing
+    stops two writers of one store, which must not happen (readers are fine).
     """
 
     protocol = "zarr"
@@ -281,7 +296,12 @@ class ZarrDataStore(DataStore):
                 "simrecorder.datastores._zarr_lmdb", "lmdb", what="DatastoreType.LMDB"
             )
         super().__init__()
-        self.path = os.path.abspath(os.path.expanduser(os.fspath(data_dir_pth)))
+        #: the object-store location of a store in S3, else None
+        self._location: FsspecLocation | None = _remote_location(data_dir_pth, datastore_type)
+        if self._location is not None:
+            self.path = self._location.url
+        else:
+            self.path = os.path.abspath(os.path.expanduser(os.fspath(data_dir_pth)))
         self.desired_chunk_size_bytes = int(desired_chunk_size_bytes)
         self.datastore_type: DatastoreType = datastore_type
         self.compression_type: CompressionType = compression_type
@@ -298,7 +318,7 @@ class ZarrDataStore(DataStore):
         self._dirty: dict[str, int] = {}  # series changed since the commit -> rows then
         self._clean_on_disk = False
         self._group_or_none: zarr.Group | None = None
-        self._store: LocalStore | ZipStore | LMDBStore | None = None
+        self._store: LocalStore | ZipStore | LMDBStore | FsspecStore | None = None
         self._files: _Files | None = None  # metadata and chunks of a writer, by key
         plan = plan_open(mode, self._exists(), f"zarr store {self.path!r}")
         self._apply_open_plan(plan)
@@ -314,6 +334,8 @@ class ZarrDataStore(DataStore):
         # ``zarr+zip://path`` and paths ending in ``.zip`` ZIP stores
         # (``zarr://path.mdb`` is a directory, as SimRecorder's directory stores were)
         scheme = url.split("://", 1)[0] if "://" in url else ""
+        if scheme in _REMOTE_SCHEMES:
+            return cls(f"{_REMOTE_SCHEMES[scheme]}://{url.split('://', 1)[1]}", **kwargs)
         if scheme:
             url = url[len(scheme) + 3 :]
         if scheme == "zarr+lmdb" or (not scheme and url.lower().rstrip("/").endswith(".mdb")):
@@ -325,6 +347,8 @@ class ZarrDataStore(DataStore):
     @property
     def url(self) -> str:
         # docstring inherited
+        if self._location is not None:
+            return self.path  # s3://bucket/prefix?endpoint_url=...
         lower = self.path.lower()
         if self.datastore_type == DatastoreType.ZIP:
             return self.path if lower.endswith(".zip") else "zarr+zip://" + self.path
@@ -335,9 +359,9 @@ class ZarrDataStore(DataStore):
         return "zarr://" + self.path
 
     @property
-    def local_path(self) -> str:
-        # docstring inherited: the directory, or the zip file
-        return self.path
+    def local_path(self) -> str | None:
+        # docstring inherited: the directory, or the zip file (None in S3)
+        return None if self._location is not None else self.path
 
     # -- lifecycle ----------------------------------------------------------------------
     @property
@@ -346,7 +370,10 @@ class ZarrDataStore(DataStore):
 
     def _exists(self) -> bool:
         """A store is here: the zip (or the directory of a writer that did not pack it
-        yet), a directory with ``zarr.json``, or an LMDB directory (``data.mdb``)."""
+        yet), a directory with ``zarr.json``, or an LMDB directory (``data.mdb``);
+        in S3, any object under the prefix."""
+        if self._location is not None:
+            return self._location.exists("zarr.json") or _any_key(self._location)
         if self.datastore_type == DatastoreType.ZIP and os.path.lexists(self.path):
             return True
         if os.path.isdir(self.path) and not os.listdir(self.path):
@@ -355,7 +382,9 @@ class ZarrDataStore(DataStore):
 
     def _open_group(self, mode: Literal["r", "a", "w"]) -> None:
         if self.datastore_type == DatastoreType.LMDB:
-            store: LocalStore | ZipStore | LMDBStore = self._open_lmdb(mode)
+            store: LocalStore | ZipStore | LMDBStore | FsspecStore = self._open_lmdb(mode)
+        elif self._location is not None:
+            store = self._open_remote(self._location, mode)
         else:
             store = self._open_files(mode)
         self._store = store
@@ -457,6 +486,23 @@ class ZarrDataStore(DataStore):
         self._files = _LMDBFiles(store, self.durable, self.path)
         return store
 
+    def _open_remote(self, location: FsspecLocation, mode: Literal["r", "a", "w"]) -> FsspecStore:
+        """The zarr store of a store in S3 (and the writer's files); no lock."""
+        has_root = location.exists("zarr.json")
+        if not has_root and _any_key(location):
+            raise StoreFormatError(
+                f"{self.path!r} holds objects but no zarr.json: not a zarr store; "
+                "simrecorder does not touch it"
+            )
+        if mode == "r":
+            if not has_root:
+                raise StoreNotFoundError(f"no zarr store at {self.path!r} to open read-only")
+            return _fsspec_store(location, read_only=True)
+        if mode == "w":  # only ever deletes what was checked above to be a zarr store
+            location.delete_many(list(location.keys()))
+        self._files = _LocationFiles(location, self.path)
+        return _fsspec_store(location, read_only=False)
+
     def _take_writer_lock(self, directory: str) -> None:
         lock = _writer_lock(directory, self.path).acquire()
         # released by close(), or when the store is collected or the process exits
@@ -509,6 +555,8 @@ class ZarrDataStore(DataStore):
         if self._lock is not None:
             self._lock()
             self._lock = None
+        if self._location is not None:
+            self._location.close()  # its client is made again when the store reopens
 
     def close(self) -> None:
         """Commit, pack a ZIP store, and release the store.
@@ -859,9 +907,8 @@ class ZarrDataStore(DataStore):
         whatever its first block. Uncompressed chunks are padded with zeros: in a
         directory that padding is a hole in a sparse file, but ZIP and LMDB would
         store it, so there a small first block still caps the chunk size."""
-        if (
-            self.compression_type != CompressionType.NONE
-            or self.datastore_type == DatastoreType.DIRECTORY
+        if self.compression_type != CompressionType.NONE or (
+            self.datastore_type == DatastoreType.DIRECTORY and self._location is None
         ):
             first_rows = None
         return chunk_rows(spec.sample_nbytes, self.desired_chunk_size_bytes, first_rows)
@@ -1169,7 +1216,8 @@ _Data = np.ndarray | bytes | memoryview | list[Any]
 
 class _Files(Protocol):
     """What a writer reads and writes by zarr key, beside zarr: metadata documents
-    and chunks, in a directory (:class:`_DirFiles`) or LMDB (:class:`_LMDBFiles`)."""
+    and chunks, in a directory (:class:`_DirFiles`), LMDB (:class:`_LMDBFiles`) or an
+    object store (:class:`_LocationFiles`)."""
 
     #: True when :meth:`batch` makes its writes one transaction (all or nothing)
     transactional: bool
@@ -1319,6 +1367,87 @@ class _LMDBFiles:
 
     def batch(self) -> contextlib.AbstractContextManager[Any]:
         return self.store.batch()
+
+
+class _LocationFiles:
+    """A zarr store's keys as objects of a location (S3): each put is atomic, an
+    acknowledged upload is durable, and there are no transactions."""
+
+    transactional = False
+
+    def __init__(self, location: FsspecLocation, store_path: str) -> None:
+        self.location = location
+        self.store_path = store_path
+        self.groups: set[str] = set()  # parent groups known to exist
+
+    def read(self, key: str, prefix: int | None = None) -> bytes | None:
+        value = self.location.get(key)
+        return value if value is None or prefix is None else value[:prefix]
+
+    def write(self, key: str, data: _Data, size: int | None = None) -> None:
+        self.location.put(key, bytes(_joined(data, size)))
+
+    def write_fresh(self, key: str, data: _Data, size: int | None = None) -> None:
+        self.write(key, data, size)
+
+    def remove(self, key: str) -> None:
+        self.location.delete(key)
+
+    def make_parents(self, key: str) -> None:
+        _make_parents(self, key, self.groups, self.store_path)
+
+    def sync(self, keys: list[str]) -> None:
+        pass  # an upload is durable once it completes
+
+    def sync_all(self) -> None:
+        pass
+
+    def array_metas(self) -> Iterator[str]:
+        for key in list(self.location.keys()):
+            if key.endswith("/zarr.json"):
+                value = self.location.get(key)
+                if value is not None and b'"array"' in value:
+                    yield key
+
+    def batch(self) -> contextlib.AbstractContextManager[Any]:
+        return contextlib.nullcontext()
+
+
+def _remote_location(
+    url: str | os.PathLike[str], datastore_type: DatastoreType
+) -> FsspecLocation | None:
+    """The location of a store in an object store (``s3://...``), or None for a path."""
+    url = os.fspath(url)
+    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+    if scheme not in _REMOTE_SCHEMES:
+        return None
+    if datastore_type != DatastoreType.DIRECTORY:
+        raise InvalidArgumentError(
+            f"zarr store {url!r}: a store in S3 is a DIRECTORY store, not {datastore_type.name}"
+        )
+    from ..locations import FsspecLocation
+
+    return FsspecLocation(f"{_REMOTE_SCHEMES[scheme]}://{url.split('://', 1)[1]}")
+
+
+def _fsspec_store(location: FsspecLocation, read_only: bool) -> FsspecStore:
+    """zarr's own store over the objects of ``location`` (same bucket, prefix, options)."""
+    options: dict[str, Any] = {"use_listings_cache": False, **location.storage_options}
+    options.setdefault(
+        "config_kwargs",
+        {
+            "connect_timeout": location.timeout,
+            "read_timeout": max(location.timeout, 60.0),
+            "retries": {"max_attempts": 2, "mode": "standard"},
+        },
+    )
+    url = f"{location.fs_protocol}://{location.root}"
+    return FsspecStore.from_url(url, storage_options=options, read_only=read_only)
+
+
+def _any_key(location: FsspecLocation) -> bool:
+    """True when ``location`` holds any key."""
+    return next(iter(location.keys()), None) is not None
 
 
 def _buffers(data: _Data) -> list[memoryview]:

@@ -25,6 +25,9 @@ _REGISTRY: dict[str, Entry] = {
     # the lmdb package is imported (MissingDependencyError naming the extra) when the
     # store opens, so the class imports without it
     "zarr+lmdb": Entry("simrecorder.datastores._zarr:ZarrDataStore", "zarr"),
+    # a zarr v3 store in S3 (s3://bucket/run.zarr?endpoint_url=...); needs s3fs too
+    "s3": Entry("simrecorder.datastores._zarr:ZarrDataStore", "zarr"),
+    "zarr+s3": Entry("simrecorder.datastores._zarr:ZarrDataStore", "zarr"),
     "redis": Entry("simrecorder.datastores._redis:RedisDataStore", "redis"),
     "rediss": Entry("simrecorder.datastores._redis:RedisDataStore", "redis"),
     "redis+cluster": Entry("simrecorder.datastores._redis:RedisClusterDataStore", "redis"),
@@ -95,6 +98,7 @@ def open_datastore(url: str | os.PathLike[str], **kwargs: Any) -> DataStore:
     url
         ``memory://``, ``run.h5`` / ``hdf5://path``, ``run.zarr`` / ``zarr://path``,
         ``run.zip`` / ``zarr+zip://path``, ``run.mdb`` / ``zarr+lmdb://path`` (LMDB),
+        ``s3://bucket/run.zarr?endpoint_url=...`` / ``zarr+s3://...`` (zarr in S3),
         ``redis://host:port/db?prefix=run1``, ``redis+cluster://host:port``,
         ``fs://dir``, ``mummi+simple://dir``, ``mummi+taridx://file.tar``,
         ``mummi+redis://namespace``, ``blocks+<location URL>`` (a block store on any
