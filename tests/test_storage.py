@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import json
+import math
 import os
+import struct
 import time
 import tracemalloc
 import warnings
@@ -702,3 +705,64 @@ def test_lists_of_dataclasses_rebuild_as_saved(tmp_path, suffix):
     back = load(path, version_policy="ignore")
     assert _Counted.calls == before
     assert back == data
+
+
+# -- float columns (issue 16, workload b): groups of floats as float64 bytes -------------
+
+
+def _float_groups():
+    return {
+        "sub": {"a": 0.1, "b": -0.0, "c": 1e308, "d": 5e-324, "e": 1 / 3},
+        "mixed": {"a": 0.5, "n": 1, "s": "x"},
+        "one": {"a": 0.25},
+        "nonfinite": {"a": float("nan"), "b": 2.0},
+        "overflowing": {"a": 1e308, "b": 1e308, "c": -float("inf")},
+        "huge": {"a": 1e308, "b": 1e308},  # finite, though their sum is not
+        "outer": {"inner": {"x": 1.5, "y": 2.5}, "arr": np.arange(3.0)},
+    }
+
+
+@pytest.mark.parametrize("suffix", SUFFIXES)
+def test_float_groups_round_trip_bit_exactly(tmp_path, suffix):
+    data = _float_groups()
+    path = save(data, tmp_path / f"f{suffix}")
+    back = load(path)
+    for key in ("sub", "mixed", "one", "outer", "overflowing", "huge"):
+        assert_same(back[key], data[key])
+    assert np.float64(back["sub"]["b"]).tobytes() == np.float64(-0.0).tobytes()
+    assert math.isnan(back["nonfinite"]["a"]) and back["nonfinite"]["b"] == 2.0
+    with open_storage(path, "r+") as root:  # partial update of a column group
+        root["sub/a"] = "now a str"
+        root["outer/inner/z"] = 3.5
+    back = load(path)
+    assert back["sub"] == {**data["sub"], "a": "now a str"}
+    assert back["outer"]["inner"] == {"x": 1.5, "y": 2.5, "z": 3.5}
+
+
+def test_float_columns_are_plain_json(tmp_path):
+    path = save(_float_groups(), tmp_path / "f.json")
+    with open(path) as f:
+        doc = json.load(f)
+    names, start = doc["@g"]["sub"]["@gF"]
+    block = base64.b64decode(doc["@gv"])
+    values = struct.unpack(f"<{len(block) // 8}d", block)[start : start + len(names)]
+    assert dict(zip(names, values, strict=True)) == _float_groups()["sub"]
+    assert doc["@g"]["mixed"] == {"@g": {"a": 0.5, "n": 1, "s": "x"}}  # not all floats
+    assert doc["@g"]["one"] == {"@g": {"a": 0.25}}  # too few to pay
+    assert "@gF" in doc["@g"]["outer"]["@g"]["inner"]
+
+
+def test_damaged_float_columns_raise_naming_the_file(tmp_path):
+    path = save({"g": {"a": 1.0, "b": 2.0}}, tmp_path / "f.json")
+    with open(path) as f:
+        doc = json.load(f)
+    for damage in ({"@gv": "%%%"}, {"@gv": 7}, {"@gv": doc["@gv"][:-8]}):
+        with open(path, "w") as f:
+            json.dump({**doc, **damage}, f)
+        with pytest.raises(StoreFormatError, match=r"f\.json"):
+            load(path)
+    bad = {**doc, "@g": {"g": {"@gF": [["a", "b"], 1]}}}
+    with open(path, "w") as f:
+        json.dump(bad, f)
+    with pytest.raises(StoreFormatError, match=r"f\.json.*float column"):
+        load(path)

@@ -170,6 +170,18 @@ class _Tree:
             length = self._pack_length[phys] = self.backend.pack_length(phys)
         return length
 
+    def pack_cursor(self, phys: Path) -> tuple[bytearray, int]:
+        """``(pending, base)`` of the pack of ``phys``, to append arrays to: an array
+        appended to ``pending`` is at offset ``base + len(pending)`` (as :meth:`pack_put`)."""
+        pending = self._pack_new.get(phys)
+        if pending is None:
+            pending = self._pack_new[phys] = bytearray()
+        base = self._pack_length.get(phys)
+        if base is None:
+            base = self._pack_base(phys)
+        self._dirty.add(phys)
+        return pending, base
+
     def pack_put(self, phys: Path, array: np.ndarray) -> dict[str, Any]:
         """Append ``array``'s bytes to the pack of ``phys``; return its entry."""
         pending = self._pack_new.get(phys)
@@ -180,10 +192,17 @@ class _Tree:
         # small arrays: tobytes (C order) is cheaper than a view; large: one copy fewer
         pending += array.tobytes() if array.nbytes < 65536 else _raw_bytes(array)
         self._dirty.add(phys)
-        return {PACKED: [array.dtype.str, list(array.shape), offset]}
+        dtype = array.dtype
+        text = _DTYPE_TEXTS.get(dtype) or _dtype_text(dtype)
+        return {PACKED: [text, list(array.shape), offset]}
 
     def pack_get(self, phys: Path, entry: list[Any], whole: bool = False) -> np.ndarray:
         """The array of a packed entry (``whole``: read and keep the whole pack)."""
+        pack = self._pack_whole.get(phys)
+        if pack is not None:  # a whole load: one call per array (many are small)
+            fast = _from_pack(pack, entry)
+            if fast is not None:
+                return fast
         dtype, shape, offset = _dtype(entry[0]), tuple(entry[1]), int(entry[2])
         if dtype.itemsize == 0:
             return np.zeros(shape, dtype=dtype)
@@ -323,6 +342,33 @@ def _dtype(text: str) -> np.dtype:
         if len(_DTYPES) < 1000:
             _DTYPES[text] = dtype
     return dtype
+
+
+_DTYPE_TEXTS: dict[np.dtype, str] = {}
+
+
+def _dtype_text(dtype: np.dtype) -> str:
+    """``dtype.str``, cached (numpy builds the string at each call)."""
+    text = _DTYPE_TEXTS.get(dtype)
+    if text is None:
+        text = dtype.str
+        if len(_DTYPE_TEXTS) < 1000:
+            _DTYPE_TEXTS[dtype] = text
+    return text
+
+
+def _from_pack(pack: bytes, entry: list[Any]) -> np.ndarray | None:
+    """The array of a packed entry within the bytes ``pack`` read whole, as an owned
+    writable copy (``None`` when it does not lie within them, or is of an odd dtype:
+    :meth:`_Tree.pack_get` then reads it, or says what is wrong)."""
+    dtype = _DTYPES.get(entry[0])
+    offset = entry[2]
+    if dtype is None or dtype.itemsize == 0 or offset.__class__ is not int or offset < 0:
+        return None
+    try:
+        return np.ndarray(tuple(entry[1]), dtype, pack, offset).copy()
+    except (TypeError, ValueError):
+        return None
 
 
 def _raw_bytes(array: np.ndarray) -> Any:
@@ -719,9 +765,15 @@ _RAW = "@r"  # set on a node under construction that holds arrays (removed on se
 def _build_node(value: Any) -> dict[str, Any]:
     """The group node of a dict with name keys, or of an object (arrays as ``_Raw``)."""
     if value.__class__ is dict:
+        isfinite = math.isfinite
+        for item in value.values():  # a group of floats only: checked in C, copied in C
+            if item.__class__ is not float:
+                break
+        else:  # a sum is finite only when every term is
+            if isfinite(sum(value.values())):
+                return {G: dict(value)}
         items = {}
         raw = False
-        isfinite = math.isfinite
         for key, item in value.items():
             cls = item.__class__
             if cls is float:  # the common leaves inline (a call per leaf is the cost)
@@ -729,6 +781,11 @@ def _build_node(value: Any) -> dict[str, Any]:
                 continue
             if cls is str or cls is int or cls is bool or item is None:
                 items[key] = item
+                continue
+            if cls is np.ndarray:  # as _build_entry does, without the call
+                enc.check_dtype(item.dtype)
+                items[key] = _Raw(item)
+                raw = True
                 continue
             entry: Any = _build_entry(item)
             items[key] = entry
@@ -758,15 +815,14 @@ def _build_entry(value: Any) -> Any:
         return value if math.isfinite(value) else {"@f": repr(value)}
     if cls is str or cls is int or cls is bool or value is None:
         return value
-    if isinstance(value, StorageGroup):  # a copy of the group's data (objects too)
-        value = value.load()
-        cls = value.__class__
     if cls is np.ndarray:
         enc.check_dtype(value.dtype)
         return _Raw(value)
     if cls is dict:
         if names_valid(value):
             return _build_node(value)
+    elif isinstance(value, StorageGroup):  # a copy of the group's data (objects too)
+        return _build_entry(value.load())
     elif cls not in _PLAIN and not isinstance(value, np.generic):
         if isinstance(value, np.ndarray):
             enc.check_dtype(value.dtype)
@@ -796,7 +852,15 @@ def _needs_physical(entry: Any, backend: Backend) -> bool:
         return backend.external(entry.array)
     if backend.inline_limit is None or entry.__class__ is not dict or _RAW not in entry:
         return False
-    return any(_needs_physical(item, backend) for item in entry[G].values())
+    external = backend.external
+    for item in entry[G].values():  # only arrays and nodes holding arrays can need it
+        cls = item.__class__
+        if cls is _Raw:
+            if external(item.array):
+                return True
+        elif cls is dict and _RAW in item and _needs_physical(item, backend):
+            return True
+    return False
 
 
 def _settle_inline(entry: Any, tree: _Tree, phys: Path) -> Any:
@@ -810,8 +874,21 @@ def _settle_inline(entry: Any, tree: _Tree, phys: Path) -> Any:
         return enc.encode_array(entry.array)
     if entry.__class__ is dict and entry.pop(_RAW, False):
         items = entry[G]
+        backend = tree.backend
+        packs = backend.packs and not backend.raw_arrays
+        pending: bytearray | None = None
+        base = 0
         for key, item in items.items():
-            if item.__class__ is _Raw or (item.__class__ is dict and _RAW in item):
+            cls = item.__class__
+            if cls is _Raw and packs:  # the common case: pack_put's work, without a call
+                if pending is None:
+                    pending, base = tree.pack_cursor(phys)
+                array = item.array
+                dtype = array.dtype
+                text = _DTYPE_TEXTS.get(dtype) or _dtype_text(dtype)
+                items[key] = {PACKED: [text, list(array.shape), base + len(pending)]}
+                pending += array.tobytes() if array.nbytes < 65536 else _raw_bytes(array)
+            elif cls is _Raw or (cls is dict and _RAW in item):
                 items[key] = _settle_inline(item, tree, phys)
     return entry
 
@@ -880,6 +957,18 @@ def _to_python(group: _Group) -> Any:
     return _node_python(group._tree, group._phys, group._inner, group._node())
 
 
+_SCALAR_TYPES = frozenset({float, str, int, bool, type(None)})
+
+
+def _scalars_only(members: dict[str, Any]) -> bool:
+    """Whether every entry of a group is a plain JSON scalar (it is its own value)."""
+    scalar = _SCALAR_TYPES
+    for entry in members.values():
+        if entry.__class__ not in scalar:
+            return False
+    return True
+
+
 def _node_python(tree: _Tree, phys: Path, inner: Path, node: dict[str, Any]) -> Any:
     """A group node as Python data (objects rebuilt), reading only what it holds."""
     kind = node.get("@k")
@@ -894,7 +983,11 @@ def _node_python(tree: _Tree, phys: Path, inner: Path, node: dict[str, Any]) -> 
         elif cls is dict:
             tag = next(iter(entry), None)
             if tag == G:
-                data[name] = _node_python(tree, phys, (*inner, name), entry)
+                members = entry[G]
+                if len(entry) == 1 and _scalars_only(members):  # a plain group of scalars
+                    data[name] = dict(members)
+                else:
+                    data[name] = _node_python(tree, phys, (*inner, name), entry)
             elif tag == PG:
                 path = (*phys, *inner, name)
                 data[name] = _node_python(tree, path, (), tree.index(path))
@@ -1007,8 +1100,9 @@ class GenericStorage:
 
     def __init__(self, backend: Backend, created: bool = False) -> None:
         self._tree = _Tree(backend)
-        if created:
+        if created:  # empty: no index to read
             self._tree.new_group(())
+            self._tree._indexes[()] = {G: {}}
 
     @property
     def backend(self) -> str:

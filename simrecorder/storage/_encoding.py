@@ -20,6 +20,13 @@ types and values:
 A *group node* is ``{"@g": {name: entry}, "@a": attrs, "@c": "module:qualname",
 "@k": kind}`` (``@a``, ``@c``, ``@k`` only when present). No pickle is ever involved:
 objects are stored as the plain data of their fields and rebuilt from it.
+
+In the index *text* (what a backend writes; ``_base.dumps``/``loads``), an inline group
+holding only floats (two or more) is a *float column* ``{"@gF": [[name, ...], start]}``:
+its values are the float64 values ``start:start + len(names)`` of the index's *float
+block*, the top-level key ``"@gv"`` holding the base64 text of little-endian float64
+bytes. Plain ``json.load`` still reads the file; the values are
+``struct.unpack('<%dd' % n, base64.b64decode(doc['@gv']))[start:start + len(names)]``.
 """
 
 from __future__ import annotations

@@ -90,13 +90,14 @@ class HDF5Backend(Backend):
         self._reserve(len(text))
         if len(text) <= _ATTR_LIMIT:
             group.attrs[INDEX_NAME] = text
-            if _INDEX_DATASET in group:
+            if not self._known_absent((*path, _INDEX_DATASET)) and _INDEX_DATASET in group:
                 del group[_INDEX_DATASET]
             return
         data = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
         ds = group.get(_INDEX_DATASET)
         if ds is None:
             ds = group.create_dataset(_INDEX_DATASET, data=data, maxshape=(None,), chunks=True)
+            self._written.add((*path, _INDEX_DATASET))
             ds.attrs["simrecorder_storage_array"] = 1
         else:  # rewritten in place: the file does not grow with each update
             ds.resize(data.shape)
@@ -120,14 +121,12 @@ class HDF5Backend(Backend):
         self._reserve(len(data))
         group = self._group(path)
         array = np.frombuffer(data, dtype=np.uint8)
-        ds = group.get(PACK_NAME) if start else None
-        if ds is None and PACK_NAME in group:
+        ds = None
+        if not self._known_absent((*path, PACK_NAME)) and PACK_NAME in group:
             ds = group[PACK_NAME]
         if ds is None:
-            ds = group.create_dataset(
-                PACK_NAME, data=array, maxshape=(None,), chunks=(pack_chunk(len(data)),)
-            )
-            ds.attrs["simrecorder_storage_array"] = 1
+            _create_pack(group, array)
+            self._written.add((*path, PACK_NAME))
             return
         ds.resize((start + len(data),))
         if len(data):
@@ -219,6 +218,16 @@ _MARK = np.array(1, dtype="<i8")  # the value of each array's simrecorder_storag
 _h5: dict[str, Any] = {}  # property lists and types made once (h5py imported lazily)
 
 
+def _init_h5() -> None:
+    """Make the property lists and types the low-level writes share."""
+    import h5py
+
+    lcpl = h5py.h5p.create(h5py.h5p.LINK_CREATE)
+    lcpl.set_char_encoding(h5py.h5t.CSET_UTF8)  # as h5py names links
+    scalar = h5py.h5s.create(h5py.h5s.SCALAR)
+    _h5.update(lcpl=lcpl, mark_type=h5py.h5t.py_create(_MARK.dtype), scalar=scalar)
+
+
 def _create_dataset(parent: Any, name: str, data: np.ndarray) -> None:
     """``parent.create_dataset(name, data=data)`` plus its ``simrecorder_storage_array``
     attribute (which series listings skip), through h5py's low-level API: the same
@@ -226,17 +235,36 @@ def _create_dataset(parent: Any, name: str, data: np.ndarray) -> None:
     the time of a save of ten 800 kB arrays)."""
     import h5py
 
-    if not _h5:
-        lcpl = h5py.h5p.create(h5py.h5p.LINK_CREATE)
-        lcpl.set_char_encoding(h5py.h5t.CSET_UTF8)  # as h5py names links
-        scalar = h5py.h5s.create(h5py.h5s.SCALAR)
-        _h5.update(lcpl=lcpl, mark_type=h5py.h5t.py_create(_MARK.dtype), scalar=scalar)
+    if "lcpl" not in _h5:
+        _init_h5()
     space = h5py.h5s.create_simple(data.shape) if data.ndim else _h5["scalar"]
     file_type = _h5.get(data.dtype.str)
     if file_type is None:
         file_type = _h5[data.dtype.str] = h5py.h5t.py_create(data.dtype, logical=True)
     dataset = h5py.h5d.create(parent.id, name.encode("utf-8"), file_type, space, lcpl=_h5["lcpl"])
     dataset.write(h5py.h5s.ALL, h5py.h5s.ALL, data)
+    mark = h5py.h5a.create(dataset, b"simrecorder_storage_array", _h5["mark_type"], _h5["scalar"])
+    mark.write(_MARK)
+
+
+def _create_pack(group: Any, data: np.ndarray) -> None:
+    """``group.create_dataset(PACK_NAME, data=data, maxshape=(None,),
+    chunks=(pack_chunk(len(data)),))`` plus its ``simrecorder_storage_array`` attribute,
+    through h5py's low-level API (as :func:`_create_dataset`)."""
+    import h5py
+
+    if "lcpl" not in _h5:
+        _init_h5()
+    if "uint8" not in _h5:
+        _h5["uint8"] = h5py.h5t.py_create(np.dtype(np.uint8), logical=True)
+    dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+    dcpl.set_chunk((pack_chunk(len(data)),))
+    space = h5py.h5s.create_simple((len(data),), (h5py.h5s.UNLIMITED,))
+    dataset = h5py.h5d.create(
+        group.id, PACK_NAME.encode("utf-8"), _h5["uint8"], space, dcpl=dcpl, lcpl=_h5["lcpl"]
+    )
+    if len(data):
+        dataset.write(h5py.h5s.ALL, h5py.h5s.ALL, data)
     mark = h5py.h5a.create(dataset, b"simrecorder_storage_array", _h5["mark_type"], _h5["scalar"])
     mark.write(_MARK)
 

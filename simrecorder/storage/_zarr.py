@@ -236,7 +236,8 @@ class ZarrBackend(Backend):
 
     def write_pack(self, path: Path, start: int, data: bytes | bytearray) -> None:
         directory = os.path.join(self._dir(path), PACK_NAME)
-        meta = self._pack_meta(path)
+        pack = (*path, PACK_NAME)
+        meta = None if self._known_absent(pack) else self._pack_meta(path)
         end = start + len(data)
         if meta is None:
             os.makedirs(os.path.join(directory, "c"), exist_ok=True)
@@ -271,6 +272,7 @@ class ZarrBackend(Backend):
             except FileNotFoundError:
                 pass
         _write_json(os.path.join(directory, _META), array_document(np.dtype("u1"), (end,), (size,)))
+        self._written.add(pack)
 
     # -- groups and arrays ------------------------------------------------------------------
     def make_group(self, path: Path) -> None:
