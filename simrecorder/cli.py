@@ -264,14 +264,13 @@ def _no_async_leftovers() -> Iterator[None]:
     """Keep zarr's event loop from logging "Task exception was never retrieved" (with a
     traceback) for the sibling reads of one that failed: the command reports the
     failure in one line."""
-    logger = logging.getLogger("asyncio")
-    level = logger.level
-    logger.setLevel(logging.CRITICAL)
+    # the level is not restored: the failed tasks may stay referenced by the exception
+    # the command reports (its __cause__ chain) and be collected only at exit
+    logging.getLogger("asyncio").setLevel(logging.CRITICAL)
     try:
         yield
     finally:
         gc.collect()  # the unretrieved tasks are logged when they are collected
-        logger.setLevel(level)
 
 
 def _where(args: argparse.Namespace) -> str:
