@@ -77,6 +77,20 @@ class SeriesBuffer:
         """Tidy up after ``limit`` was reached; return True if the block is full."""
         return True
 
+    def retire(self) -> None:
+        """Make every later fast-path append reach the recorder's checks (which then
+        raise, e.g. ``StoreClosedError``): the recorder drops this buffer, and a thread
+        that looked it up just before must not append to it silently."""
+        self.limit = -1  # the next length check calls the recorder's _on_full
+        if isinstance(self.values, ArrayBlock):
+            self.values.dead = True
+
+    def revive(self) -> None:
+        """Undo :meth:`retire` (a close that failed keeps the recorder open)."""
+        self.limit = self.full_at
+        if isinstance(self.values, ArrayBlock):
+            self.values.dead = False
+
     def take(self) -> Any:
         """Return the buffered block and empty the buffer (None when empty)."""
         raise NotImplementedError
@@ -189,7 +203,7 @@ class ArrayBlock:
     :class:`SlowPath`.
     """
 
-    __slots__ = ("block", "capacity", "count", "dtype", "lock", "row_shape", "shape")
+    __slots__ = ("block", "capacity", "count", "dead", "dtype", "lock", "row_shape", "shape")
 
     def __init__(self, spec: SeriesSpec, capacity: int, lock: Any) -> None:
         self.dtype = spec.dtype
@@ -199,6 +213,7 @@ class ArrayBlock:
         self.lock = lock
         self.block: np.ndarray | None = None
         self.count = 0
+        self.dead = False  # set (under the lock) when the recorder drops the buffer
 
     def append(self, value: np.ndarray) -> None:
         """Copy ``value`` into the block, or raise :class:`SlowPath`."""
@@ -206,6 +221,8 @@ class ArrayBlock:
         if (dtype is not self.dtype and dtype != self.dtype) or value.shape != self.shape:
             raise SlowPath("not the series' dtype and shape: the checked path takes it")
         with self.lock:  # put(), inlined: this is the hot path
+            if self.dead:  # the recorder closed meanwhile: its checks say so
+                raise SlowPath("the buffer was dropped: the checked path reports why")
             block = self.block
             count = self.count
             if block is None or count == len(block):

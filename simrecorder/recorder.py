@@ -248,6 +248,7 @@ class Recorder:
         self._forked = False
         self._due = False
         self._closed = False
+        self._closing = False  # close() is flushing: buffers are retired (see close)
         self._copy_large = any(store.retains_blocks for store in stores)
         self._nul_free_str = any(not store.supports_nul_in_str for store in stores)
         self._timer: _FlushTimer | None = None
@@ -498,7 +499,7 @@ class Recorder:
         self._raise_for(self.datastores if raise_for is None else raise_for)
 
     def _flush_buffer(self, buf: SeriesBuffer) -> None:
-        buf.limit = buf.full_at
+        buf.limit = -1 if self._closing else buf.full_at
         block = buf.take()
         if buf.rejected:
             self._note_rejected(buf)
@@ -981,10 +982,21 @@ class Recorder:
         with self._lock:
             if self._closed or self._forked:
                 return
+            # from here on a record() in another thread (the fast paths take no lock or
+            # only the buffer's) reaches the checks, which wait for this close and then
+            # raise StoreClosedError: none returns normally with its sample left behind
+            self._closing = True
+            for buf in self._buffers.values():
+                buf.retire()
             try:
                 self._epoch(retry=True)
             except BlocksQuarantinedError:
                 pass  # saved on disk: close, then report every quarantined block below
+            except BaseException:
+                self._closing = False  # still open: close() can be called again
+                for buf in self._buffers.values():
+                    buf.revive()
+                raise
             self._shutdown()
             errors: list[Exception] = list(self._take_all_rejected())
             if self._quarantined:
@@ -999,6 +1011,9 @@ class Recorder:
         if self._timer is not None:
             self._timer.stop()
         self._closed = True
+        self._closing = False
+        for buf in self._buffers.values():
+            buf.retire()  # a record() that looked a buffer up just before must not use it
         self._buffers = {}  # makes the hot path fall through to the closed check
         _open_recorders.discard(self)
         error = None

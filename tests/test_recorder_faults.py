@@ -7,8 +7,10 @@ dataset another tool created with a fixed size (permanent: it can never grow).
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
+import threading
 import time
 
 import numpy as np
@@ -16,7 +18,7 @@ import pytest
 
 from simrecorder import HDF5DataStore, InMemoryDataStore, Recorder, StoreWriteError
 from simrecorder.deadletter import read_dead_letters, replay_dead_letters
-from simrecorder.errors import BlocksQuarantinedError, ForkedRecorderError
+from simrecorder.errors import BlocksQuarantinedError, ForkedRecorderError, StoreClosedError
 
 
 def _poison(h5: HDF5DataStore, key: str) -> None:
@@ -199,3 +201,32 @@ def test_a_recorder_open_at_exit_is_flushed_into_its_store(tmp_path, name):
 
     with open_datastore(str(path), mode="r") as store:
         np.testing.assert_array_equal(np.asarray(store.get_all("a")), np.arange(1000.0))
+
+
+@pytest.mark.parametrize("sample", ["array", "float"])
+def test_a_record_racing_close_in_another_thread_is_stored_or_raises(tmp_path, sample):
+    """A record() that returns normally while another thread closes the recorder has its
+    sample stored (before: the fast paths appended to a buffer close had dropped)."""
+    silently_lost = 0
+    for trial in range(8):
+        path = tmp_path / f"run{trial}.h5"
+        rec = Recorder(HDF5DataStore(path), max_records=100_000)
+        returned: list[int] = []
+
+        def worker(rec: Recorder, returned: list[int]) -> None:
+            i = 0
+            with contextlib.suppress(StoreClosedError):
+                while True:
+                    value = np.full(64, float(i)) if sample == "array" else float(i)
+                    rec.record("a", value)
+                    returned.append(i)
+                    i += 1
+
+        thread = threading.Thread(target=worker, args=(rec, returned))
+        thread.start()
+        time.sleep(0.02)
+        rec.close()
+        thread.join()
+        with HDF5DataStore(path, mode="r") as stored:
+            silently_lost += max(0, len(returned) - len(stored.get_all("a")))
+    assert silently_lost == 0
