@@ -27,6 +27,7 @@ from simrecorder.errors import (
     InvalidArgumentError,
     InvalidKeyError,
     ReadOnlyError,
+    StoreConnectionError,
     StoreFullError,
     StoreLockedError,
     StoreNotFoundError,
@@ -643,3 +644,42 @@ def test_series_attrs_live_in_the_series_metadata(tmp_path):
     store.close()
     assert reader.series_attrs("n/v") == {"units": "V", "simrecorder_dims": ["neuron"]}
     reader.close()
+
+
+def test_a_commit_whose_reply_is_lost_still_ends_its_epoch(redis_server, redis_prefix):
+    """The server applies a commit but the client times out waiting for the reply (a
+    busy server): the next flush must not stamp its rows with the committed epoch, or a
+    writer reopening after a crash keeps them and the series are no longer aligned."""
+    import threading
+
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    from simrecorder._schema import infer_spec
+
+    url = f"{redis_server.url}/0/{redis_prefix}"
+    location = RedisLocation(url, socket_timeout=0.3, retry=Retry(NoBackoff(), 0))
+    store = BlockDataStore(location)
+    spec = infer_spec(np.zeros(2))
+
+    def put(rows: int, value: float, keys: tuple[str, ...] = ("a", "b")) -> None:
+        for key in keys:
+            store.append_block(key, spec, np.full((rows, 2), value))
+
+    put(10, 1.0)
+    store.commit()
+    put(5, 2.0)
+    store.flush()
+    busy = "local t = redis.call('TIME')[1] + 0 while redis.call('TIME')[1] + 0 < t + 2 do end"
+    blocker = threading.Thread(target=redis.Redis.from_url(redis_server.url).eval, args=(busy, 0))
+    blocker.start()
+    time.sleep(0.2)
+    with pytest.raises(StoreConnectionError):
+        store.commit()  # applied by the server once the script ends; the reply is lost
+    blocker.join()
+    put(5, 3.0, keys=("a",))
+    store.flush()  # never committed: a crash follows
+    _killed(store)
+    again = BlockDataStore(url, mode="a")
+    assert (len(again.get_all("a")), len(again.get_all("b"))) == (15, 15)
+    again.close()

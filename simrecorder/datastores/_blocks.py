@@ -303,6 +303,7 @@ class BlockDataStore(DataStore):
         self._segments = 0  # key-log segments written
         self._epoch = 1  # the epoch in progress (last committed + 1)
         self._changed = False  # flushed since the last commit
+        self._commit_unsure = False  # a commit write failed: did it land? (_settle_commit)
 
     # -- identity -------------------------------------------------------------------------
     @classmethod
@@ -559,6 +560,7 @@ class BlockDataStore(DataStore):
         self._check_open()
         if self.read_only:
             return
+        self._settle_commit()
         dirty = {key: s for key, s in self._series.items() if s.queue or not s.logged}
         if not dirty:
             return
@@ -616,12 +618,32 @@ class BlockDataStore(DataStore):
         """
         self._check_writable()
         self.flush()
+        self._settle_commit()
         if not self._changed:
             return
         record = json.dumps({"epoch": self._epoch}).encode()
-        self._write_all({_COMMIT: record}, "the commit record")
+        try:
+            self._write_all({_COMMIT: record}, "the commit record")
+        except BaseException:
+            # the write may have reached the location with only its reply lost: until
+            # the record is read back, no metadata may be stamped with this epoch
+            self._commit_unsure = True
+            raise
         self._epoch += 1
         self._changed = False
+
+    def _settle_commit(self) -> None:
+        """After a commit whose outcome is unknown, read the commit record back: if it
+        holds the epoch in progress, that epoch is committed and the next one begins
+        (else a later flush would stamp rows with an epoch already committed, and a
+        cut-back after a crash would keep them)."""
+        if not self._commit_unsure:
+            return
+        committed = (self._json(_COMMIT) or {}).get("epoch")
+        if committed == self._epoch:
+            self._epoch += 1
+            self._changed = False
+        self._commit_unsure = False
 
     def surrender(self) -> list[tuple[str, SeriesSpec, Any]]:
         """Give back every block queued and not yet written, and forget them (the
