@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from .._registry import Entry
 from ..errors import (
     InvalidArgumentError,
     SimRecorderError,
@@ -42,15 +43,15 @@ __all__ = [
 _SUFFIXES = {".h5": "hdf5", ".hdf5": "hdf5", ".json": "json", ".zarr": "zarr",
              ".pickle": "pickle", ".pkl": "pickle"}  # fmt: skip
 _DEFAULT_SUFFIX = {"hdf5": ".h5", "json": ".json", "zarr": ".zarr", "pickle": ".pickle"}
-#: backend name -> "module:Class" (imported when first used)
+#: backend name -> where it lives (imported when first used; the extra names what
+#: installs its dependencies)
 _REGISTRY = {
-    "hdf5": "simrecorder.storage._hdf5:HDF5Storage",
-    "zarr": "simrecorder.storage._zarr:ZarrStorage",
-    "json": "simrecorder.storage._location:JSONStorage",
-    "memory": "simrecorder.storage._memory:MemoryStorage",
-    "redis": "simrecorder.storage._location:RedisStorage",
+    "hdf5": Entry("simrecorder.storage._hdf5:HDF5Storage"),
+    "zarr": Entry("simrecorder.storage._zarr:ZarrStorage", "zarr"),
+    "json": Entry("simrecorder.storage._location:JSONStorage"),
+    "memory": Entry("simrecorder.storage._memory:MemoryStorage"),
+    "redis": Entry("simrecorder.storage._location:RedisStorage", "redis"),
 }
-_EXTRAS = {"hdf5": "hdf5", "zarr": "zarr", "redis": "redis"}
 _SCHEMES = {"hdf5": "hdf5", "h5": "hdf5", "zarr": "zarr", "json": "json", "memory": "memory",
             "redis": "redis", "rediss": "redis", "unix": "redis"}  # fmt: skip
 _PICKLE_MAGIC = b"SIMRECORDER-STORAGE-PICKLE\n"
@@ -59,11 +60,7 @@ _SAVE_PREFIX = ".simrecorder-save-"
 
 
 def _storage_class(name: str) -> Callable[..., GenericStorage]:
-    from .._registry import import_backend
-
-    module_name, class_name = _REGISTRY[name].split(":")
-    module = import_backend(module_name, _EXTRAS.get(name), what=f"the {name} storage")
-    found: Callable[..., GenericStorage] = getattr(module, class_name)
+    found: Callable[..., GenericStorage] = _REGISTRY[name].load(what=f"the {name} storage")
     return found
 
 
