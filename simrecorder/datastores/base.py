@@ -334,7 +334,10 @@ class DataStore(ABC):
         KeyNotFoundError
             No series is stored at ``key``.
         """
-        raise SeriesAttrsNotSupportedError(
+        raise self._no_series_attrs(key)
+
+    def _no_series_attrs(self, key: str) -> SeriesAttrsNotSupportedError:
+        return SeriesAttrsNotSupportedError(
             f"series attributes are not supported by this store: {self!r} (key {key!r})"
         )
 
@@ -349,9 +352,7 @@ class DataStore(ABC):
         KeyNotFoundError
             No series is stored at ``key``.
         """
-        raise SeriesAttrsNotSupportedError(
-            f"series attributes are not supported by this store: {self!r} (key {key!r})"
-        )
+        raise self._no_series_attrs(key)
 
     @property
     def local_path(self) -> str | None:

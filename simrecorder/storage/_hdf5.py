@@ -348,8 +348,7 @@ class HDF5Storage(GenericStorage):
     """
 
     def __init__(self, path: str | os.PathLike[str], mode: str = "a") -> None:
-
-        from .._h5 import open_h5, open_writer
+        from .._h5 import open_h5, open_writer  # h5py only when an HDF5 file is opened
 
         read_only, truncate = mode_flags(mode)
         self.path = os.path.abspath(os.fspath(path))
