@@ -343,7 +343,19 @@ def test_zarr_files_open_in_plain_zarr(tmp_path):
     path = save({"a": 1, "g": {"arr": np.arange(5000)}}, tmp_path / "x.zarr")
     group = zarr.open_group(path, mode="r")
     np.testing.assert_array_equal(group["g/arr"][...], np.arange(5000))
-    assert json.loads(group.attrs["simrecorder_storage"])["@g"]["a"] == 1
+    assert group.attrs["simrecorder_storage"]["@g"]["a"] == 1  # a JSON object
+
+
+def test_a_zarr_index_written_as_json_text_still_loads(tmp_path):
+    """Earlier versions kept a zarr group's index as JSON text in its attribute."""
+    path = save({"a": 1, "f": {"x": 0.5, "y": 1.5}}, tmp_path / "x.zarr")
+    meta_path = os.path.join(path, "zarr.json")
+    with open(meta_path) as stream:
+        meta = json.load(stream)
+    meta["attributes"]["simrecorder_storage"] = json.dumps(meta["attributes"]["simrecorder_storage"])
+    with open(meta_path, "w") as stream:
+        json.dump(meta, stream)
+    assert load(path, version_policy="ignore") == {"a": 1, "f": {"x": 0.5, "y": 1.5}}
 
 
 def test_compact_keeps_the_recorders_series(tmp_path):
@@ -448,7 +460,8 @@ def test_damaged_hdf5_parts_are_named(tmp_path, what):
         if what == "dataset":
             del f["big"]
         elif what == "pack":
-            f[".simrecorder_pack"].resize((8,))
+            del f[".simrecorder_pack"]  # a pack shorter than its index says
+            f[".simrecorder_pack"] = np.zeros(1, dtype=np.uint8)
         else:
             f.attrs["simrecorder_storage"] = '{"@g": {"x": '
     with pytest.raises(StoreFormatError, match=r"x\.h5"):
@@ -761,8 +774,31 @@ def test_damaged_float_columns_raise_naming_the_file(tmp_path):
             json.dump({**doc, **damage}, f)
         with pytest.raises(StoreFormatError, match=r"f\.json"):
             load(path)
-    bad = {**doc, "@g": {"g": {"@gF": [["a", "b"], 1]}}}
-    with open(path, "w") as f:
-        json.dump(bad, f)
-    with pytest.raises(StoreFormatError, match=r"f\.json.*float column"):
-        load(path)
+    for body in ([["a", "b"], 1], [["a", "b"], -1], ["ab", 0], [["a", "b"]], 7, [["a"], "0"]):
+        bad = {**doc, "@g": {"g": {"@gF": body}}}
+        with open(path, "w") as f:
+            json.dump(bad, f)
+        with pytest.raises(StoreFormatError, match=r"f\.json.*float column"):
+            load(path)  # the whole read
+        with pytest.raises(StoreFormatError, match=r"f\.json.*float column"):
+            load(path, "g")  # the read of one member
+
+
+@pytest.mark.parametrize("suffix", SUFFIXES)
+def test_whole_loads_of_plain_data_and_of_objects_agree_with_member_loads(tmp_path, suffix):
+    data = {
+        "floats": {"a": 1.0, "b": 2.0},
+        "arrays": {"small": np.arange(4), "big": np.arange(2000.0)},
+        "deep": {"x": {"y": {"z": [1, (2, 3)], "w": b"raw"}}},
+        "obj": Particle(name="p", position=np.arange(3.0), charge=2.5),
+    }
+    path = save(data, tmp_path / f"w{suffix}")
+    whole = load(path)
+    for key in ("floats", "arrays", "deep"):
+        assert_same(whole[key], load(path, key))
+    obj = whole["obj"]
+    assert isinstance(obj, Particle) and (obj.name, obj.charge) == ("p", 2.5)
+    np.testing.assert_array_equal(obj.position, np.arange(3.0))
+    del data["obj"]
+    path = save(data, tmp_path / f"plain{suffix}")
+    assert_same(load(path), {key: load(path, key) for key in data})

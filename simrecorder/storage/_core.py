@@ -27,11 +27,13 @@ from ..errors import (
     KeyConflictError,
     KeyNotFoundError,
     ReadOnlyError,
+    SimRecorderError,
     StoreClosedError,
     StoreFormatError,
 )
 from . import _encoding as enc
 from ._errors import ClassNotFoundWarning, GroupExistsError, UnstorableValueError
+from ._index import FLOAT_BLOCK, FLOAT_COLUMN, float_block, from_document, read_column
 from ._versions import FORMAT_VERSION, check_versions, current_versions
 
 __all__ = ["Backend", "GenericStorage", "StorageGroup"]
@@ -72,6 +74,11 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def load_index(self, path: Path) -> dict[str, Any] | None:
         """The index of the physical group ``path`` (``None``: no storage there yet)."""
+
+    def load_document(self, path: Path) -> dict[str, Any] | None:
+        """The index of ``path`` as stored (a backend writing JSON keeps its float
+        columns; see :mod:`~simrecorder.storage._index`); by default, the index."""
+        return self.load_index(path)
 
     @abc.abstractmethod
     def save_index(self, path: Path, node: dict[str, Any]) -> None:
@@ -155,6 +162,8 @@ class _Tree:
         self._pack_length: dict[Path, int] = {}  # bytes of each pack in the backend
         self._pack_new: dict[Path, bytearray] = {}  # bytes appended since, not written
         self._pack_whole: dict[Path, bytes] = {}  # packs read whole (by whole loads)
+        #: indexes as stored, not yet expanded (read by a whole load: see _fast_python)
+        self._documents: dict[Path, dict[str, Any]] = {}
         #: held by every change and by flush: a recorder's timer thread flushes the
         #: storage of its HDF5 file while the user's thread writes to it
         self.lock = threading.RLock()
@@ -266,26 +275,64 @@ class _Tree:
         node = self._indexes.get(phys)
         if node is None:
             self.check_open()
-            node = self.backend.load_index(phys)
+            document = self._documents.pop(phys, None)
+            if document is None:
+                node = self.backend.load_index(phys)
+            else:
+                node = from_document(document, self.where(phys))
             if node is None:
                 if phys:
                     raise StoreFormatError(
                         f"{self.backend.describe()}: group /{'/'.join(phys)} has no index"
                     )
                 node = {G: {}}
-            elif not isinstance(node, dict) or not isinstance(node.get(G), dict):
-                raise StoreFormatError(
-                    f"{self.backend.describe()}: the index of /{'/'.join(phys)} is damaged"
-                )
-            elif not phys and not isinstance(node.get("@format", 1), int):
-                raise StoreFormatError(f"{self.backend.describe()}: its @format is damaged")
-            elif not phys and node.get("@format", 1) > FORMAT_VERSION:
-                raise StoreFormatError(
-                    f"{self.backend.describe()} has storage format {node['@format']}; this "
-                    f"simrecorder reads up to {FORMAT_VERSION}: upgrade simrecorder"
-                )
+            else:
+                self.check_node(phys, node)
             self._indexes[phys] = node
         return node
+
+    def document(self, phys: Path) -> dict[str, Any] | None:
+        """The index of ``phys`` as stored, float columns not expanded (checked as
+        :meth:`index` does); ``None`` once :meth:`index` has it, or when it is missing."""
+        if phys in self._indexes:
+            return None
+        document = self._documents.get(phys)
+        if document is None:
+            self.check_open()
+            document = self.backend.load_document(phys)
+            if document is None:
+                return None
+            self.check_node(phys, document)
+            self._documents[phys] = document
+        return document
+
+    def root_field(self, name: str) -> Any:
+        """The field ``name`` (``'@versions'``, ``'@meta'``) of the root index, without
+        expanding a root index not read yet."""
+        node = self._indexes.get(())
+        if node is None:
+            node = self.document(()) or self.index(())
+        return node.get(name)
+
+    def where(self, phys: Path) -> str:
+        return f"{self.backend.describe()} group /{'/'.join(phys)}"
+
+    def check_node(self, phys: Path, node: Any) -> None:
+        """Raise :class:`StoreFormatError` unless ``node`` looks like an index."""
+        if not isinstance(node, dict) or not isinstance(node.get(G), dict):
+            raise StoreFormatError(
+                f"{self.backend.describe()}: the index of /{'/'.join(phys)} is damaged"
+            )
+        if phys:
+            return
+        version = node.get("@format", 1)
+        if not isinstance(version, int):
+            raise StoreFormatError(f"{self.backend.describe()}: its @format is damaged")
+        if version > FORMAT_VERSION:
+            raise StoreFormatError(
+                f"{self.backend.describe()} has storage format {version}; this "
+                f"simrecorder reads up to {FORMAT_VERSION}: upgrade simrecorder"
+            )
 
     def set_index(self, phys: Path, node: dict[str, Any]) -> None:
         self._indexes[phys] = node
@@ -302,7 +349,7 @@ class _Tree:
             del self._indexes[cached]
             self._dirty.discard(cached)
         packs: dict[Path, Any]
-        for packs in (self._pack_length, self._pack_new, self._pack_whole):
+        for packs in (self._pack_length, self._pack_new, self._pack_whole, self._documents):
             for cached in [p for p in packs if p[:n] == phys]:
                 del packs[cached]
 
@@ -319,7 +366,7 @@ class _Tree:
         with self.lock:
             self._flush()
 
-    def _flush(self) -> None:
+    def _flush(self, closing: bool = False) -> None:
         if self.closed:
             return
         for phys in sorted(self._dirty, key=len):
@@ -328,7 +375,8 @@ class _Tree:
                     self._write_pack(phys)
                 self.backend.save_index(phys, self._indexes[phys])
         self._dirty.clear()
-        self.backend.flush()
+        if not closing:  # closing the backend writes what it holds
+            self.backend.flush()
 
 
 _DTYPES: dict[str, np.dtype] = {}
@@ -705,6 +753,11 @@ class _Group(StorageGroup):
         if key is not None and key not in ("", "/"):
             value = self[key]
             return value.load() if isinstance(value, _Group) else value
+        if not self._phys and not self._inner:
+            try:
+                return _fast_python(self._tree, ())
+            except _Fallback:
+                pass
         return _to_python(self)
 
 
@@ -1009,6 +1062,66 @@ def _node_python(tree: _Tree, phys: Path, inner: Path, node: dict[str, Any]) -> 
     return _restored(_Group(tree, phys, inner), node, data)
 
 
+class _Fallback(Exception):
+    """A whole load met what only :func:`_node_python` reads (objects, damage)."""
+
+
+def _fast_python(tree: _Tree, phys: Path) -> Any:
+    """The physical group ``phys`` as Python data, read in one pass over its index as
+    stored (float columns and packed arrays turned into values directly, not through
+    the expanded index); :class:`_Fallback` when it holds objects or anything odd."""
+    document = tree.document(phys)
+    if document is None or "@c" in document or "@k" in document:
+        raise _Fallback
+    floats = float_block(document, tree.where(phys)) if FLOAT_BLOCK in document else []
+    try:
+        return _fast_members(tree, phys, (), document[G], floats)
+    except (TypeError, ValueError, KeyError, IndexError, AttributeError) as exc:
+        if isinstance(exc, SimRecorderError):
+            raise
+        raise _Fallback from exc  # damage: the general reader names it
+
+
+def _fast_members(
+    tree: _Tree, phys: Path, inner: Path, members: dict[str, Any], floats: list[float]
+) -> dict[str, Any]:
+    data = {}
+    for name, entry in members.items():
+        cls = entry.__class__
+        if cls is float or cls is str or cls is int or cls is bool or entry is None:
+            data[name] = entry
+        elif cls is dict:
+            tag = next(iter(entry), None)
+            if tag == FLOAT_COLUMN:
+                names, start = entry[tag]
+                stop = start + len(names)
+                if len(entry) != 1 or names.__class__ is not list or not 0 <= start <= stop:
+                    raise _Fallback
+                data[name] = dict(zip(names, floats[start:stop]))  # noqa: B905
+                if stop > len(floats):
+                    read_column(entry[tag], floats, tree.where(phys), (*inner, name))
+            elif tag == PACKED:
+                data[name] = tree.pack_get(phys, entry[PACKED], whole=True)
+            elif tag == G:
+                if "@c" in entry or "@k" in entry or entry[G].__class__ is not dict:
+                    raise _Fallback
+                data[name] = _fast_members(tree, phys, (*inner, name), entry[G], floats)
+            elif tag == PG:
+                data[name] = _fast_python(tree, (*phys, *inner, name))
+            elif tag == EA:
+                dtype, shape = entry[EA]
+                data[name] = tree.backend.read_array(
+                    (*phys, *inner, name), np.dtype(dtype), tuple(shape)
+                )
+            else:
+                data[name] = enc.decode_value(entry, _load_detached)
+        elif cls is list:
+            data[name] = enc.decode_value(entry, _load_detached)
+        else:
+            data[name] = entry
+    return data
+
+
 def _restored(group: _Group, node: dict[str, Any], data: dict[str, Any]) -> Any:
     kind = node.get("@k")
     if kind == "wrapped":
@@ -1124,7 +1237,7 @@ class GenericStorage:
     def metadata(self) -> dict[str, Any]:
         """The metadata given to :func:`~simrecorder.storage.save` (readable without
         loading the data)."""
-        raw = self._tree.index(()).get("@meta", {})
+        raw = self._tree.root_field("@meta") or {}
         return {key: enc.decode_value(value) for key, value in raw.items()}
 
     def set_metadata(self, metadata: dict[str, Any]) -> None:
@@ -1136,7 +1249,7 @@ class GenericStorage:
     @property
     def versions(self) -> dict[str, Any]:
         """The version information written with the data."""
-        return dict(self._tree.index(()).get("@versions", {}))
+        return dict(self._tree.root_field("@versions") or {})
 
     def dump(
         self,
@@ -1177,13 +1290,15 @@ class GenericStorage:
 
     def close(self) -> None:
         """Write changes and release the file or connection (idempotent)."""
-        if self._tree.closed:
+        tree = self._tree
+        if tree.closed:
             return
         try:
-            self._tree.flush()
+            with tree.lock:
+                tree._flush(closing=True)
         finally:
-            self._tree.closed = True
-            self._tree.backend.close()
+            tree.closed = True
+            tree.backend.close()
 
     def __enter__(self) -> StorageGroup:
         return self.root

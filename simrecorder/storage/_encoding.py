@@ -21,7 +21,7 @@ A *group node* is ``{"@g": {name: entry}, "@a": attrs, "@c": "module:qualname",
 "@k": kind}`` (``@a``, ``@c``, ``@k`` only when present). No pickle is ever involved:
 objects are stored as the plain data of their fields and rebuilt from it.
 
-In the index *text* (what a backend writes; ``_base.dumps``/``loads``), an inline group
+In the index *text* (what a backend writes; ``_index.dumps``/``loads``), an inline group
 holding only floats (two or more) is a *float column* ``{"@gF": [[name, ...], start]}``:
 its values are the float64 values ``start:start + len(names)`` of the index's *float
 block*, the top-level key ``"@gv"`` holding the base64 text of little-endian float64

@@ -12,13 +12,15 @@ from ._base import (
     INDEX_NAME,
     INLINE_LIMIT,
     PACK_NAME,
+    JSONIndexBackend,
     dumps,
-    loads,
+    index_where,
     mode_flags,
     pack_chunk,
+    parse,
     read_node,
 )
-from ._core import Backend, GenericStorage, Path
+from ._core import GenericStorage, Path
 
 __all__ = ["HDF5Backend", "HDF5Storage"]
 
@@ -27,7 +29,7 @@ _ATTR_LIMIT = 48 << 10  # HDF5 object headers hold at most 64 KiB of attributes
 _NATIVE_KINDS = frozenset("biufcSU")
 
 
-class HDF5Backend(Backend):
+class HDF5Backend(JSONIndexBackend):
     """Physical groups are HDF5 groups (index in the attribute ``simrecorder_storage``),
     large arrays are HDF5 datasets.
 
@@ -73,7 +75,7 @@ class HDF5Backend(Backend):
     def _group(self, path: Path) -> Any:
         return self.file["/" + "/".join(path)] if path else self.file
 
-    def load_index(self, path: Path) -> dict[str, Any] | None:
+    def load_document(self, path: Path) -> dict[str, Any] | None:
         group = self._group(path)
         raw = group.attrs.get(INDEX_NAME)
         if raw is None:
@@ -82,7 +84,7 @@ class HDF5Backend(Backend):
             raw = raw.decode("utf-8")
         if raw == "@dataset":
             raw = group[_INDEX_DATASET][()].tobytes()
-        return loads(raw, f"{self.describe()} group /{'/'.join(path)}")
+        return cast(dict[str, Any], parse(raw, index_where(self, path)))
 
     def save_index(self, path: Path, node: dict[str, Any]) -> None:
         group = self._group(path)
@@ -124,9 +126,14 @@ class HDF5Backend(Backend):
         ds = None
         if not self._known_absent((*path, PACK_NAME)) and PACK_NAME in group:
             ds = group[PACK_NAME]
-        if ds is None:
-            _create_pack(group, array)
+        if ds is None:  # a new pack is contiguous: cheaper to make than a chunked one
+            _create_dataset(group, PACK_NAME, array)
             self._written.add((*path, PACK_NAME))
+            return
+        if ds.chunks is None:  # the first change of a contiguous pack: make it chunked
+            head = _read_range(_open_pack(group), 0, start)
+            del group[PACK_NAME]
+            _create_pack(group, np.frombuffer(head + bytes(data), dtype=np.uint8))
             return
         ds.resize((start + len(data),))
         if len(data):
@@ -211,7 +218,9 @@ class HDF5Backend(Backend):
 
     def close(self) -> None:
         if self.owned:
-            self.file.close()
+            self.file.close()  # writes what HDF5 holds
+        elif not self.read_only:
+            self.file.flush()  # the file stays open: its store closes it
 
 
 _MARK = np.array(1, dtype="<i8")  # the value of each array's simrecorder_storage_array

@@ -4,20 +4,20 @@ from __future__ import annotations
 
 import os
 import secrets
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
 from .._fs import atomic_write
 from ..errors import InvalidArgumentError, StoreFormatError, StoreNotFoundError
 from ..locations.base import Location
-from ._base import dumps, loads, mode_flags
-from ._core import Backend, GenericStorage, Path
+from ._base import JSONIndexBackend, dumps, index_where, mode_flags, parse
+from ._core import GenericStorage, Path
 
 __all__ = ["JSONBackend", "JSONStorage", "LocationBackend", "RedisStorage"]
 
 
-class LocationBackend(Backend):
+class LocationBackend(JSONIndexBackend):
     """Indexes as JSON documents in a :class:`~simrecorder.locations.Location` (written
     atomically by it), large arrays as raw bytes under their path.
 
@@ -56,11 +56,11 @@ class LocationBackend(Backend):
     def _index_key(self, path: Path) -> str:
         return "/".join((*path, "@index")) if path else self.root_key
 
-    def load_index(self, path: Path) -> dict[str, Any] | None:
+    def load_document(self, path: Path) -> dict[str, Any] | None:
         raw = self.location.get(self._index_key(path))
         if raw is None:
             return None
-        return loads(raw, f"{self.describe()} group /{'/'.join(path)}")
+        return cast(dict[str, Any], parse(raw, index_where(self, path)))
 
     def save_index(self, path: Path, node: dict[str, Any]) -> None:
         if not self.location.put(self._index_key(path), dumps(node).encode("utf-8")):
@@ -123,9 +123,9 @@ class JSONBackend(LocationBackend):
         self.token: str | None = None  # of the sidecar the document pairs with
         self._checked = False
 
-    def load_index(self, path: Path) -> dict[str, Any] | None:
-        node = super().load_index(path)
-        if node is not None and not path:
+    def load_document(self, path: Path) -> dict[str, Any] | None:
+        node = super().load_document(path)
+        if isinstance(node, dict) and not path:
             token = node.get("@bin")
             self.token = token if isinstance(token, str) else None
         return node

@@ -15,7 +15,7 @@ import math
 import os
 import shutil
 import sys
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -25,13 +25,15 @@ from ._base import (
     INDEX_NAME,
     INLINE_LIMIT,
     PACK_NAME,
-    dumps,
-    loads,
+    JSONIndexBackend,
+    index_where,
     mode_flags,
     pack_chunk,
+    parse,
     read_node,
+    to_document,
 )
-from ._core import Backend, GenericStorage, Path
+from ._core import GenericStorage, Path
 
 __all__ = ["ZarrBackend", "ZarrStorage"]
 
@@ -128,7 +130,7 @@ def _chunk_file(directory: str, meta: dict[str, Any], ndim: int) -> str:
     return os.path.join(directory, *key.split("/"))
 
 
-class ZarrBackend(Backend):
+class ZarrBackend(JSONIndexBackend):
     """Physical groups are zarr groups (index in the attribute ``simrecorder_storage``),
     large arrays are zarr arrays (one uncompressed chunk each), small ones share a
     ``uint8`` pack array per group.
@@ -178,25 +180,25 @@ class ZarrBackend(Backend):
             raise StoreFormatError(f"{self.describe()}: /{'/'.join(path)}/zarr.json is damaged")
         return meta
 
-    def load_index(self, path: Path) -> dict[str, Any] | None:
+    def load_document(self, path: Path) -> dict[str, Any] | None:
         meta = self._meta(path)
         if meta is None or meta.get("node_type") != "group":
             if not path and meta is None:
                 return None
             raise StoreFormatError(f"{self.describe()}: /{'/'.join(path)} is not a zarr group")
         raw = (meta.get("attributes") or {}).get(INDEX_NAME)
-        if raw is None:
-            return None
-        if not isinstance(raw, str):
+        if raw is None or isinstance(raw, dict):  # a JSON object in the group's zarr.json
+            return raw
+        if not isinstance(raw, str):  # else JSON text (as earlier versions wrote it)
             raise StoreFormatError(f"{self.describe()}: the index of /{'/'.join(path)} is damaged")
-        return loads(raw, f"{self.describe()} group /{'/'.join(path)}")
+        return cast(dict[str, Any], parse(raw, index_where(self, path)))
 
     def save_index(self, path: Path, node: dict[str, Any]) -> None:
         # the index is JSON text in one attribute: the other attributes are kept (a
         # group this backend made has none: no need to read its document back)
         meta = group_document() if path in self._new else (self._meta(path) or group_document())
         attributes = meta.get("attributes") or {}
-        attributes[INDEX_NAME] = dumps(node)
+        attributes[INDEX_NAME] = to_document(node)  # an object: JSON-encoded once
         meta["attributes"] = attributes
         _write_json(os.path.join(self._dir(path), _META), meta)
 
