@@ -802,3 +802,67 @@ def test_whole_loads_of_plain_data_and_of_objects_agree_with_member_loads(tmp_pa
     del data["obj"]
     path = save(data, tmp_path / f"plain{suffix}")
     assert_same(load(path), {key: load(path, key) for key in data})
+
+
+# -- one-pass saves of plain data (issue 16, workload b) ----------------------------------
+
+
+def _plain_tree():
+    from simrecorder.testing.storage import VALUES
+
+    values = {name: value for name, value in VALUES if not isinstance(value, np.ndarray)}
+    arrays = {name: value for name, value in VALUES if isinstance(value, np.ndarray)}
+    return {
+        **_float_groups(),
+        "values": values,
+        "arrays": {name: value for name, value in arrays.items() if value.nbytes < 4096},
+        "empty": {},
+        "deep": {"a": {"b": {"c": {"d": {"e": 1.0, "f": 2.0}}}}},
+        "last": 1,
+    }
+
+
+@pytest.mark.parametrize("suffix", SUFFIXES)
+def test_one_pass_saves_write_what_the_general_path_writes(tmp_path, suffix):
+    from simrecorder.storage._onepass import dump_plain
+
+    data = _plain_tree()
+    fast = open_storage(tmp_path / f"fast{suffix}", "w")
+    assert dump_plain(fast, data, {"run": 1})  # the one pass takes this tree
+    fast.close()
+    slow = open_storage(tmp_path / f"slow{suffix}", "w")
+    slow.dump(data, {"run": 1})
+    slow.close()
+    documents = []
+    for name in ("fast", "slow"):
+        storage = open_storage(tmp_path / f"{name}{suffix}", "r")
+        document = storage._tree.backend.load_document(())
+        storage.close()
+        for volatile in ("@versions", "@bin"):
+            document.pop(volatile, None)
+        documents.append(document)
+    assert documents[0] == documents[1]
+    assert_same(load(tmp_path / f"fast{suffix}"), load(tmp_path / f"slow{suffix}"))
+    with open_storage(tmp_path / f"fast{suffix}") as root:  # a one-pass file updates
+        root["deep/a/b/c/d/e"] = "changed"
+        root["arrays/more"] = np.arange(7)
+    back = load(tmp_path / f"fast{suffix}")
+    assert back["deep"]["a"]["b"]["c"]["d"] == {"e": "changed", "f": 2.0}
+    np.testing.assert_array_equal(back["arrays"]["more"], np.arange(7))
+    np.testing.assert_array_equal(back["arrays"]["arr_int8"], data["arrays"]["arr_int8"])
+
+
+@pytest.mark.parametrize(
+    "value",
+    [np.zeros(10_000), Particle("p", np.arange(3.0)), object(), np.ma.masked_array([1.0])],
+    ids=["big-array", "object", "unstorable", "array-subclass"],
+)
+def test_one_pass_saves_leave_other_values_to_the_general_path(tmp_path, value):
+    from simrecorder.storage._onepass import dump_plain
+
+    storage = open_storage(tmp_path / "x.h5", "w")
+    try:
+        assert not dump_plain(storage, {"a": 1.0, "g": {"v": value}}, {})
+        assert list(storage) == []  # nothing written
+    finally:
+        storage.close()

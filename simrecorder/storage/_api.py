@@ -26,6 +26,7 @@ from . import _encoding as enc
 from ._core import EA, PG, GenericStorage, _Group, _kind, filtered
 from ._errors import DamagedValueError, UnstorableValueError
 from ._location import SIDECAR_SUFFIX
+from ._onepass import dump_plain
 from ._versions import FORMAT_VERSION, POLICIES, check_versions, current_versions
 
 __all__ = [
@@ -231,7 +232,8 @@ def _save_atomically(obj: Any, path: str, name: str, metadata: dict[str, Any]) -
         else:
             storage = _storage_class(name)(temp, "w")
             try:
-                storage.dump(obj, metadata)
+                if not dump_plain(storage, obj, metadata):
+                    storage.dump(obj, metadata)
             finally:
                 storage.close()
         _replace(temp, path, sidecar=name == "json")

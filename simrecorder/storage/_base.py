@@ -7,7 +7,7 @@ from typing import Any
 
 from ..errors import InvalidModeError, StoreFormatError
 from ._core import Backend, Path
-from ._index import dumps, from_document, loads, parse, to_document
+from ._index import dumps, encode, from_document, loads, parse, to_document
 
 __all__ = [
     "INDEX_NAME",
@@ -15,6 +15,7 @@ __all__ = [
     "PACK_NAME",
     "JSONIndexBackend",
     "dumps",
+    "encode",
     "from_document",
     "index_where",
     "loads",
@@ -52,6 +53,13 @@ class JSONIndexBackend(Backend):
         return from_document(document, index_where(self, path))
 
     def load_document(self, path: Path) -> dict[str, Any] | None:
+        raise NotImplementedError
+
+    def save_index(self, path: Path, node: dict[str, Any]) -> None:
+        self.save_document(path, to_document(node))
+
+    def save_document(self, path: Path, document: dict[str, Any]) -> None:
+        """Write the index document of the physical group ``path`` (:func:`to_document`)."""
         raise NotImplementedError
 
 

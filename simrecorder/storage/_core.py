@@ -782,7 +782,7 @@ class _Attrs(MutableMapping[str, Any]):
         if name.__class__ is not str:
             raise UnstorableValueError(f"attribute names are str, got {name!r}")
         try:
-            encoded = enc.encode_value(value, _object_value)
+            encoded = enc.encode_value(value, object_value)
         except UnstorableValueError as exc:
             raise UnstorableValueError(f"attribute {name!r} of {group._where()}: {exc}") from None
         with group._tree.lock:
@@ -850,7 +850,7 @@ def _build_node(value: Any) -> dict[str, Any]:
     path = enc.class_path(type(value))
     enc.note_class(path)
     if kind == "storable":
-        return _object_value(value)
+        return object_value(value)
     state = enc.object_state(value, kind)
     if state.__class__ is dict and names_valid(state):
         node = _build_node(state)
@@ -882,13 +882,13 @@ def _build_entry(value: Any) -> Any:
             return _Raw(np.asarray(value))
         if enc.object_kind(value) is not None:
             return _build_node(value)
-    return enc.encode_value(value, _object_value)
+    return enc.encode_value(value, object_value)
 
 
 _PLAIN = frozenset({str, int, float, bool, type(None), list, tuple, bytes, complex})
 
 
-def _object_value(value: Any) -> dict[str, Any]:
+def object_value(value: Any) -> dict[str, Any]:
     """The node of an object that sits inside a value (a list): arrays kept inline."""
     if enc.object_kind(value) == "storable":
         tree = _Tree(_DetachedBackend())
@@ -1169,11 +1169,16 @@ def _fill(storage: GenericStorage, obj: Any, metadata: dict[str, Any]) -> None:
     node = tree.index(())
     node["@format"] = FORMAT_VERSION
     node["@versions"] = current_versions(packages)
+    node["@meta"] = encode_metadata(metadata)
+    tree.touch(())
+
+
+def encode_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
+    """The ``@meta`` field of a root index (plain data only: no objects)."""
     try:
-        node["@meta"] = enc._encode_dict(dict(metadata), None)
+        return enc._encode_dict(dict(metadata), None)
     except UnstorableValueError as exc:
         raise UnstorableValueError(f"metadata: {exc}") from None
-    tree.touch(())
 
 
 def _fill_data(storage: GenericStorage, obj: Any) -> None:
@@ -1243,7 +1248,7 @@ class GenericStorage:
     def set_metadata(self, metadata: dict[str, Any]) -> None:
         """Replace the metadata."""
         self._tree.check_writable()
-        self._tree.index(())["@meta"] = enc._encode_dict(dict(metadata), None)
+        self._tree.index(())["@meta"] = encode_metadata(metadata)
         self._tree.touch(())
 
     @property

@@ -13,7 +13,7 @@ from ._base import (
     INLINE_LIMIT,
     PACK_NAME,
     JSONIndexBackend,
-    dumps,
+    encode,
     index_where,
     mode_flags,
     pack_chunk,
@@ -86,9 +86,9 @@ class HDF5Backend(JSONIndexBackend):
             raw = group[_INDEX_DATASET][()].tobytes()
         return cast(dict[str, Any], parse(raw, index_where(self, path)))
 
-    def save_index(self, path: Path, node: dict[str, Any]) -> None:
+    def save_document(self, path: Path, document: dict[str, Any]) -> None:
         group = self._group(path)
-        text = dumps(node)
+        text = encode(document)
         self._reserve(len(text))
         if len(text) <= _ATTR_LIMIT:
             group.attrs[INDEX_NAME] = text

@@ -18,6 +18,7 @@ __all__ = [
     "FLOAT_BLOCK",
     "FLOAT_COLUMN",
     "dumps",
+    "encode",
     "float_block",
     "from_document",
     "loads",
@@ -43,6 +44,11 @@ def dumps(node: dict[str, Any]) -> str:
     """An index as JSON text (non-finite floats are tagged, so the text is strict JSON;
     inline groups of floats become float columns, see :data:`FLOAT_COLUMN`)."""
     return _encoder.encode(to_document(node))
+
+
+def encode(document: dict[str, Any]) -> str:
+    """A document (:func:`to_document`) as JSON text."""
+    return _encoder.encode(document)
 
 
 def to_document(node: dict[str, Any]) -> dict[str, Any]:

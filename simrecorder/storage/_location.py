@@ -11,7 +11,7 @@ import numpy as np
 from .._fs import atomic_write
 from ..errors import InvalidArgumentError, StoreFormatError, StoreNotFoundError
 from ..locations.base import Location
-from ._base import JSONIndexBackend, dumps, index_where, mode_flags, parse
+from ._base import JSONIndexBackend, encode, index_where, mode_flags, parse
 from ._core import GenericStorage, Path
 
 __all__ = ["JSONBackend", "JSONStorage", "LocationBackend", "RedisStorage"]
@@ -62,8 +62,8 @@ class LocationBackend(JSONIndexBackend):
             return None
         return cast(dict[str, Any], parse(raw, index_where(self, path)))
 
-    def save_index(self, path: Path, node: dict[str, Any]) -> None:
-        if not self.location.put(self._index_key(path), dumps(node).encode("utf-8")):
+    def save_document(self, path: Path, document: dict[str, Any]) -> None:
+        if not self.location.put(self._index_key(path), encode(document).encode("utf-8")):
             raise StoreFormatError(f"{self.describe()}: the location declined the index")
 
     def make_group(self, path: Path) -> None:
@@ -130,13 +130,13 @@ class JSONBackend(LocationBackend):
             self.token = token if isinstance(token, str) else None
         return node
 
-    def save_index(self, path: Path, node: dict[str, Any]) -> None:
+    def save_document(self, path: Path, document: dict[str, Any]) -> None:
         if not path:
             if self.token is None:
-                node.pop("@bin", None)
+                document.pop("@bin", None)
             else:
-                node["@bin"] = self.token
-        super().save_index(path, node)
+                document["@bin"] = self.token
+        super().save_document(path, document)
 
     def _damaged(self, problem: str) -> StoreFormatError:
         return StoreFormatError(f"{self.describe()}: its sidecar {self.sidecar!r} {problem}")

@@ -31,7 +31,6 @@ from ._base import (
     pack_chunk,
     parse,
     read_node,
-    to_document,
 )
 from ._core import GenericStorage, Path
 
@@ -156,6 +155,9 @@ class ZarrBackend(JSONIndexBackend):
         #: them but what it wrote since (``_written``), so it need not look
         self._new: set[Path] = {()} if created else set()
         self._written: set[Path] = set()
+        #: the root's ``zarr.json`` as the storage opening the directory read it
+        #: (taken by the first read of the root index)
+        self.root_meta: dict[str, Any] | None = None
 
     def _known_absent(self, path: Path) -> bool:
         return path[:-1] in self._new and path not in self._written
@@ -181,7 +183,11 @@ class ZarrBackend(JSONIndexBackend):
         return meta
 
     def load_document(self, path: Path) -> dict[str, Any] | None:
-        meta = self._meta(path)
+        meta = None
+        if not path:
+            meta, self.root_meta = self.root_meta, None
+        if meta is None:
+            meta = self._meta(path)
         if meta is None or meta.get("node_type") != "group":
             if not path and meta is None:
                 return None
@@ -193,12 +199,12 @@ class ZarrBackend(JSONIndexBackend):
             raise StoreFormatError(f"{self.describe()}: the index of /{'/'.join(path)} is damaged")
         return cast(dict[str, Any], parse(raw, index_where(self, path)))
 
-    def save_index(self, path: Path, node: dict[str, Any]) -> None:
+    def save_document(self, path: Path, document: dict[str, Any]) -> None:
         # the index is JSON text in one attribute: the other attributes are kept (a
         # group this backend made has none: no need to read its document back)
         meta = group_document() if path in self._new else (self._meta(path) or group_document())
         attributes = meta.get("attributes") or {}
-        attributes[INDEX_NAME] = to_document(node)  # an object: JSON-encoded once
+        attributes[INDEX_NAME] = document  # an object: JSON-encoded once, with the rest
         meta["attributes"] = attributes
         _write_json(os.path.join(self._dir(path), _META), meta)
 
@@ -376,6 +382,7 @@ class ZarrStorage(GenericStorage):
             os.makedirs(self.path, exist_ok=True)
             _write_json(meta_path, group_document())
             truncate = True
+            meta = None
         else:
             try:
                 meta = _read_json(meta_path)
@@ -384,4 +391,5 @@ class ZarrStorage(GenericStorage):
             if not isinstance(meta, dict) or meta.get("node_type") != "group":
                 raise StoreFormatError(f"{self.path!r} is not a zarr v3 group")
         backend = ZarrBackend(self.path, read_only=read_only, created=truncate)
+        backend.root_meta = meta  # read once (it holds the root index)
         super().__init__(backend, created=truncate)
