@@ -866,3 +866,70 @@ def test_one_pass_saves_leave_other_values_to_the_general_path(tmp_path, value):
         assert list(storage) == []  # nothing written
     finally:
         storage.close()
+
+
+# -- JSON sidecars across crashes ----------------------------------------------------------
+
+
+def test_json_crash_after_a_repacked_sidecar_keeps_the_old_documents_data(tmp_path):
+    path = save({"big": np.arange(10_000.0), "x": 1}, tmp_path / "x.json")
+    storage = open_storage(path)
+    assert storage["x"] == 1  # the document is read (its sidecar's token)
+    storage._tree.backend.write_pack((), 0, b"repacked")  # a repack's first step...
+    # ... and the process dies before the document naming the new sidecar is written
+    back = load(path)  # read-only: reads the old sidecar's copy
+    assert back["x"] == 1
+    np.testing.assert_array_equal(back["big"], np.arange(10_000.0))
+    with open_storage(path) as root:  # a writer puts the old sidecar back
+        np.testing.assert_array_equal(root["big"], np.arange(10_000.0))
+        root["x"] = 2
+    assert sorted(os.listdir(tmp_path)) == ["x.json", "x.json.bin"]
+    assert load(path)["x"] == 2
+
+
+def test_json_crash_between_a_saves_two_renames_keeps_the_old_file(tmp_path):
+    from simrecorder.storage._location import keep_old_sidecar
+
+    path = save({"big": np.arange(10_000.0)}, tmp_path / "x.json")
+    other = save({"big": np.arange(10_000.0) + 1}, tmp_path / "new.json")
+    keep_old_sidecar(path + ".bin")  # what save() does before its renames, then
+    os.replace(other + ".bin", path + ".bin")  # the sidecar's rename; the crash comes
+    np.testing.assert_array_equal(load(path, "big"), np.arange(10_000.0))
+    save({"big": np.arange(5.0)}, tmp_path / "x.json")  # the next save tidies up
+    assert sorted(os.listdir(tmp_path)) == ["new.json", "x.json", "x.json.bin"]
+
+
+_UPDATER = """
+import sys
+import numpy as np
+from simrecorder.storage import open_storage
+i = 0
+while True:
+    i += 1
+    with open_storage(sys.argv[1]) as root:  # each overwrite repacks the sidecar
+        root["big"] = np.full(20_000, float(i))
+        root["i"] = i
+    print(i, flush=True)
+"""
+
+
+def test_json_killed_updates_never_lose_the_sidecar(tmp_path):
+    import random
+    import signal
+    import subprocess
+    import sys
+
+    path = save({"big": np.zeros(20_000), "i": 0}, tmp_path / "x.json")
+    rng = random.Random(16)
+    for _ in range(12):
+        child = subprocess.Popen([sys.executable, "-c", _UPDATER, path], stdout=subprocess.PIPE)
+        try:
+            assert child.stdout is not None
+            child.stdout.readline()
+            time.sleep(rng.uniform(0, 0.03))
+        finally:
+            child.send_signal(signal.SIGKILL)
+            child.wait()
+            child.stdout.close()
+        back = load(path, version_policy="ignore")
+        np.testing.assert_array_equal(back["big"], np.full(20_000, float(back["i"])))

@@ -25,7 +25,7 @@ from . import _core
 from . import _encoding as enc
 from ._core import EA, PG, GenericStorage, _Group, _kind, filtered
 from ._errors import DamagedValueError, UnstorableValueError
-from ._location import SIDECAR_SUFFIX
+from ._location import SIDECAR_SUFFIX, drop_kept_sidecars, keep_old_sidecar
 from ._onepass import dump_plain
 from ._versions import FORMAT_VERSION, POLICIES, check_versions, current_versions
 
@@ -256,19 +256,23 @@ def _save_pickle(obj: Any, path: str, metadata: dict[str, Any]) -> None:
 
 def _replace(temp: str, path: str, sidecar: bool = False) -> None:
     """Rename ``temp`` over ``path`` (with a JSON document's sidecar: the sidecar
-    first; the document names the sidecar's token, so a crash between the two
-    renames leaves a pair that is refused, not mixed)."""
+    first, the old one kept until the new document is in; the document names its
+    sidecar's token, so a crash between the two renames leaves the old document,
+    which reads the old sidecar's copy)."""
     if not os.path.isdir(temp):
         if os.path.isdir(path):
             shutil.rmtree(path)
         stale = False
         if sidecar and os.path.exists(temp + SIDECAR_SUFFIX):
-            os.replace(temp + SIDECAR_SUFFIX, path + SIDECAR_SUFFIX)
+            keep_old_sidecar(path + SIDECAR_SUFFIX)  # the old document's, until
+            os.replace(temp + SIDECAR_SUFFIX, path + SIDECAR_SUFFIX)  # the new one is in
         elif sidecar:
             stale = os.path.exists(path + SIDECAR_SUFFIX)
         os.replace(temp, path)
         if stale:
             _remove(path + SIDECAR_SUFFIX)
+        if sidecar:
+            drop_kept_sidecars(path + SIDECAR_SUFFIX)  # this one's, and a crashed save's
         return
     old = None
     if os.path.lexists(path):

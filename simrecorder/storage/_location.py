@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import glob
 import os
 import secrets
+import shutil
 from typing import Any, cast
 
 import numpy as np
@@ -96,6 +98,50 @@ SIDECAR_HEADER = len(SIDECAR_MAGIC) + _TOKEN_BYTES + 1
 SIDECAR_SUFFIX = ".bin"
 
 
+def sidecar_token(sidecar: str) -> str | None:
+    """The token in the header of the sidecar file ``sidecar`` (``None``: no such
+    file, or no header)."""
+    try:
+        with open(sidecar, "rb") as stream:
+            header = stream.read(SIDECAR_HEADER)
+    except OSError:
+        return None
+    if len(header) != SIDECAR_HEADER or not header.startswith(SIDECAR_MAGIC):
+        return None
+    return header[len(SIDECAR_MAGIC) : -1].decode("ascii", "replace")
+
+
+def old_sidecar_path(sidecar: str, token: str) -> str:
+    """Where the sidecar of token ``token`` is kept while a new one replaces it."""
+    directory, name = os.path.split(sidecar)
+    return os.path.join(directory, f".{name}.{token}")
+
+
+def keep_old_sidecar(sidecar: str) -> str | None:
+    """Keep the sidecar file ``sidecar`` under :func:`old_sidecar_path` (a hard link)
+    before a new one is renamed over it, and return that path (``None``: there is
+    none). Until the document naming the new sidecar is in place, a crash leaves the
+    old document, which then reads this copy (see :meth:`JSONBackend.read_pack`)."""
+    token = sidecar_token(sidecar)
+    if token is None:
+        return None
+    kept = old_sidecar_path(sidecar, token)
+    try:
+        os.link(sidecar, kept)
+    except FileExistsError:
+        pass
+    except OSError:  # a file system without hard links
+        shutil.copyfile(sidecar, kept)
+    return kept
+
+
+def drop_kept_sidecars(sidecar: str) -> None:
+    """Remove the copies :func:`keep_old_sidecar` made of ``sidecar`` (once the document
+    names the sidecar now in place, nothing reads them)."""
+    for kept in glob.glob(glob.escape(old_sidecar_path(sidecar, "")) + "*"):
+        _unlink(kept)
+
+
 class JSONBackend(LocationBackend):
     """One JSON document (all groups inline) plus, when it holds arrays, a *sidecar*
     file of their raw bytes beside it (``<document>.bin``; the *pack* of the HDF5 and
@@ -122,6 +168,8 @@ class JSONBackend(LocationBackend):
         self.sidecar = path + SIDECAR_SUFFIX
         self.token: str | None = None  # of the sidecar the document pairs with
         self._checked = False
+        self._reading = self.sidecar  # the old sidecar's copy after a crash (_check)
+        self._kept: str | None = None  # the old sidecar, until the new document is in
 
     def load_document(self, path: Path) -> dict[str, Any] | None:
         node = super().load_document(path)
@@ -137,33 +185,43 @@ class JSONBackend(LocationBackend):
             else:
                 document["@bin"] = self.token
         super().save_document(path, document)
+        if not path and self._kept is not None:  # the document names the new sidecar
+            _unlink(self._kept)
+            self._kept = None
 
     def _damaged(self, problem: str) -> StoreFormatError:
         return StoreFormatError(f"{self.describe()}: its sidecar {self.sidecar!r} {problem}")
 
     def _check(self) -> None:
-        """Raise unless the sidecar is the one the document was written with."""
+        """Raise unless the sidecar is the one the document was written with (or the
+        copy of it kept while a new one replaced it, when a crash left the old
+        document: then it is put back)."""
         if self._checked:
             return
-        try:
-            with open(self.sidecar, "rb") as stream:
-                header = stream.read(SIDECAR_HEADER)
-        except FileNotFoundError:
-            raise self._damaged("is missing") from None
-        expected = SIDECAR_MAGIC + (self.token or "").encode("ascii") + b"\n"
-        if header != expected:
-            raise self._damaged("belongs to another save of the document (or is damaged)")
+        if not os.path.exists(self.sidecar):
+            raise self._damaged("is missing")
+        token = sidecar_token(self.sidecar)
+        if token != self.token:
+            kept = old_sidecar_path(self.sidecar, self.token or "")
+            if self.token is None or sidecar_token(kept) != self.token:
+                raise self._damaged("belongs to another save of the document (or is damaged)")
+            if self.read_only:
+                self._reading = kept
+            else:
+                os.replace(kept, self.sidecar)
+        elif not self.read_only:  # a crash after the switch left the old copy
+            drop_kept_sidecars(self.sidecar)
         self._checked = True
 
     def pack_length(self, path: Path) -> int:
         if self.token is None:
             return 0
         self._check()
-        return os.path.getsize(self.sidecar) - SIDECAR_HEADER
+        return os.path.getsize(self._reading) - SIDECAR_HEADER
 
     def read_pack(self, path: Path, start: int, stop: int) -> bytes:
         self._check()
-        with open(self.sidecar, "rb") as stream:
+        with open(self._reading, "rb") as stream:
             stream.seek(SIDECAR_HEADER + start)
             return stream.read(stop - start)
 
@@ -175,11 +233,22 @@ class JSONBackend(LocationBackend):
                 stream.write(data)
                 stream.truncate()
             return
-        # a new sidecar (first arrays, or repacked), with a new token, switched atomically
+        # a new sidecar (first arrays, or repacked), with a new token, switched atomically;
+        # the old one is kept until the document names the new one
+        if self.token is not None and self._kept is None:
+            self._kept = keep_old_sidecar(self.sidecar)
         token = secrets.token_hex(_TOKEN_BYTES // 2)
         atomic_write(self.sidecar, [SIDECAR_MAGIC + token.encode("ascii") + b"\n", data])
         self.token = token
         self._checked = True
+
+
+def _unlink(path: str) -> None:
+    """Remove a file, if there."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
 
 
 class JSONStorage(GenericStorage):
@@ -189,7 +258,9 @@ class JSONStorage(GenericStorage):
 
     The document is rewritten atomically (temp file + rename) at
     :meth:`flush`/:meth:`close`; it names the sidecar's token, so a document and a
-    sidecar of different saves are refused, never mixed.
+    sidecar of different saves are refused, never mixed. A sidecar being replaced is
+    kept (``.x.json.bin.<token>``) until the document naming the new one is in place:
+    a crash between the two leaves the old document with its sidecar.
 
     Parameters
     ----------
