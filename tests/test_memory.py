@@ -62,3 +62,109 @@ def test_recorded_arrays_are_snapshots_kept_in_blocks():
     np.testing.assert_array_equal(got[:, 0], np.arange(37.0))  # the earlier read is intact
     assert rec.get_all("state")[-1, 0] == -1
     rec.close()
+
+
+def test_a_partial_block_read_is_not_changed_by_later_rows():
+    """A block less than half full is copied at a flush: the copy the store keeps
+    must not see the rows recorded next."""
+    store = InMemoryDataStore()
+    rec = Recorder(store, max_records=10, max_seconds=None)
+    for i in range(3):
+        rec.record("v", np.full(4, float(i)))
+    first = rec.get_all("v")  # flushes 3 rows of a block of 10
+    for i in range(3, 9):
+        rec.record("v", np.full(4, float(i)))
+    second = rec.get_all("v")
+    np.testing.assert_array_equal(first[:, 0], [0.0, 1.0, 2.0])
+    np.testing.assert_array_equal(second, np.repeat(np.arange(9.0), 4).reshape(9, 4))
+    rec.close()
+
+
+def test_views_read_between_records_stay_right_across_arenas():
+    """A busy series fills blocks cut from arenas of several blocks: reads before,
+    between and after arena boundaries see every row once, in order, and an earlier
+    read is not changed by later rows or reads."""
+    store = InMemoryDataStore()
+    rec = Recorder(store, max_seconds=None)  # 1 MiB blocks of 131 rows, arenas of 9 blocks
+    state = np.empty(1000)
+    reads = {}
+    for i in range(2600):  # 20 blocks: 3 arenas
+        state[:] = i
+        rec.record("state", state)
+        if i in (0, 130, 131, 1178, 1179, 1500):
+            reads[i] = rec.get_all("state")
+    state[:] = -1  # the caller changes its array after recording it
+    got = rec.get_all("state")
+    np.testing.assert_array_equal(got, np.repeat(np.arange(2600.0), 1000).reshape(2600, 1000))
+    rec.close()
+    for i, view in reads.items():
+        np.testing.assert_array_equal(view[:, 0], np.arange(i + 1.0))
+        np.testing.assert_array_equal(view[:, -1], np.arange(i + 1.0))
+        assert not view.flags.writeable
+
+
+def test_blocks_of_a_busy_series_share_an_arena():
+    """The memory store keeps the blocks of a series that fills them as they are:
+    from the second one on, views of one arena, not copied at flush."""
+    store = InMemoryDataStore()
+    rec = Recorder(store, max_records=100, max_seconds=None)  # blocks of 800 kB
+    for i in range(350):
+        rec.record("busy", np.full(1000, float(i)))
+    rec.flush()
+    busy = store._series["busy"].blocks  # what the store keeps
+    assert [len(b) for b in busy] == [100, 100, 100, 50]
+    assert busy[1].base is not None and busy[1].base is busy[2].base  # one arena
+    np.testing.assert_array_equal(rec.get_all("busy")[:, 3], np.arange(350.0))
+    rec.close()
+
+
+def test_series_flushed_before_their_blocks_fill_or_with_small_blocks_get_no_arena():
+    rec = Recorder(InMemoryDataStore(), max_records=100, max_seconds=None)
+    for i in range(500):
+        rec.record("slow", np.full(1000, float(i)))  # blocks of 800 kB, never full
+        rec.record("small", np.full(10, float(i)))  # full blocks of 8 kB
+        if i % 60 == 59:
+            rec.flush()
+    assert rec._buffers["slow"].rows.arena.size == 0  # arenas on, but never busy
+    assert rec._buffers["small"].rows.arena is None  # 8 kB blocks: arenas off
+    np.testing.assert_array_equal(rec.get_all("slow")[:, 9], np.arange(500.0))
+    np.testing.assert_array_equal(rec.get_all("small")[:, 9], np.arange(500.0))
+    rec.close()
+
+
+def test_a_store_that_keeps_no_blocks_gets_no_arena(tmp_path):
+    from simrecorder import HDF5DataStore
+
+    rec = Recorder(HDF5DataStore(str(tmp_path / "a.h5"), "w"), max_records=100, max_seconds=None)
+    for i in range(350):
+        rec.record("v", np.full(1000, float(i)))
+    assert rec._buffers["v"].rows.arena is None  # written, not kept
+    np.testing.assert_array_equal(rec.get_all("v")[:, 2], np.arange(350.0))
+    rec.close()
+
+
+def test_reads_after_every_record_each_see_the_series_so_far():
+    """Reads join only the rows recorded since the last read into an array that
+    grows by doubling; every view returned stays as it was read."""
+    store = InMemoryDataStore()
+    rec = Recorder(store, max_records=7, max_seconds=None)
+    row = np.empty((2, 3))
+    views = []
+    for i in range(100):
+        row[:] = i
+        rec.record("m", row)
+        views.append(rec.get_all("m"))
+        if i % 9 == 0:
+            store.append("m", np.full((2, 3), -1.0))  # a block straight into the store
+    expected = []
+    for i in range(100):
+        expected.append(float(i))
+        if i % 9 == 0:
+            expected.append(-1.0)
+    final = rec.get_all("m")
+    np.testing.assert_array_equal(final[:, 1, 2], expected)
+    for view in views:
+        assert not view.flags.writeable
+        np.testing.assert_array_equal(view, final[: len(view)])
+    assert [len(v) for v in views] == sorted(len(v) for v in views)
+    rec.close()

@@ -19,25 +19,54 @@ __all__ = ["InMemoryDataStore"]
 
 
 class _Series:
-    """Blocks of one series; dense blocks are concatenated lazily and cached."""
+    """Blocks of one series; dense blocks are joined lazily, on read.
 
-    __slots__ = ("attrs", "blocks", "spec")
+    The store keeps every block as it is handed over (the recorder's buffer lets go
+    of it: no copy at flush). A read joins the blocks recorded since the last read
+    into ``joined``, whose first ``rows`` rows are the series; the array grows by
+    doubling when it is re-allocated, so reading after every few records costs the
+    new rows, not the whole series each time. Rows once joined never change: views
+    returned by earlier reads stay right.
+    """
+
+    __slots__ = ("attrs", "blocks", "joined", "rows", "spec")
 
     def __init__(self, spec: SeriesSpec) -> None:
         self.spec = spec
         self.blocks: list[Any] = []
         self.attrs: dict[str, Any] = {}  # set_series_attrs
+        self.joined: np.ndarray | None = None  # dense series only
+        self.rows = 0
 
     def dense(self) -> np.ndarray:
-        if len(self.blocks) != 1:
-            if self.blocks:
-                joined = np.concatenate(self.blocks)
-            else:
-                joined = np.empty((0, *self.spec.dense_shape), dtype=self.spec.dense_dtype)
-            self.blocks = [joined]
-        view = self.blocks[0].view()
+        if self.blocks:
+            self._join()
+        if self.joined is None:
+            view = np.empty((0, *self.spec.dense_shape), dtype=self.spec.dense_dtype)
+        else:
+            view = self.joined[: self.rows]
         view.flags.writeable = False  # callers must not change recorded data in place
         return view
+
+    def _join(self) -> None:
+        blocks, self.blocks = self.blocks, []
+        if self.joined is None and len(blocks) == 1:
+            self.joined = blocks[0]  # one block: read as it is
+            self.rows = len(blocks[0])
+            return
+        rows = self.rows
+        total = rows + sum(len(block) for block in blocks)
+        if self.joined is None or total > len(self.joined):
+            grown = np.empty(
+                (max(total, 2 * rows), *self.spec.dense_shape), dtype=self.spec.dense_dtype
+            )
+            if self.joined is not None:
+                grown[:rows] = self.joined[:rows]
+            self.joined = grown  # earlier views keep the old array alive, unchanged
+        for block in blocks:  # only rows beyond every earlier view are written
+            self.joined[rows : rows + len(block)] = block
+            rows += len(block)
+        self.rows = rows
 
     def items(self) -> list[Any]:
         if len(self.blocks) > 1:
