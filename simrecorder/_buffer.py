@@ -40,7 +40,7 @@ from ._schema import (
 )
 from .errors import InvalidArgumentError, SchemaError
 
-__all__ = ["SeriesBuffer", "SlowPath", "make_buffer", "one_sample_block"]
+__all__ = ["SeriesBuffer", "SlowPath", "aligned_rows", "make_buffer", "one_sample_block"]
 
 
 class SeriesBuffer:
@@ -497,13 +497,31 @@ def make_buffer(
         nbytes = max(spec.sample_nbytes, 1)
         if nbytes >= max_bytes:
             return LargeSampleBuffer(key, spec, copy=copy_large)
-        capacity = max(1, min(max_records, max_bytes // nbytes))
+        capacity = max(1, min(max_records, aligned_rows(max_bytes // nbytes)))
         if spec.shape == ():
             return ScalarBuffer(key, spec, capacity)
         return ArrayBuffer(key, spec, capacity, lock, arena=copy_large)
     if spec.kind in (STR, BYTES, OBJECT):
         return ListBuffer(key, spec, max_records, max_bytes, nul_free_str)
     raise InvalidArgumentError(f"key {key!r}: unknown series kind {spec.kind!r}")
+
+
+def aligned_rows(rows: int) -> int:
+    """``rows`` cut down to a multiple of a power of two at least a quarter of it
+    (by at most a fifth).
+
+    Blocks of this many rows are whole numbers of the stores' chunks, whose rows are
+    aligned the same way or powers of two no larger (see
+    :func:`~simrecorder.datastores.chunk_rows`): a block is written as whole chunks,
+    never as a part of a chunk to be read back and completed by the next block.
+
+    >>> aligned_rows(131), aligned_rows(131072), aligned_rows(43690), aligned_rows(10)
+    (128, 131072, 40960, 10)
+    """
+    if rows < 8:
+        return rows
+    step = 1 << (rows.bit_length() - 3)
+    return rows - rows % step
 
 
 def one_sample_block(key: str, spec: SeriesSpec, value: Any, *, nul_free_str: bool) -> Any:

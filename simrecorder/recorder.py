@@ -125,7 +125,10 @@ class Recorder:
     buffered per series and handed to every store as whole blocks, when a block is
     full (``max_records`` samples or ``max_bytes`` bytes), when its oldest sample is
     about ``max_seconds`` old, and on :meth:`get_all`, :meth:`flush`, :meth:`close`
-    and interpreter exit. A crash loses at most the samples still in the buffers.
+    and interpreter exit. The stores commit what they hold (an *epoch*) about every
+    ``max_seconds``, after every ``epoch_bytes`` of full blocks, and at
+    :meth:`flush`/:meth:`close`: a crash loses at most what was recorded since the
+    last epoch.
 
     Parameters
     ----------
@@ -135,12 +138,19 @@ class Recorder:
     max_records
         Samples per block at most (per series).
     max_bytes
-        Bytes per block at most (per series). A dense sample at least this large is
-        written directly, without buffering.
+        Bytes per block at most (per series). The rows of a block of dense samples are
+        cut down to a multiple of a power of two (by less than a fifth: 131 samples of
+        8000 bytes become 128), so that blocks are whole chunks of the stores. A dense
+        sample at least this large is written directly, without buffering.
     max_seconds
         Flush buffered samples about this many seconds after they were recorded;
         ``None`` disables the time limit. The check costs nothing per record: a
         background timer arms the next ``record`` call to flush.
+    epoch_bytes
+        Run an epoch (every buffer written, every store flushed and committed) once
+        full blocks of this many bytes were written since the last one. Each commit
+        costs a store a flush and a metadata write; smaller values bound what a
+        crash can lose more tightly (``0``: an epoch after every full block).
     attrs
         Run metadata written to every store (see :attr:`attrs`).
     dead_letter_dir
@@ -194,6 +204,7 @@ class Recorder:
         max_records: int = 1 << 20,
         max_bytes: int = 1 << 20,
         max_seconds: float | None = 1.0,
+        epoch_bytes: int = 8 << 20,
         attrs: Mapping[str, Any] | None = None,
         dead_letter_dir: str | os.PathLike[str] | None = None,
         give_up_seconds: float = 600.0,
@@ -209,6 +220,8 @@ class Recorder:
             raise InvalidArgumentError("max_records and max_bytes must be at least 1")
         if max_seconds is not None and max_seconds <= 0:
             raise InvalidArgumentError("max_seconds must be positive or None")
+        if epoch_bytes < 0:
+            raise InvalidArgumentError(f"epoch_bytes must be 0 or more, got {epoch_bytes}")
         from .datastores.registry import open_datastore
 
         stores = []
@@ -227,6 +240,8 @@ class Recorder:
         self.max_records = int(max_records)
         self.max_bytes = int(max_bytes)
         self.max_seconds = max_seconds
+        self.epoch_bytes = int(epoch_bytes)
+        self._handed = 0  # bytes of full blocks handed to the stores since the last epoch
         self._buffers: dict[str, SeriesBuffer] = {}
         self._buffer_groups: set[str] = set()
         self._stored_in: dict[str, str] = {}  # series continued from a store: its repr
@@ -444,13 +459,19 @@ class Recorder:
             full = large or buf.compact()
             if buf.rejected:
                 self._note_rejected(buf)
-            if (full or self._due) and self._pivot is None:
+            epoch = self._due
+            if full:  # an epoch every epoch_bytes of full blocks (each, while a store
+                # fails: its epochs retry it and bound what is kept for it)
+                self._handed += max(buf.nbytes, len(buf) * buf.spec.sample_nbytes)
+                epoch = epoch or self._handed >= self.epoch_bytes or bool(self._backlogs)
+            if epoch and self._pivot is None:
                 self._arm_epoch(buf)
             if full:
-                # a full block is handed over at once, alone; the armed epoch writes the
-                # rest, then flushes and commits at the step boundary (a store that
-                # queues, like Redis, sends it with the epoch). A large sample may be a
-                # view of the caller's array: it is flushed at once.
+                # a full block is handed over at once, alone; an armed epoch (every
+                # epoch_bytes of them, or when due) writes the rest, then flushes and
+                # commits at the step boundary (a store that queues, like Redis, sends
+                # it with the epoch). A large sample may be a view of the caller's
+                # array: it is flushed at once.
                 with deferred_signals():
                     self._flush_buffer(buf)
                     if large:
@@ -490,6 +511,7 @@ class Recorder:
         ``retry_seconds``.
         """
         self._due = self._forced = False
+        self._handed = 0
         self._disarm_epoch()
         with deferred_signals():
             self._retry_backlogs(force=retry)

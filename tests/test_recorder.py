@@ -20,7 +20,7 @@ from simrecorder import (
     StoreClosedError,
     StoreWriteError,
 )
-from simrecorder.errors import ValueOutOfRangeError
+from simrecorder.errors import InvalidArgumentError, ValueOutOfRangeError
 
 
 @pytest.fixture(params=["memory", "hdf5"])
@@ -75,13 +75,15 @@ def test_block_is_written_when_full(store):
 
 
 def test_max_bytes_bounds_a_block(store):
-    rec = Recorder(store, max_bytes=800, max_seconds=None)  # 100 float64 scalars
-    for i in range(100):
+    rec = Recorder(store, max_bytes=1024, max_seconds=None)  # 128 float64 scalars
+    for i in range(127):
         rec.record("x", float(i))
-    assert len(store.get_all("x")) == 100
-    rec.record("words", "x" * 500)
-    rec.record("words", "y" * 500)
-    assert store.get_all("words") == ["x" * 500, "y" * 500]
+    assert "x" not in store
+    rec.record("x", 127.0)
+    assert len(store.get_all("x")) == 128
+    rec.record("words", "x" * 600)
+    rec.record("words", "y" * 600)
+    assert store.get_all("words") == ["x" * 600, "y" * 600]
 
 
 def test_max_seconds_flushes_old_samples(store):
@@ -409,7 +411,8 @@ def test_array_samples_take_a_fast_path_that_copies_and_checks(store):
 
 def test_a_full_array_block_commits_every_series_at_the_next_step():
     store = InMemoryDataStore()
-    rec = Recorder(store, max_bytes=10 * 80, max_seconds=None)  # 10 samples of (10,) a block
+    # 10 samples of (10,) a block; an epoch after every full block
+    rec = Recorder(store, max_bytes=10 * 80, max_seconds=None, epoch_bytes=0)
     for step in range(10):
         rec.record("v", np.full(10, float(step)))
         rec.record("t", float(step))
@@ -419,6 +422,30 @@ def test_a_full_array_block_commits_every_series_at_the_next_step():
     assert len(store.get_all("t")) == 10 and len(store.get_all("v")) == 10
     assert len(rec.get_all("v")) == 11
     rec.close()
+
+
+def test_blocks_are_whole_numbers_of_aligned_rows():
+    store = InMemoryDataStore()
+    rec = Recorder(store, max_bytes=1 << 20, max_seconds=None)  # 131 samples of 8000 bytes
+    for step in range(128):
+        rec.record("v", np.full(1000, float(step)))
+    assert len(store.get_all("v")) == 128  # cut down to a multiple of 32: whole chunks
+    rec.close()
+
+
+def test_an_epoch_comes_after_epoch_bytes_of_full_blocks():
+    store = InMemoryDataStore()
+    rec = Recorder(store, max_bytes=10 * 80, max_seconds=None, epoch_bytes=3 * 800)
+    for step in range(30):  # "v" fills a block every 10 steps: 800 bytes each
+        rec.record("v", np.full(10, float(step)))
+        rec.record("t", float(step))
+    # full blocks were handed over alone; the third one armed the epoch
+    assert len(store.get_all("v")) == 30 and "t" not in store
+    rec.record("v", np.full(10, 30.0))  # the next step: the epoch runs first
+    assert len(store.get_all("t")) == 30 and len(store.get_all("v")) == 30
+    rec.close()
+    with pytest.raises(InvalidArgumentError, match="epoch_bytes"):
+        Recorder(InMemoryDataStore(), epoch_bytes=-1)
 
 
 def test_array_samples_from_several_threads_are_each_stored_once():

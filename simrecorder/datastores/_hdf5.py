@@ -111,9 +111,11 @@ _INTERNAL_SERIES_ATTRS = frozenset(
 
 def chunk_rows(sample_nbytes: int, first_rows: int | None = None) -> int:
     """Rows per chunk of an HDF5 series (see :func:`._chunks.chunk_rows`): chunks of
-    ``CHUNK_TARGET_BYTES``, one sample per chunk above that, smaller for a series
-    whose first block is small."""
-    return _chunk_rows(sample_nbytes, CHUNK_TARGET_BYTES, first_rows, MIN_CHUNK_BYTES)
+    up to ``CHUNK_TARGET_BYTES``, one sample per chunk above that, smaller for a
+    series whose first block is small; a power of two, so the recorder's blocks
+    (:func:`~simrecorder._buffer.aligned_rows`) are whole chunks, written directly."""
+    rows = _chunk_rows(sample_nbytes, CHUNK_TARGET_BYTES, first_rows, MIN_CHUNK_BYTES)
+    return 1 << (rows.bit_length() - 1)
 
 
 def _translated(method: Callable[..., _T]) -> Callable[..., _T]:
