@@ -7,16 +7,14 @@ import importlib
 import importlib.metadata
 import os
 import platform
-import re
 import socket
-import subprocess
 import sys
-import time
 import warnings
 from typing import Any
 
 import numpy as np
 
+from .._provenance import git_state
 from .._version import __version__
 from ..errors import InvalidArgumentError
 from ._errors import EnvironmentMismatch
@@ -28,31 +26,6 @@ FORMAT_VERSION = 1
 #: The values of ``version_policy``.
 POLICIES = ("ignore", "warn", "strict")
 _NOT_PACKAGES = frozenset({"format", "git", "host", "time", "package_git"})
-
-
-_git_cache: dict[str, tuple[float, Any]] = {}
-
-
-def _git_state(directory: str) -> dict[str, Any] | None:
-    """``{'commit', 'dirty'}`` of the git checkout at ``directory`` (cached for 10 s)."""
-    now = time.monotonic()
-    cached = _git_cache.get(directory)
-    if cached is not None and now - cached[0] < 10.0:
-        return cached[1]
-    state: dict[str, Any] | None = None
-    try:
-        run = {"cwd": directory, "capture_output": True, "text": True, "timeout": 5, "check": True}
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], **run).stdout.strip()  # type: ignore[call-overload]
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            **run,  # type: ignore[call-overload]
-        ).stdout.strip()
-        if re.fullmatch(r"[0-9a-f]{40}", commit):
-            state = {"commit": commit, "dirty": bool(dirty)}
-    except (OSError, subprocess.SubprocessError):
-        state = None
-    _git_cache[directory] = (now, state)
-    return state
 
 
 def _package_version(package: str) -> str | None:
@@ -99,11 +72,11 @@ def current_versions(packages: set[str] | frozenset[str] = frozenset()) -> dict[
     for package in sorted(packages):
         if package not in versions and package not in _NOT_PACKAGES:
             versions[package] = _package_version(package) or "unknown"
-    versions["git"] = _git_state(os.getcwd())
+    versions["git"] = git_state(os.getcwd())
     package_git = {}
     for package in sorted(packages):
         directory = _package_directory(package)
-        state = _git_state(directory) if directory else None
+        state = git_state(directory) if directory else None
         if state is not None:
             package_git[package] = state
     versions["package_git"] = package_git
