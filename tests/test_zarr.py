@@ -475,3 +475,116 @@ def test_append_block_under_a_series_fails_at_once(tmp_path):
             store.append_block("a/b", infer_spec(1.0), np.zeros(3))
         store.flush()  # nothing of it is left to fail later
         assert store.keys() == ["a"]
+
+
+def test_blosc_store_of_many_short_series_reads_in_plain_zarr(tmp_path):
+    """The default (blosc) codec: short series keep 1 MiB chunks (from the sample
+    size), made of 128 KiB blosc blocks, and plain zarr reads every one of them."""
+    path = tmp_path / "many.zarr"
+    lengths = {f"pop{i % 3}/n{i}": 1 + (i * 37) % 200 for i in range(60)}
+    with Recorder(ZarrDataStore(path), max_seconds=None) as rec:
+        for step in range(200):
+            for key, length in lengths.items():
+                if step < length:
+                    rec.record(key, float(step) + 0.5)
+            rec.record("vec", np.full(3, step, dtype=np.float32))
+    group = zarr.open_group(path, mode="r")
+    for key, length in lengths.items():
+        array = group[key]
+        np.testing.assert_array_equal(array[...], np.arange(length) + 0.5)
+        assert array.chunks == ((1 << 20) // 8,)
+        (blosc,) = array.compressors
+        assert (blosc.cname.value, blosc.clevel, blosc.typesize, blosc.blocksize) == (
+            "lz4", 5, 8, 16384,
+        )  # fmt: skip
+    np.testing.assert_array_equal(group["vec"][...], np.repeat(np.arange(200.0), 3).reshape(-1, 3))
+    assert group["vec"].chunks == ((1 << 20) // 12, 3)
+
+
+@pytest.mark.parametrize("shape", [(), (3,), (5, 7)])
+def test_blosc_chunks_grown_by_many_small_flushes(tmp_path, shape):
+    """Rows appended flush by flush across blosc block boundaries (rows of 24 and 280
+    bytes straddle them): each append re-encodes the blocks it changes only, and the
+    chunk reads back whole in plain zarr, equal to blosc's encoding of the chunk."""
+    import numcodecs
+
+    path = tmp_path / "grow.zarr"
+    rng = np.random.default_rng(2)
+    sizes = [1, 7, 2730, 3, 5000, 1, 9000, 640]
+    data = rng.random((sum(sizes), *shape))
+    with ZarrDataStore(path) as store:
+        rec = Recorder(store, max_seconds=None)
+        at = 0
+        for size in sizes:
+            for row in data[at : at + size]:
+                rec.record("x", row)
+            rec.flush()
+            at += size
+        rec.close()
+    array = zarr.open_group(path, mode="r")["x"]
+    np.testing.assert_array_equal(array[...], data)
+    rows = array.chunks[0]
+    full = np.zeros((rows, *shape))
+    full[: len(data)] = data[:rows]
+    (blosc,) = array.compressors
+    codec = numcodecs.Blosc(cname="lz4", clevel=5, shuffle=1, blocksize=blosc.blocksize,
+                            typesize=8)  # fmt: skip
+    stored = (path / "x" / ("c" + ".0" * (1 + len(shape)))).read_bytes()
+    assert np.array_equal(np.frombuffer(codec.decode(stored)).reshape(full.shape), full)
+    assert len(stored) == len(codec.encode(full))  # the same blocks, maybe in other order
+
+
+def test_blosc_block_splicing_is_blosc_s_own_encoding():
+    """The chunk put together from re-encoded blocks, kept blocks and zero blocks is
+    byte for byte blosc's encoding of the whole chunk (single-threaded blosc keeps
+    the blocks in order)."""
+    import numcodecs
+    from numcodecs import blosc
+
+    from simrecorder.datastores._zarr import _BloscBlocks
+
+    threads = blosc.get_nthreads()
+    blosc.set_nthreads(1)
+    try:
+        rng = np.random.default_rng(3)
+        for dtype, shape, blocksize in [("f8", (131072,), 8192), ("c16", (5000, 3), 4096),
+                                        ("i1", (300000,), 65536)]:  # fmt: skip
+            dtype = np.dtype(dtype)
+            codec = numcodecs.Blosc("lz4", 5, 1, blocksize=blocksize, typesize=dtype.itemsize)
+            blocks = _BloscBlocks(codec)
+            full, stored, at = np.zeros(shape, dtype), None, 0
+            for count in [10, 1, 4000, 100, 700, 7, 20000, 3, 40000, 5, 17]:
+                count = min(count, shape[0] - at)
+                if not count:
+                    break
+                part = (rng.random((count, *shape[1:])) * 100).astype(dtype)
+                full[at : at + count] = part
+                parts = blocks.encode(part, at, stored, shape)
+                assert parts is not None
+                stored = b"".join(bytes(p) for p in parts)
+                assert stored == codec.encode(full)
+                at += count
+    finally:
+        blosc.set_nthreads(threads)
+
+
+def test_blosc_arrays_of_one_block_per_chunk_are_encoded_whole(tmp_path):
+    """An array whose blosc blocksize is automatic (as zarr-python and earlier
+    versions write it) has one block per 1 MiB chunk: appends re-encode the chunk."""
+    path = tmp_path / "auto.zarr"
+    with ZarrDataStore(path) as store:
+        store.append("a", 0.0)
+    group = zarr.open_group(path, mode="a")
+    group.create_array(
+        "x", shape=(0,), chunks=(131072,), dtype="float64", fill_value=0,
+        chunk_key_encoding={"name": "default", "separator": "."},
+        compressors=zarr.codecs.BloscCodec(cname="lz4", clevel=5, shuffle="shuffle"),
+    )  # fmt: skip
+    with Recorder(ZarrDataStore(path, mode="a"), max_seconds=None) as rec:
+        for i in range(50):
+            rec.record("x", float(i))
+            if i % 7 == 0:
+                rec.flush()
+    x = zarr.open_group(path, mode="r")["x"]
+    np.testing.assert_array_equal(x[...], np.arange(50.0))
+    assert x.compressors[0].blocksize == 0

@@ -11,6 +11,7 @@ import json
 import os
 import re
 import shutil
+import struct
 import uuid
 import warnings
 import weakref
@@ -115,11 +116,22 @@ def _reading(store: ZarrDataStore, key: str) -> Iterator[None]:
         ) from exc
 
 
-def _compressors(compression: CompressionType) -> Any:
+#: bytes per blosc block of a dense array's chunks (see :func:`_compressors`)
+BLOSC_BLOCK_BYTES = 128 << 10
+
+
+def _compressors(compression: CompressionType, itemsize: int | None = None) -> Any:
+    """zarr's codec of ``compression``. A dense array of ``itemsize``-byte items gets
+    blosc blocks of :data:`BLOSC_BLOCK_BYTES` (the codec's ``blocksize`` counts items
+    per shuffled stream: blosc makes a block ``typesize`` times that): a chunk is then
+    many blocks, which blosc's threads compress in parallel and which the store
+    re-encodes one by one (see :class:`_BloscBlocks`); blosc's automatic choice makes
+    a 1 MiB chunk one block, re-encoded whole for every row appended to it."""
     if compression == CompressionType.NONE:
         return None
     if compression == CompressionType.BLOSC:
-        return zarr.codecs.BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")
+        blocksize = max(1, BLOSC_BLOCK_BYTES // itemsize) if itemsize else 0
+        return zarr.codecs.BloscCodec(cname="lz4", clevel=5, shuffle="shuffle", blocksize=blocksize)
     if compression == CompressionType.ZSTD:
         return zarr.codecs.ZstdCodec(level=3)
     if compression == CompressionType.LZMA:
@@ -201,7 +213,10 @@ class ZarrDataStore(DataStore):
     uncompressed series whose first block is small gets chunks of that block's size
     (at least 8 KiB). Dense series are written by the store itself, not through
     zarr-python: chunks encoded with numcodecs as the array's codecs say (blosc with
-    its threads), the ``zarr.json`` documents zarr-python would write. An append
+    its threads), the ``zarr.json`` documents zarr-python would write. A blosc chunk
+    is made of 128 KiB blocks, compressed one by one: an append re-encodes only the
+    blocks it changes (a short series costs one block, not its 1 MiB chunk of
+    zeros), and the chunk is byte for byte blosc's own encoding. An append
     writes chunks only; :meth:`flush` (which the recorder calls every epoch) writes
     each changed array's ``zarr.json`` once, after its chunks: rows appended become
     visible to readers at the next flush. str, bytes and object series, and arrays
@@ -236,7 +251,8 @@ class ZarrDataStore(DataStore):
         An ``s3://bucket/prefix?endpoint_url=...`` URL (or ``zarr+s3://...``) is a
         zarr v3 store in S3 (``DIRECTORY`` only, see Notes).
     compression_type
-        Codec of new arrays: ``BLOSC`` (lz4, default), ``ZSTD``, ``LZMA`` (numcodecs'
+        Codec of new arrays: ``BLOSC`` (lz4, level 5, byte shuffle, 128 KiB blocks;
+        the default), ``ZSTD``, ``LZMA`` (numcodecs'
         codec, outside the zarr v3 spec) or ``NONE``; anything else raises
         :class:`~simrecorder.errors.InvalidArgumentError`.
     mode
@@ -781,7 +797,7 @@ class ZarrDataStore(DataStore):
                     chunk_key_encoding=_CHUNK_KEYS,
                     dtype=spec.dtype,
                     fill_value=0,
-                    compressors=_compressors(self.compression_type),
+                    compressors=_compressors(self.compression_type, spec.dense_dtype.itemsize),
                     attributes={_KIND_ATTR: DENSE, _COMMIT_ATTR: [0, 0, 0, 0]},
                     dimension_names=_dimension_names(key, 1 + len(sample)),
                 )
@@ -1176,7 +1192,7 @@ def _array_template(dtype: str, sample: tuple[int, ...], rows: int, compression:
             chunk_key_encoding=_CHUNK_KEYS,
             dtype=np.dtype(dtype),
             fill_value=0,
-            compressors=_compressors(CompressionType(compression)),
+            compressors=_compressors(CompressionType(compression), np.dtype(dtype).itemsize),
             attributes={},
             dimension_names=_dimension_names("x", 1 + len(sample)),
             zarr_format=3,
@@ -1528,8 +1544,7 @@ class _ChunkWriter:
             lo, hi = max(first, start), min(first + rows, end)
             key = self._chunk_key(first // rows)
             part = block[lo - start : hi - start]
-            old = self._old_rows(key, lo - first) if lo > first else None
-            data = self.codec.encode(part, old, self.rows, self.dtype)
+            data = self._encode(key, part, lo - first)
             if first < start:  # holds rows of earlier appends: never torn
                 self.files.write(key, data, self.padded)
             else:
@@ -1555,10 +1570,28 @@ class _ChunkWriter:
         self.meta, self.published, self.new = meta, int(meta["shape"][0]), False
         self.unsynced = []
 
-    def _old_rows(self, key: str, count: int) -> np.ndarray:
-        """The first ``count`` rows stored in the chunk ``key`` (zeros if missing)."""
+    def _encode(self, key: str, rows: np.ndarray, at: int) -> _Data:
+        """The stored form of the chunk ``key`` with ``rows`` written from its row
+        ``at`` on (the rows before ``at`` as stored)."""
+        blocks = self.codec.blocks
+        if blocks is not None:
+            stored = self.files.read(key) if at else None
+            shape = (self.rows, *self.sample)
+            data = blocks.encode(np.ascontiguousarray(rows, self.dtype), at, stored, shape)
+            if data is not None:
+                return data
+            old = self._old_rows(key, at, stored) if at else None
+        else:
+            old = self._old_rows(key, at) if at else None
+        return self.codec.encode(rows, old, self.rows, self.dtype)
+
+    def _old_rows(self, key: str, count: int, stored: bytes | None = None) -> np.ndarray:
+        """The first ``count`` rows stored in the chunk ``key`` (zeros if missing;
+        ``stored``: the chunk, already read)."""
         shape = (count, *self.sample)
-        data = self.files.read(key, self.codec.prefix(count * self.row_nbytes))
+        if stored is None:
+            stored = self.files.read(key, self.codec.prefix(count * self.row_nbytes))
+        data = stored
         if data is None:
             return np.zeros(shape, dtype=self.dtype)
         values = np.frombuffer(self.codec.decode(data), dtype=self.dtype)
@@ -1582,8 +1615,10 @@ class _ChunkCodec:
     bytes-to-bytes codec, applied with numcodecs (blosc with its own threads) as
     zarr-python would."""
 
-    def __init__(self, compressor: Any) -> None:
+    def __init__(self, compressor: Any, blocks: _BloscBlocks | None = None) -> None:
         self.compressor = compressor
+        #: blosc: re-encodes only the blocks of a chunk that change
+        self.blocks = blocks
 
     def prefix(self, nbytes: int) -> int | None:
         """How many bytes of a chunk to read for its first ``nbytes`` of data."""
@@ -1652,20 +1687,162 @@ def _compressor_codec(name: str, config: dict[str, Any]) -> _ChunkCodec | None:
     import numcodecs
 
     if name == "blosc":
-        return _ChunkCodec(
-            numcodecs.Blosc(
-                cname=config["cname"],
-                clevel=config["clevel"],
-                shuffle=_SHUFFLES[config["shuffle"]],
-                blocksize=config.get("blocksize", 0),
-                typesize=config.get("typesize"),
-            )
+        return _blosc_codec(
+            config["cname"],
+            config["clevel"],
+            _SHUFFLES[config["shuffle"]],
+            config.get("blocksize", 0),
+            config.get("typesize"),
         )
     if name == "zstd":
         return _ChunkCodec(numcodecs.Zstd(level=config["level"], checksum=config["checksum"]))
     if name.startswith("numcodecs."):
         return _ChunkCodec(numcodecs.get_codec({"id": name[len("numcodecs.") :], **config}))
     return None
+
+
+#: c-blosc 1.x chunk header: version, codec version, flags, typesize, nbytes,
+#: blocksize, cbytes; then one int32 start offset per block
+_BLOSC_HEADER = struct.Struct("<BBBBiii")
+_BLOSC_MEMCPYED = 0x2
+
+
+class _BloscFrame:
+    """A blosc (c-blosc 1.x) chunk cut into its blocks' compressed streams.
+
+    blosc compresses each block of a chunk on its own (shuffle included) and records
+    where each block's stream starts, so a chunk can be put together from streams
+    of other chunks encoded with the same parameters: the result is the bytes blosc
+    would make of the whole chunk (up to the order of the streams, which blosc's
+    threads do not keep either).
+    """
+
+    def __init__(self, header: tuple[int, ...], streams: list[memoryview]) -> None:
+        self.header = header
+        self.streams = streams
+
+    @classmethod
+    def parse(cls, data: bytes | None) -> _BloscFrame | None:
+        """The frame of the chunk ``data``, or None when it is not one this class
+        splices (a chunk blosc stored uncompressed, or damaged)."""
+        if data is None or len(data) < _BLOSC_HEADER.size:
+            return None
+        header = _BLOSC_HEADER.unpack_from(data)
+        version, _lz, flags, _typesize, nbytes, blocksize, cbytes = header
+        if version != 2 or flags & _BLOSC_MEMCPYED or cbytes != len(data) or blocksize <= 0:
+            return None
+        count = -(-nbytes // blocksize)
+        table = _BLOSC_HEADER.size + 4 * count
+        if count < 1 or table > cbytes:
+            return None
+        starts = struct.unpack_from(f"<{count}i", data, _BLOSC_HEADER.size)
+        view = memoryview(data)
+        streams: list[memoryview] = [view] * count
+        order = sorted(range(count), key=starts.__getitem__)
+        for at, index in enumerate(order):
+            end = starts[order[at + 1]] if at + 1 < count else cbytes
+            if not table <= starts[index] <= end:
+                return None
+            streams[index] = view[starts[index] : end]
+        return cls(header, streams)
+
+    @property
+    def blocksize(self) -> int:
+        return self.header[5]
+
+    def same_kind(self, other: _BloscFrame) -> bool:
+        """True when the blocks of ``self`` and ``other`` are interchangeable."""
+        return self.header[:4] == other.header[:4] and self.blocksize == other.blocksize
+
+    def build(self, streams: list[memoryview]) -> list[Any]:
+        """The parts of a chunk like this one made of ``streams``."""
+        return self._with(_BLOSC_HEADER.pack(*self.header[:6], 0), streams)
+
+    def blocks(self, first: int, stop: int) -> bytes:
+        """A chunk of the blocks ``first`` to ``stop - 1`` alone (blosc decodes no
+        chunk of the short last block alone: only after another block)."""
+        nbytes = min(stop * self.blocksize, self.header[4]) - first * self.blocksize
+        header = _BLOSC_HEADER.pack(*self.header[:4], nbytes, self.blocksize, 0)
+        return b"".join(bytes(part) for part in self._with(header, self.streams[first:stop]))
+
+    def _with(self, header: bytes, streams: list[memoryview]) -> list[Any]:
+        table = _BLOSC_HEADER.size + 4 * len(streams)
+        starts, at = [], table
+        for stream in streams:
+            starts.append(at)
+            at += stream.nbytes
+        return [header[:12] + struct.pack("<i", at) + struct.pack(f"<{len(starts)}i", *starts),
+                *streams]  # fmt: skip
+
+
+class _BloscBlocks:
+    """Encodes a chunk that changes in a few blocks by re-encoding those only: the
+    blocks before the rows written are kept from the stored chunk, the blocks after
+    them are those of an all-zero chunk (encoded once per chunk shape). A short
+    series in 1 MiB chunks costs the encoding of one block, not of 1 MiB of zeros."""
+
+    def __init__(self, compressor: Any) -> None:
+        self.compressor = compressor
+        self._zeros: dict[tuple[tuple[int, ...], str], _BloscFrame | None] = {}
+
+    def zeros(self, shape: tuple[int, ...], dtype: np.dtype) -> _BloscFrame | None:
+        """The frame of an all-zero chunk, or None when it is a single block."""
+        known = (shape, dtype.str)
+        if known not in self._zeros:
+            frame = _BloscFrame.parse(self.compressor.encode(np.zeros(shape, dtype)))
+            self._zeros[known] = frame if frame is not None and len(frame.streams) > 1 else None
+        return self._zeros[known]
+
+    def encode(
+        self, rows: np.ndarray, at: int, stored: bytes | None, shape: tuple[int, ...]
+    ) -> list[Any] | None:
+        """The parts of the chunk of ``shape`` whose rows from ``at`` on are ``rows``
+        (a C-contiguous array), the rows before ``at`` those of ``stored``; None when
+        the chunk must be encoded whole."""
+        if not at and len(rows) == shape[0]:
+            return None  # a whole new chunk: encoded as it is, without a copy
+        zero = self.zeros(shape, rows.dtype)
+        if zero is None:
+            return None
+        row_nbytes = rows.itemsize * int(np.prod(shape[1:], dtype=np.int64))
+        nbytes, size, count = shape[0] * row_nbytes, zero.blocksize, len(zero.streams)
+        lo, hi = at * row_nbytes, (at + len(rows)) * row_nbytes
+        first, stop = lo // size, min(-(-hi // size), count)
+        if first == count - 1 and nbytes % size and first:
+            first -= 1  # blosc encodes no short last block alone: take the one before too
+        if not at and stop == count and not first:
+            return None  # no block to keep: encoded whole, as it is
+        kept, head = zero.streams[:first], memoryview(b"")
+        if at and stored is not None:
+            old = _BloscFrame.parse(stored)
+            if old is None or old.header[:6] != zero.header[:6]:
+                return None
+            kept = old.streams[:first]
+            if lo > first * size:
+                old_blocks = self.compressor.decode(old.blocks(first, -(-lo // size)))
+                head = memoryview(old_blocks)[: lo - first * size]
+        region = np.zeros(min(stop * size, nbytes) - first * size, np.uint8)
+        region[: len(head)] = np.frombuffer(head, np.uint8)
+        region[lo - first * size : hi - first * size] = rows.reshape(-1).view(np.uint8)
+        new = _BloscFrame.parse(self.compressor.encode(region))
+        if new is None or not new.same_kind(zero) or len(new.streams) != stop - first:
+            return None
+        return zero.build([*kept, *new.streams, *zero.streams[stop:]])
+
+
+@functools.lru_cache(maxsize=64)
+def _blosc_codec(
+    cname: str, clevel: int, shuffle: int, blocksize: int, typesize: int | None
+) -> _ChunkCodec:
+    """The codec of blosc arrays configured so (shared: its :class:`_BloscBlocks`
+    encodes the all-zero chunk of a shape once for every array)."""
+    import numcodecs
+
+    blosc = numcodecs.Blosc(
+        cname=cname, clevel=clevel, shuffle=shuffle, blocksize=blocksize, typesize=typesize
+    )
+    # blocks are spliced as bytes: only with the typesize the metadata fixes
+    return _ChunkCodec(blosc, _BloscBlocks(blosc) if typesize else None)
 
 
 def _writer_lock(directory: str, store_path: str) -> FileLock:
