@@ -417,7 +417,7 @@ class ZarrDataStore(DataStore):
         if creating:
             info: dict[str, Any] = provenance(zarr_version=zarr.__version__)
             info[_FORMAT_ATTR] = FORMAT_VERSION
-            group.attrs.update(info)
+            group.update_attributes(info)  # one write (attrs.update writes once per key)
         else:
             version = group.attrs.get(_FORMAT_ATTR, FORMAT_VERSION)
             if isinstance(version, int | float | str) and int(version) > FORMAT_VERSION:
