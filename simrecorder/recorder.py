@@ -953,9 +953,10 @@ class Recorder:
     @property
     def storage(self) -> Any:
         """A :class:`~simrecorder.storage.StorageGroup` in the first persistent store
-        that can hold one (an HDF5 file: it shares the store's open file), for what a run
-        keeps beside its series: ``rec.storage['params'] = params``. Written at each
-        flush and at close; read with ``simrecorder.storage.load(path, 'params')``.
+        that can hold one (an HDF5 file: it shares the store's open file; a zarr
+        directory on local disk), for what a run keeps beside its series:
+        ``rec.storage['params'] = params``. Written at each flush and at close; read
+        with ``simrecorder.storage.load(path, 'params')``.
 
         Raises
         ------
@@ -964,13 +965,13 @@ class Recorder:
         """
         self._check_open()
         for store in self.datastores:
-            if store.persistent and callable(getattr(store, "shared", None)):
-                from .storage import HDF5Storage  # the storage layer beside this one
+            if store.persistent and store.storage_kind() is not None:
+                from .storage import storage_beside  # the storage layer beside this one
 
-                return HDF5Storage.of_store(store).root
+                return storage_beside(store).root
         raise ArgumentTypeError(
             f"none of this recorder's stores ({', '.join(map(repr, self.datastores))}) can "
-            "hold a storage: rec.storage needs an HDF5 file store"
+            "hold a storage: rec.storage needs an HDF5 file or a zarr directory store"
         )
 
     # -- lifecycle ----------------------------------------------------------------------

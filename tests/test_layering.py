@@ -46,6 +46,7 @@ LAYERS: dict[str, int] = {
             "_buffer",
             "_describe",
             "_h5",
+            "_writers",
             "options",
         ),
         1,

@@ -16,7 +16,7 @@ import h5py
 import numpy as np
 import pytest
 
-from simrecorder import HDF5DataStore, InMemoryDataStore, Recorder
+from simrecorder import HDF5DataStore, InMemoryDataStore, Recorder, ZarrDataStore
 from simrecorder.errors import StoreFormatError
 from simrecorder.storage import (
     EnvironmentMismatch,
@@ -237,25 +237,38 @@ def test_one_leaf_of_a_100_mb_file(tmp_path):
     assert elapsed < 0.05  # a generous bound for a loaded CI machine; typically ~1 ms
 
 
-def test_recorder_storage_shares_the_hdf5_file(tmp_path):
-    path = tmp_path / "run.h5"
-    with Recorder(HDF5DataStore(path)) as rec:
+RUN_STORES = {"hdf5": ("run.h5", HDF5DataStore), "zarr": ("run.zarr", ZarrDataStore)}
+
+
+@pytest.mark.parametrize("kind", sorted(RUN_STORES))
+def test_recorder_storage_shares_the_run_file(tmp_path, kind):
+    name, store_class = RUN_STORES[kind]
+    path = tmp_path / name
+    with Recorder(store_class(path)) as rec:
         rec.record("x", 1.0)
+        rec.attrs["note"] = "kept"
         rec.storage["params"] = {"dt": 0.1, "table": np.arange(10_000)}
         rec.storage["final"] = Particle("end", np.ones(2))
+        rec.storage["top"] = np.arange(5000.0)  # an array of its own at the root
         assert rec.keys() == ["x"]
+        rec.flush()
+        assert load(path, "params/dt") == 0.1  # written at each flush
+        rec.record("x", 2.0)
     assert load(path, "params/dt") == 0.1
     assert isinstance(load(path, "final"), Particle)
     with open_storage(path) as root:
-        assert list(root) == ["params", "final"]
+        assert list(root) == ["params", "final", "top"]
         root["params/dt"] = 0.2
-    store = HDF5DataStore(path, mode="r")
+    store = store_class(path, mode="r")
     try:
         assert store.keys() == ["x"]
+        assert list(store.get_all("x")) == [1.0, 2.0]
         assert "simrecorder_storage" not in store.attrs
+        assert store.attrs["note"] == "kept"
     finally:
         store.close()
     assert load(path, "params/dt") == 0.2
+    np.testing.assert_array_equal(load(path, "top"), np.arange(5000.0))
 
 
 def test_recorder_storage_needs_a_file_store():
@@ -352,7 +365,9 @@ def test_a_zarr_index_written_as_json_text_still_loads(tmp_path):
     meta_path = os.path.join(path, "zarr.json")
     with open(meta_path) as stream:
         meta = json.load(stream)
-    meta["attributes"]["simrecorder_storage"] = json.dumps(meta["attributes"]["simrecorder_storage"])
+    meta["attributes"]["simrecorder_storage"] = json.dumps(
+        meta["attributes"]["simrecorder_storage"]
+    )
     with open(meta_path, "w") as stream:
         json.dump(meta, stream)
     assert load(path, version_policy="ignore") == {"a": 1, "f": {"x": 0.5, "y": 1.5}}
@@ -375,11 +390,13 @@ def test_compact_keeps_the_recorders_series(tmp_path):
     assert load(path) == {"small": 1}
 
 
-def test_open_storage_goes_through_the_recorder_writing_the_file(tmp_path):
-    path = tmp_path / "run.h5"
-    with Recorder(HDF5DataStore(path)) as rec:
+@pytest.mark.parametrize("kind", sorted(RUN_STORES))
+def test_open_storage_goes_through_the_recorder_writing_the_file(tmp_path, kind):
+    name, store_class = RUN_STORES[kind]
+    path = tmp_path / name
+    with Recorder(store_class(path)) as rec:
         rec.storage["a"] = 1
-        with open_storage(path) as root:  # no second HDF5 handle: shares the recorder's
+        with open_storage(path) as root:  # no second writer: shares the recorder's
             assert root["a"] == 1
             root["b"] = np.arange(10_000)
         assert rec.storage["b"].shape == (10_000,)
@@ -387,15 +404,24 @@ def test_open_storage_goes_through_the_recorder_writing_the_file(tmp_path):
     assert list(load(path)) == ["a", "b"]
 
 
-def test_save_refuses_to_replace_a_file_being_recorded(tmp_path):
-    path = tmp_path / "run.h5"
-    with Recorder(HDF5DataStore(path)) as rec:
+def test_zarr_stores_that_are_not_local_directories_hold_no_storage(tmp_path):
+    store = ZarrDataStore(tmp_path / "run.zip", datastore_type="zip")
+    with Recorder(store) as rec, pytest.raises(TypeError, match="storage"):
+        rec.storage  # noqa: B018
+
+
+@pytest.mark.parametrize("kind", sorted(RUN_STORES))
+def test_save_refuses_to_replace_a_file_being_recorded(tmp_path, kind):
+    name, store_class = RUN_STORES[kind]
+    path = tmp_path / name
+    with Recorder(store_class(path)) as rec:
         rec.record("x", 1.0)
         with pytest.raises(OSError, match="writing it"):
             save({"a": 1}, path)
-        with pytest.raises(OSError, match="writing it"):
-            compact(path)
-    store = HDF5DataStore(path, mode="r")
+        if kind == "hdf5":  # (compacting a zarr directory is a no-op)
+            with pytest.raises(OSError, match="writing it"):
+                compact(path)
+    store = store_class(path, mode="r")
     try:
         assert store.keys() == ["x"]
     finally:

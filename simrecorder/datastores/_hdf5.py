@@ -704,6 +704,10 @@ class HDF5DataStore(DataStore):
                     self._stale_text.add(key)
 
     # -- a companion sharing the file ---------------------------------------------------
+    def storage_kind(self) -> str | None:
+        # docstring inherited
+        return "hdf5"
+
     def shared(self, build: Callable[[h5py.File, bool, Callable[[int], None] | None], _C]) -> _C:
         """The one companion object over this store's open ``h5py.File``, built on first
         use as ``build(file, read_only, before_write)``.

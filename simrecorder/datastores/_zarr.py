@@ -12,12 +12,13 @@ import os
 import re
 import shutil
 import struct
+import threading
 import uuid
 import warnings
 import weakref
 import zipfile
 from collections.abc import Callable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeGuard
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeGuard, TypeVar, cast
 
 import numpy as np
 import zarr
@@ -36,7 +37,9 @@ from .._modes import check_mode, plan_open
 from .._provenance import provenance
 from .._schema import BYTES, DENSE, STR, SeriesSpec
 from .._signals import deferred_signals
+from .._writers import register_writer, unregister_writer
 from ..errors import (
+    ArgumentTypeError,
     InvalidArgumentError,
     InvalidKeyError,
     KeyConflictError,
@@ -62,6 +65,8 @@ if TYPE_CHECKING:
 
 __all__ = ["ZarrDataStore", "ZarrView"]
 
+_C = TypeVar("_C")  # the companion of shared()
+
 #: Version of the layout this module writes (root attribute ``simrecorder_format``).
 FORMAT_VERSION = 1
 _KIND_ATTR = "simrecorder_kind"
@@ -73,6 +78,10 @@ _COMMIT_ATTR = "simrecorder_commit"
 _EPOCH_ATTR = "simrecorder_epoch"
 #: root: True after a clean close (nothing to recover at the next open)
 _CLEAN_ATTR = "simrecorder_clean"
+#: the marks of a :mod:`simrecorder.storage` sharing the directory (``rec.storage``): a
+#: group's index, an array's flag; series listings skip its nodes
+_STORAGE_INDEX_ATTR = "simrecorder_storage"
+_STORAGE_ARRAY_ATTR = "simrecorder_storage_array"
 _FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 _VLEN_CHUNK_ROWS = 1024
 #: zarr v3's default chunk key encoding with "." as separator: chunk files sit side by
@@ -336,6 +345,10 @@ class ZarrDataStore(DataStore):
         self._group_or_none: zarr.Group | None = None
         self._store: LocalStore | ZipStore | LMDBStore | FsspecStore | None = None
         self._files: _Files | None = None  # metadata and chunks of a writer, by key
+        self._storage: Any = None  # the companion of shared() (rec.storage)
+        #: held while the root zarr.json is read and replaced (by this store, or by
+        #: the storage it shares the directory with)
+        self.root_guard = threading.Lock()
         plan = plan_open(mode, self._exists(), f"zarr store {self.path!r}")
         self._apply_open_plan(plan)
         self._open_group("r" if plan.read_only else "w" if plan.replace else "a")
@@ -467,6 +480,8 @@ class ZarrDataStore(DataStore):
         os.makedirs(workdir, exist_ok=True)
         self._take_writer_lock(workdir)
         self._files = _DirFiles(workdir, self.path, self.durable)
+        if self.datastore_type == DatastoreType.DIRECTORY:
+            register_writer(self.path, self)  # a storage opened on it goes through us
         return LocalStore(workdir)
 
     def _open_lmdb(self, mode: Literal["r", "a", "w"]) -> LMDBStore:
@@ -560,6 +575,7 @@ class ZarrDataStore(DataStore):
         self._open_group("r" if self.read_only else "a")
 
     def _release(self) -> None:
+        unregister_writer(self.path, self)
         self._arrays.clear()
         self._raw.clear()
         self._unpublished.clear()
@@ -587,6 +603,9 @@ class ZarrDataStore(DataStore):
         """
         if self._closed:
             return
+        storage, self._storage = self._storage, None
+        if storage is not None:
+            storage.close()  # writes its indexes; the directory stays the store's
         if not self.read_only:
             self._commit({_CLEAN_ATTR: True})  # one write of the root
             self._clean_on_disk = True
@@ -683,9 +702,10 @@ class ZarrDataStore(DataStore):
     def _set_root_attrs(self, updates: Mapping[str, Any]) -> None:
         """Merge ``updates`` into the root attributes (one atomic replace)."""
         files = self._writer_files
-        meta = _load_meta(files, "zarr.json", self.path)
-        meta.setdefault("attributes", {}).update(updates)
-        files.write("zarr.json", _dump(meta))
+        with self.root_guard:
+            meta = _load_meta(files, "zarr.json", self.path)
+            meta.setdefault("attributes", {}).update(updates)
+            files.write("zarr.json", _dump(meta))
         self._group.metadata.attributes.update(updates)  # the open group, without I/O
 
     @property
@@ -698,6 +718,8 @@ class ZarrDataStore(DataStore):
         # docstring inherited: chunks already went to the files; this writes the
         # metadata that shows them
         self._check_open()
+        if self._storage is not None:
+            self._storage.flush()
         if not self.read_only:
             self._publish()
         if self.durable and self._zarr_wrote and self._files is not None:
@@ -1063,6 +1085,34 @@ class ZarrDataStore(DataStore):
             data = np.asarray(array[...])
         return decode_value(str(kind), data, None if pytype is None else str(pytype))
 
+    # -- a companion sharing the directory ------------------------------------------------
+    def storage_kind(self) -> str | None:
+        # docstring inherited: a local directory store only
+        local = self.datastore_type == DatastoreType.DIRECTORY and self._location is None
+        return "zarr" if local else None
+
+    def shared(self, build: Callable[[str, bool, threading.Lock], _C]) -> _C:
+        """The one companion object over this store's directory, built on first use
+        as ``build(path, read_only, root_guard)``: what a run keeps beside its series
+        (a :class:`~simrecorder.storage.GenericStorage`: ``rec.storage``). Its
+        ``flush()`` runs at each :meth:`flush`, its ``close()`` at :meth:`close`;
+        ``root_guard`` is held while either replaces the root ``zarr.json``.
+
+        Raises
+        ------
+        ArgumentTypeError
+            The store is not a local directory (ZIP, LMDB, S3 stores hold no storage).
+        """
+        self._check_open()
+        if self.storage_kind() is None:
+            raise ArgumentTypeError(
+                f"{self!r} cannot hold a storage beside its series: only a zarr directory "
+                "store on local disk can (ZIP, LMDB and S3 stores cannot)"
+            )
+        if self._storage is None:
+            self._storage = build(self.path, self.read_only, self.root_guard)
+        return cast(_C, self._storage)
+
     def keys(self, prefix: str = "") -> list[str]:
         # docstring inherited
         self._check_open()
@@ -1078,10 +1128,18 @@ class ZarrDataStore(DataStore):
             group = node
         with _reading(self, prefix or "/"):
             members = list(group.members(max_depth=None))
+        # the nodes of a simrecorder.storage sharing the directory are not series
+        storage_groups = tuple(
+            name + "/"
+            for name, node in members
+            if isinstance(node, zarr.Group) and _STORAGE_INDEX_ATTR in node.attrs
+        )
         found = [
             f"{prefix}/{name}" if prefix else name
             for name, node in members
             if isinstance(node, zarr.Array)
+            and _STORAGE_ARRAY_ATTR not in node.attrs
+            and not name.startswith(storage_groups)
         ]
         return sorted(found)
 
@@ -1090,7 +1148,9 @@ class ZarrDataStore(DataStore):
     def attrs(self) -> dict[str, Any]:
         # docstring inherited
         self._check_open()
-        return dict(self._group.attrs)
+        attrs = dict(self._group.attrs)
+        attrs.pop(_STORAGE_INDEX_ATTR, None)  # the index of a storage sharing the directory
+        return attrs
 
     def update_attrs(self, attrs: Mapping[str, Any]) -> None:
         # docstring inherited

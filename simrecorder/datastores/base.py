@@ -115,6 +115,12 @@ class DataStore(ABC):
         self.update_attrs({"simrecorder_resumes": [*list(earlier), entry]})
 
     # -- lifecycle ---------------------------------------------------------------------
+    def storage_kind(self) -> str | None:
+        """The :mod:`simrecorder.storage` backend that can live beside this store's
+        series and share its file (``'hdf5'``, ``'zarr'``: ``rec.storage``), or
+        ``None``."""
+        return None
+
     @property
     def closed(self) -> bool:
         """True after :meth:`close` until the store is opened again."""

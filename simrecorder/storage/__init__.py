@@ -43,7 +43,17 @@ once). A storage object is not thread-safe: use one per thread, or a lock.
 
 from __future__ import annotations
 
-from ._api import FORMAT_VERSION, browse, compact, current_versions, info, load, open_storage, save
+from ._api import (
+    FORMAT_VERSION,
+    browse,
+    compact,
+    current_versions,
+    info,
+    load,
+    open_storage,
+    save,
+    storage_beside,
+)
 from ._core import GenericStorage, StorageGroup
 from ._encoding import Storable
 from ._errors import (
@@ -78,4 +88,5 @@ __all__ = [
     "load",
     "open_storage",
     "save",
+    "storage_beside",
 ]

@@ -8,12 +8,14 @@ import re
 import secrets
 import shutil
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
 from .._registry import Entry
+from .._writers import writer_of
 from ..errors import (
+    ArgumentTypeError,
     InvalidArgumentError,
     SimRecorderError,
     StoreFormatError,
@@ -84,6 +86,23 @@ def _backend_of(text: str) -> tuple[str, str]:
             ".hdf5, .json or .zarr, or memory:// or redis://host:port/db"
         )
     return name, text
+
+
+def storage_beside(store: Any) -> GenericStorage:
+    """The storage that lives beside the series of ``store`` and shares its file or
+    directory (``rec.storage`` is its root): see
+    :meth:`~simrecorder.datastores.DataStore.storage_kind`.
+
+    Raises
+    ------
+    ArgumentTypeError
+        The store cannot hold one.
+    """
+    kind = store.storage_kind()
+    if kind is None:
+        raise ArgumentTypeError(f"{store!r} cannot hold a storage beside its series")
+    opener: Any = _storage_class(kind)
+    return cast(GenericStorage, opener.of_store(store))
 
 
 def open_storage(
@@ -212,14 +231,16 @@ def _temp_beside(path: str) -> str:
 
 def _refuse_open_writer(path: str, action: str) -> None:
     """A file a recorder of this process writes must not be replaced under it."""
-    if path.lower().endswith((".h5", ".hdf5")):
+    writer = writer_of(path)
+    if writer is None and path.lower().endswith((".h5", ".hdf5")):
         from .._h5 import open_writer
 
-        if open_writer(path) is not None:
-            raise StoreLockedError(
-                f"cannot {action} {path!r}: an HDF5DataStore of this process is writing it "
-                "(use the recorder's rec.storage, or close it first)"
-            )
+        writer = open_writer(path)
+    if writer is not None:
+        raise StoreLockedError(
+            f"cannot {action} {path!r}: {writer!r} of this process is writing it "
+            "(use the recorder's rec.storage, or close it first)"
+        )
 
 
 def _save_atomically(obj: Any, path: str, name: str, metadata: dict[str, Any]) -> None:

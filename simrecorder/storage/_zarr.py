@@ -19,7 +19,9 @@ from typing import Any, cast
 
 import numpy as np
 
+from .._fs import atomic_write
 from .._keys import check_path_parts
+from .._writers import writer_of
 from ..errors import KeyConflictError, KeyNotFoundError, StoreFormatError, StoreNotFoundError
 from ._base import (
     INDEX_NAME,
@@ -37,6 +39,8 @@ from ._core import GenericStorage, Path
 __all__ = ["ZarrBackend", "ZarrStorage"]
 
 _META = "zarr.json"
+#: the attribute of every array this backend writes (series listings skip them)
+ARRAY_MARK = "simrecorder_storage_array"
 _ENDIAN = sys.byteorder  # arrays are written in native order (``external`` checks it)
 
 
@@ -65,7 +69,8 @@ def array_document(
         "chunk_key_encoding": {"name": encoding[0], "configuration": {"separator": encoding[1]}},
         "fill_value": fill,
         "codecs": [codec],
-        "attributes": {},
+        # the storage's arrays are not series of a recorder sharing the directory
+        "attributes": {ARRAY_MARK: 1},
         "zarr_format": 3,
         "node_type": "array",
         "storage_transformers": [],
@@ -82,9 +87,13 @@ def _write_bytes(path: str, data: Any) -> None:
         stream.write(data)
 
 
-def _write_json(path: str, doc: dict[str, Any]) -> None:
+def _write_json(path: str, doc: dict[str, Any], atomic: bool = False) -> None:
     # compact: json's C encoder (indent= takes its pure-Python one, 10x slower)
-    _write_bytes(path, json.dumps(doc, separators=(",", ":")).encode("utf-8"))
+    data = json.dumps(doc, separators=(",", ":")).encode("utf-8")
+    if atomic:  # a document others rely on: never torn by a crash
+        atomic_write(path, data)
+    else:
+        _write_bytes(path, data)
 
 
 def _simple_layout(meta: Any, dtype: np.dtype, shape: tuple[int, ...]) -> bool:
@@ -158,6 +167,11 @@ class ZarrBackend(JSONIndexBackend):
         #: the root's ``zarr.json`` as the storage opening the directory read it
         #: (taken by the first read of the root index)
         self.root_meta: dict[str, Any] | None = None
+        #: held while the root zarr.json is replaced (shared with a ZarrDataStore)
+        self.root_guard: Any = None
+        #: documents of a storage that existed before are replaced atomically (the
+        #: files of one made now, e.g. by save() under a temp name, need not be)
+        self._atomic = not created
 
     def _known_absent(self, path: Path) -> bool:
         return path[:-1] in self._new and path not in self._written
@@ -200,13 +214,20 @@ class ZarrBackend(JSONIndexBackend):
         return cast(dict[str, Any], parse(raw, index_where(self, path)))
 
     def save_document(self, path: Path, document: dict[str, Any]) -> None:
+        if path or self.root_guard is None:
+            self._save_document(path, document)
+            return
+        with self.root_guard:  # a recorder sharing the directory writes the root too
+            self._save_document(path, document)
+
+    def _save_document(self, path: Path, document: dict[str, Any]) -> None:
         # the index is JSON text in one attribute: the other attributes are kept (a
         # group this backend made has none: no need to read its document back)
         meta = group_document() if path in self._new else (self._meta(path) or group_document())
         attributes = meta.get("attributes") or {}
         attributes[INDEX_NAME] = document  # an object: JSON-encoded once, with the rest
         meta["attributes"] = attributes
-        _write_json(os.path.join(self._dir(path), _META), meta)
+        _write_json(os.path.join(self._dir(path), _META), meta, self._atomic)
 
     # -- the pack: a uint8 array in chunks of pack_chunk(first write) bytes ----------------
     def _pack_meta(self, path: Path) -> dict[str, Any] | None:
@@ -279,7 +300,8 @@ class ZarrBackend(JSONIndexBackend):
                 os.unlink(os.path.join(chunks, str(index)))
             except FileNotFoundError:
                 pass
-        _write_json(os.path.join(directory, _META), array_document(np.dtype("u1"), (end,), (size,)))
+        pack_meta = array_document(np.dtype("u1"), (end,), (size,))
+        _write_json(os.path.join(directory, _META), pack_meta, self._atomic)
         self._written.add(pack)
 
     # -- groups and arrays ------------------------------------------------------------------
@@ -344,6 +366,13 @@ class ZarrBackend(JSONIndexBackend):
         return array.reshape(shape)
 
 
+def _shared_storage(path: str, read_only: bool, root_guard: Any) -> GenericStorage:
+    """A storage in the directory of a ZarrDataStore (see ``ZarrStorage.of_store``)."""
+    backend = ZarrBackend(path, read_only=read_only)
+    backend.root_guard = root_guard
+    return GenericStorage(backend)
+
+
 class ZarrStorage(GenericStorage):
     """Storage in a zarr v3 directory (plain zarr reads it: groups, arrays, JSON attributes).
 
@@ -368,6 +397,13 @@ class ZarrStorage(GenericStorage):
     def __init__(self, path: str | os.PathLike[str], mode: str = "a") -> None:
         read_only, truncate = mode_flags(mode)
         self.path = os.path.abspath(os.fspath(path))
+        self._shared = False
+        writer = writer_of(self.path)
+        if writer is not None and not truncate:
+            # a recorder of this process writes the directory: one writer of zarr.json
+            self._shared = True
+            self._tree = ZarrStorage.of_store(writer)._tree
+            return
         exists = os.path.exists(self.path)
         if not exists and mode in ("r", "r+"):
             raise StoreNotFoundError(f"no zarr storage at {self.path!r}")
@@ -393,3 +429,26 @@ class ZarrStorage(GenericStorage):
         backend = ZarrBackend(self.path, read_only=read_only, created=truncate)
         backend.root_meta = meta  # read once (it holds the root index)
         super().__init__(backend, created=truncate)
+
+    @staticmethod
+    def of_store(store: Any) -> GenericStorage:
+        """The storage in the directory of ``store``, an open
+        :class:`~simrecorder.ZarrDataStore` on local disk (one per open store). It is
+        written at each ``store.flush()`` and at ``store.close()``; ``rec.storage`` is
+        its root. Its arrays carry the attribute ``simrecorder_storage_array``, which
+        the store's series listings skip.
+
+        Parameters
+        ----------
+        store
+            An open :class:`~simrecorder.ZarrDataStore` (anything with its ``shared``).
+        """
+        return cast(GenericStorage, store.shared(_shared_storage))
+
+    def close(self) -> None:
+        """Write changes; leave the directory to a ZarrDataStore sharing it."""
+        if self._shared:
+            if not self._tree.closed:
+                self._tree.flush()
+            return
+        super().close()
