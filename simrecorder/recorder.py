@@ -216,6 +216,13 @@ class Recorder:
             raise ArgumentTypeError(
                 "Recorder needs at least one DataStore (e.g. InMemoryDataStore())"
             )
+        for name, number in (
+            ("max_records", max_records),
+            ("max_bytes", max_bytes),
+            ("epoch_bytes", epoch_bytes),
+        ):
+            if not isinstance(number, int) or isinstance(number, bool):
+                raise ArgumentTypeError(f"{name} must be an int, got {number!r}")
         if max_records < 1 or max_bytes < 1:
             raise InvalidArgumentError("max_records and max_bytes must be at least 1")
         if max_seconds is not None and max_seconds <= 0:
@@ -242,6 +249,7 @@ class Recorder:
         self.max_seconds = max_seconds
         self.epoch_bytes = int(epoch_bytes)
         self._handed = 0  # bytes of full blocks handed to the stores since the last epoch
+        self._background_error: Exception | None = None  # of an epoch the timer ran
         self._buffers: dict[str, SeriesBuffer] = {}
         self._buffer_groups: set[str] = set()
         self._stored_in: dict[str, str] = {}  # series continued from a store: its repr
@@ -510,6 +518,11 @@ class Recorder:
         ``retry`` retries failing stores now, instead of at most every
         ``retry_seconds``.
         """
+        self._run_epoch(retry=retry)
+        self._raise_for(self.datastores if raise_for is None else raise_for)
+
+    def _run_epoch(self, *, retry: bool) -> None:
+        """:meth:`_epoch` without raising what failed (the caller holds the lock)."""
         self._due = self._forced = False
         self._handed = 0
         self._disarm_epoch()
@@ -518,7 +531,6 @@ class Recorder:
             for buf in list(self._buffers.values()):
                 self._flush_buffer(buf)
             self._finish(commit=True)
-        self._raise_for(self.datastores if raise_for is None else raise_for)
 
     def _flush_buffer(self, buf: SeriesBuffer) -> None:
         buf.limit = -1 if self._closing else buf.full_at
@@ -682,6 +694,9 @@ class Recorder:
     def _raise_for(self, stores: tuple[DataStore, ...]) -> None:
         """Raise the first failure of ``stores``: a store still failing, else blocks
         quarantined since the last report."""
+        error, self._background_error = self._background_error, None
+        if error is not None:
+            raise error
         for store in stores:
             backlog = self._backlogs.get(store)
             if backlog is not None and backlog.error is not None:
@@ -732,8 +747,29 @@ class Recorder:
             self._epoch(retry=True)
             self._raise_rejected()
 
+    def _tick(self) -> None:
+        """Called by the flush timer (another thread) every ``max_seconds / 2``: make
+        the next record run an epoch, or, when a whole tick went by without one (the
+        simulation paused or ended without close), run it here, so what was recorded
+        is committed about ``max_seconds`` later even if the process is then killed."""
+        idle = self._due and (
+            self._handed > 0 or bool(self._dirty) or any(map(len, self._buffers.values()))
+        )
+        if not idle:
+            self._mark_due()
+            return
+        if not self._lock.acquire(blocking=False):
+            return  # a record or a flush is writing: it runs the epoch
+        try:
+            if not (self._closed or self._closing or self._forked):
+                self._run_epoch(retry=False)  # failures are kept: a later call raises them
+        except Exception as exc:  # noqa: BLE001 - raised by the next record/flush/close
+            self._background_error = exc
+        finally:
+            self._lock.release()
+
     def _mark_due(self) -> None:
-        """Called by the flush timer (another thread): make the next record flush."""
+        """Make the next record flush (see :meth:`_tick`)."""
         if self._pivot is not None:
             self._forced = True  # armed a tick ago and its key has not come back
         self._due = True
@@ -1172,7 +1208,7 @@ class _FlushTimer(threading.Thread):
             recorder = self._recorder()
             if recorder is None or recorder.closed:
                 return
-            recorder._mark_due()
+            recorder._tick()
             del recorder
 
     def stop(self) -> None:

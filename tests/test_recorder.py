@@ -446,6 +446,9 @@ def test_an_epoch_comes_after_epoch_bytes_of_full_blocks():
     rec.close()
     with pytest.raises(InvalidArgumentError, match="epoch_bytes"):
         Recorder(InMemoryDataStore(), epoch_bytes=-1)
+    for name in ("max_records", "max_bytes", "epoch_bytes"):
+        with pytest.raises(TypeError, match=name):
+            Recorder(InMemoryDataStore(), **{name: "8M"})
 
 
 def test_array_samples_from_several_threads_are_each_stored_once():

@@ -20,6 +20,7 @@ from simrecorder import HDF5DataStore, InMemoryDataStore, Recorder, ZarrDataStor
 from simrecorder.errors import StoreFormatError
 from simrecorder.storage import (
     EnvironmentMismatch,
+    JSONStorage,
     UnstorableValueError,
     browse,
     compact,
@@ -878,6 +879,25 @@ def test_one_pass_saves_write_what_the_general_path_writes(tmp_path, suffix):
     np.testing.assert_array_equal(back["arrays"]["arr_int8"], data["arrays"]["arr_int8"])
 
 
+@pytest.mark.parametrize("key", ["a\x7fb", "x" * 2000, "a\ud800"])
+def test_saves_refuse_root_keys_that_are_not_valid_keys(tmp_path, key):
+    """The one-pass save checks root keys as root[key] = value does (a review found
+    it took them)."""
+    for value in (1, np.zeros(1000)):  # one pass, and the general path
+        with pytest.raises(ValueError, match="key"):
+            save({key: value}, tmp_path / "x.h5")
+    assert os.listdir(tmp_path) == []
+
+
+def test_hdf5_updates_of_a_saved_pack_do_not_double_the_file(tmp_path):
+    path = save({f"a{i}": np.full(480, float(i)) for i in range(1500)}, tmp_path / "x.h5")
+    before = os.path.getsize(path)
+    with open_storage(path) as root:
+        root["tiny"] = np.arange(3)
+    assert os.path.getsize(path) < before * 1.1
+    np.testing.assert_array_equal(load(path, "a7"), np.full(480, 7.0))
+
+
 @pytest.mark.parametrize(
     "value",
     [np.zeros(10_000), Particle("p", np.arange(3.0)), object(), np.ma.masked_array([1.0])],
@@ -959,3 +979,40 @@ def test_json_killed_updates_never_lose_the_sidecar(tmp_path):
             child.stdout.close()
         back = load(path, version_policy="ignore")
         np.testing.assert_array_equal(back["big"], np.full(20_000, float(back["i"])))
+
+
+def test_json_reader_between_a_saves_two_renames_changes_nothing(tmp_path):
+    """A storage open in mode 'a' that reads while another process's save() is between
+    its renames reads its own data and leaves the new save whole (a review found it
+    put the old sidecar back over the new one)."""
+    from simrecorder.storage._api import _temp_beside
+    from simrecorder.storage._location import (
+        SIDECAR_SUFFIX,
+        drop_kept_sidecars,
+        keep_old_sidecar,
+    )
+
+    path = save({"w": np.arange(5.0)}, tmp_path / "x.json")
+    reader = JSONStorage(path)  # mode 'a', the default
+    assert list(reader.root) == ["w"]  # its document is read
+    temp = _temp_beside(path)
+    new = JSONStorage(temp, "w")
+    new.root["w"] = np.arange(100.0, 105.0)
+    new.close()
+    keep_old_sidecar(path + SIDECAR_SUFFIX)  # the save's first steps: its sidecar is in
+    os.replace(temp + SIDECAR_SUFFIX, path + SIDECAR_SUFFIX)
+    np.testing.assert_array_equal(reader.root["w"], np.arange(5.0))  # its own data
+    os.replace(temp, path)  # the save's document is in, and the kept copy goes
+    drop_kept_sidecars(path + SIDECAR_SUFFIX)
+    np.testing.assert_array_equal(reader.root["w"], np.arange(5.0))  # still readable
+    reader.close()
+    np.testing.assert_array_equal(load(path, "w"), np.arange(100.0, 105.0))
+
+
+def test_json_reader_keeps_reading_its_sidecar_after_a_save_replaces_it(tmp_path):
+    path = save({"w": np.arange(5.0), "x": 1}, tmp_path / "x.json")
+    with open_storage(path, "r") as root:
+        np.testing.assert_array_equal(root["w"], np.arange(5.0))
+        save({"w": np.arange(100.0, 105.0), "x": 2}, path)  # another writer
+        np.testing.assert_array_equal(root["w"], np.arange(5.0))  # not the new bytes
+    np.testing.assert_array_equal(load(path, "w"), np.arange(100.0, 105.0))

@@ -126,14 +126,9 @@ class HDF5Backend(JSONIndexBackend):
         ds = None
         if not self._known_absent((*path, PACK_NAME)) and PACK_NAME in group:
             ds = group[PACK_NAME]
-        if ds is None:  # a new pack is contiguous: cheaper to make than a chunked one
-            _create_dataset(group, PACK_NAME, array)
+        if ds is None:
+            _create_pack(group, array)
             self._written.add((*path, PACK_NAME))
-            return
-        if ds.chunks is None:  # the first change of a contiguous pack: make it chunked
-            head = _read_range(_open_pack(group), 0, start)
-            del group[PACK_NAME]
-            _create_pack(group, np.frombuffer(head + bytes(data), dtype=np.uint8))
             return
         ds.resize((start + len(data),))
         if len(data):

@@ -6,7 +6,7 @@ import glob
 import os
 import secrets
 import shutil
-from typing import Any, cast
+from typing import Any, BinaryIO, cast
 
 import numpy as np
 
@@ -167,72 +167,97 @@ class JSONBackend(LocationBackend):
         super().__init__(location, name, None, read_only, "json", repr(path))
         self.sidecar = path + SIDECAR_SUFFIX
         self.token: str | None = None  # of the sidecar the document pairs with
-        self._checked = False
-        self._reading = self.sidecar  # the old sidecar's copy after a crash (_check)
+        #: that sidecar, open for reading once checked (a rename over its path, by a
+        #: save of another process, does not change what this document reads)
+        self._handle: BinaryIO | None = None
+        self._handle_path = ""  # the sidecar, or the kept copy a crash left (_check)
         self._kept: str | None = None  # the old sidecar, until the new document is in
+        self._replaced = False  # a new sidecar since the document was written
 
     def load_document(self, path: Path) -> dict[str, Any] | None:
         node = super().load_document(path)
         if isinstance(node, dict) and not path:
             token = node.get("@bin")
             self.token = token if isinstance(token, str) else None
+            self._close_handle()
         return node
 
     def save_document(self, path: Path, document: dict[str, Any]) -> None:
+        if not path and self.token is not None and not self._replaced:
+            self._check()
+            if self._handle_path != self.sidecar:  # a crash left the sidecar beside: a
+                # writer puts a sidecar of the document's arrays back in its place
+                self.write_pack((), 0, self.read_pack((), 0, self.pack_length(())))
         if not path:
             if self.token is None:
                 document.pop("@bin", None)
             else:
                 document["@bin"] = self.token
         super().save_document(path, document)
-        if not path and self._kept is not None:  # the document names the new sidecar
-            _unlink(self._kept)
-            self._kept = None
+        if not path and self._replaced:  # the document names the new sidecar: the
+            drop_kept_sidecars(self.sidecar)  # copies kept for crashes are done with
+            self._kept, self._replaced = None, False
 
     def _damaged(self, problem: str) -> StoreFormatError:
         return StoreFormatError(f"{self.describe()}: its sidecar {self.sidecar!r} {problem}")
 
-    def _check(self) -> None:
-        """Raise unless the sidecar is the one the document was written with (or the
-        copy of it kept while a new one replaced it, when a crash left the old
-        document: then it is put back)."""
-        if self._checked:
-            return
+    def _check(self) -> BinaryIO:
+        """Open the sidecar the document was written with: the sidecar file, or the
+        copy of it kept while a new one replaced it when a crash (or a save of
+        another process, in progress) left the old document; raise if neither."""
+        if self._handle is not None:
+            return self._handle
+        expected = SIDECAR_MAGIC + (self.token or "").encode("ascii") + b"\n"
+        candidates = [self.sidecar]
+        if self.token is not None:
+            candidates.append(old_sidecar_path(self.sidecar, self.token))
+        for candidate in candidates:
+            try:
+                handle = open(candidate, "rb")  # kept open until close()
+            except FileNotFoundError:
+                continue
+            if handle.read(SIDECAR_HEADER) == expected:
+                self._handle, self._handle_path = handle, candidate
+                return handle
+            handle.close()
         if not os.path.exists(self.sidecar):
             raise self._damaged("is missing")
-        token = sidecar_token(self.sidecar)
-        if token != self.token:
-            kept = old_sidecar_path(self.sidecar, self.token or "")
-            if self.token is None or sidecar_token(kept) != self.token:
-                raise self._damaged("belongs to another save of the document (or is damaged)")
-            if self.read_only:
-                self._reading = kept
-            else:
-                os.replace(kept, self.sidecar)
-        elif not self.read_only:  # a crash after the switch left the old copy
-            drop_kept_sidecars(self.sidecar)
-        self._checked = True
+        raise self._damaged("belongs to another save of the document (or is damaged)")
+
+    def _close_handle(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+
+    def _appendable(self) -> bool:
+        """Whether the sidecar file is the one the document reads (not a copy kept
+        for a crash, nor a file that replaced it since)."""
+        handle = self._check()
+        if self._handle_path != self.sidecar:
+            return False
+        try:
+            return os.fstat(handle.fileno()).st_ino == os.stat(self.sidecar).st_ino
+        except FileNotFoundError:
+            return False
 
     def pack_length(self, path: Path) -> int:
         if self.token is None:
             return 0
-        self._check()
-        return os.path.getsize(self._reading) - SIDECAR_HEADER
+        return os.fstat(self._check().fileno()).st_size - SIDECAR_HEADER
 
     def read_pack(self, path: Path, start: int, stop: int) -> bytes:
-        self._check()
-        with open(self._reading, "rb") as stream:
-            stream.seek(SIDECAR_HEADER + start)
-            return stream.read(stop - start)
+        handle = self._check()
+        return os.pread(handle.fileno(), max(0, stop - start), SIDECAR_HEADER + start)
 
     def write_pack(self, path: Path, start: int, data: bytes | bytearray) -> None:
         if self.token is not None and start:  # append (the document refers to what is there)
-            self._check()
-            with open(self.sidecar, "r+b") as stream:
-                stream.seek(SIDECAR_HEADER + start)
-                stream.write(data)
-                stream.truncate()
-            return
+            if self._appendable():
+                with open(self.sidecar, "r+b") as stream:
+                    stream.seek(SIDECAR_HEADER + start)
+                    stream.write(data)
+                    stream.truncate()
+                return
+            data = self.read_pack(path, 0, start) + bytes(data)  # a new sidecar of both
         # a new sidecar (first arrays, or repacked), with a new token, switched atomically;
         # the old one is kept until the document names the new one
         if self.token is not None and self._kept is None:
@@ -240,7 +265,12 @@ class JSONBackend(LocationBackend):
         token = secrets.token_hex(_TOKEN_BYTES // 2)
         atomic_write(self.sidecar, [SIDECAR_MAGIC + token.encode("ascii") + b"\n", data])
         self.token = token
-        self._checked = True
+        self._replaced = True
+        self._close_handle()
+
+    def close(self) -> None:
+        self._close_handle()
+        super().close()
 
 
 def _unlink(path: str) -> None:

@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from .._keys import validate_key
+from ..errors import InvalidKeyError
 from . import _encoding as enc
 from ._base import JSONIndexBackend
 from ._core import PACKED, G, GenericStorage, encode_metadata, names_valid, object_value
@@ -28,6 +30,14 @@ __all__ = ["dump_plain"]
 
 #: values stored as JSON by the value encoding (no group, no array of their own)
 _ENCODED = frozenset({list, tuple, bytes, bytearray, complex})
+
+
+def _valid_key(key: str) -> bool:
+    try:
+        validate_key(key)
+    except InvalidKeyError:
+        return False
+    return True
 
 
 class _NotPlain(Exception):
@@ -54,6 +64,7 @@ def dump_plain(storage: GenericStorage, obj: Any, metadata: dict[str, Any]) -> b
         or tree._indexes.get(()) != {G: {}}
         or tree._dirty
         or not names_valid(obj)
+        or not all(_valid_key(key) for key in obj)  # as root[key] = value checks them
     ):
         return False
     writer = _Writer(backend)
