@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import glob
 import os
 import secrets
 import shutil
@@ -111,10 +110,16 @@ def sidecar_token(sidecar: str) -> str | None:
     return header[len(SIDECAR_MAGIC) : -1].decode("ascii", "replace")
 
 
-def old_sidecar_path(sidecar: str, token: str) -> str:
-    """Where the sidecar of token ``token`` is kept while a new one replaces it."""
+def _kept_dir(sidecar: str) -> str:
     directory, name = os.path.split(sidecar)
-    return os.path.join(directory, f".{name}.{token}")
+    return os.path.join(directory, f".{name}.kept")
+
+
+def old_sidecar_path(sidecar: str, token: str) -> str:
+    """Where the sidecar of token ``token`` is kept while a new one replaces it (a
+    directory of its own: seeing whether there is any costs one ``stat``, whatever
+    else the document's directory holds)."""
+    return os.path.join(_kept_dir(sidecar), token)
 
 
 def keep_old_sidecar(sidecar: str) -> str | None:
@@ -126,6 +131,7 @@ def keep_old_sidecar(sidecar: str) -> str | None:
     if token is None:
         return None
     kept = old_sidecar_path(sidecar, token)
+    os.makedirs(os.path.dirname(kept), exist_ok=True)
     try:
         os.link(sidecar, kept)
     except FileExistsError:
@@ -137,9 +143,17 @@ def keep_old_sidecar(sidecar: str) -> str | None:
 
 def drop_kept_sidecars(sidecar: str) -> None:
     """Remove the copies :func:`keep_old_sidecar` made of ``sidecar`` (once the document
-    names the sidecar now in place, nothing reads them)."""
-    for kept in glob.glob(glob.escape(old_sidecar_path(sidecar, "")) + "*"):
-        _unlink(kept)
+    names the sidecar now in place, nothing new reads them; a reader that opened one
+    keeps reading it)."""
+    directory = _kept_dir(sidecar)
+    if not os.path.isdir(directory):
+        return
+    for name in os.listdir(directory):
+        _unlink(os.path.join(directory, name))
+    try:
+        os.rmdir(directory)
+    except OSError:  # another save keeps a copy there meanwhile
+        pass
 
 
 class JSONBackend(LocationBackend):
@@ -289,8 +303,8 @@ class JSONStorage(GenericStorage):
     The document is rewritten atomically (temp file + rename) at
     :meth:`flush`/:meth:`close`; it names the sidecar's token, so a document and a
     sidecar of different saves are refused, never mixed. A sidecar being replaced is
-    kept (``.x.json.bin.<token>``) until the document naming the new one is in place:
-    a crash between the two leaves the old document with its sidecar.
+    kept (``.x.json.bin.kept/<token>``) until the document naming the new one is in
+    place: a crash between the two leaves the old document with its sidecar.
 
     Parameters
     ----------
