@@ -95,7 +95,7 @@ def test_datasets_are_chunked_and_resizable(tmp_path):
         rec.flush()
         assert store.file["fast"].maxshape == (None,)
         assert store.file["fast"].chunks == (32768,)  # 256 KiB
-        assert store.file["short"].chunks == (128,)  # a small first block: 1 KiB chunks
+        assert store.file["short"].chunks == (512,)  # a small first block: 4 KiB chunks
 
 
 def test_short_series_are_not_mostly_padding(tmp_path):

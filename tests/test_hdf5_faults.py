@@ -161,7 +161,8 @@ def _rss():
 
 def test_many_short_series_do_not_keep_memory_or_padding(tmp_path):
     # before: ~95 kB of RSS per series (every dataset stayed open) and 10.7 kB of
-    # file per one-sample series (8 KiB minimum chunks)
+    # file per one-sample series (8 KiB minimum chunks); now 4 KiB chunks, which keep
+    # a series that grows long after a small first flush within 1.2x (issue 18)
     path = tmp_path / "many.h5"
     n = 4000
     store = HDF5DataStore(path)
@@ -175,7 +176,7 @@ def test_many_short_series_do_not_keep_memory_or_padding(tmp_path):
     grown = _rss() - before
     store.close()
     assert grown < 60e6, f"RSS grew by {grown / 1e6:.0f} MB for {n} series"
-    assert path.stat().st_size / n < 5000
+    assert path.stat().st_size / n < 7000
     with h5py.File(path, "r") as f:
         for i in range(0, n, 97):
             assert f[f"g{i % 50}/s{i}"][()].tolist() == [float(i)]
