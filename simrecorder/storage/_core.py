@@ -1293,9 +1293,18 @@ class GenericStorage:
         """Write every changed group index."""
         self._tree.flush()
 
+    #: the file or directory belongs to a data store this storage shares it with
+    #: (``HDF5Storage.of_store``, ``ZarrStorage.of_store``): closing only writes changes
+    _shared = False
+
     def close(self) -> None:
-        """Write changes and release the file or connection (idempotent)."""
+        """Write changes and release the file or connection (idempotent); a storage
+        sharing a data store's file leaves it open to the store."""
         tree = self._tree
+        if self._shared:
+            if not tree.closed:
+                tree.flush()
+            return
         if tree.closed:
             return
         try:

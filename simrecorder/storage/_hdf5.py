@@ -389,11 +389,3 @@ class HDF5Storage(GenericStorage):
             An open :class:`~simrecorder.HDF5DataStore` (anything with its ``shared``).
         """
         return cast(GenericStorage, store.shared(_shared_storage))
-
-    def close(self) -> None:
-        """Write changes; release the file (unless an HDF5DataStore shares it)."""
-        if self._shared:
-            if not self._tree.closed:
-                self._tree.flush()
-            return
-        super().close()

@@ -444,11 +444,3 @@ class ZarrStorage(GenericStorage):
             An open :class:`~simrecorder.ZarrDataStore` (anything with its ``shared``).
         """
         return cast(GenericStorage, store.shared(_shared_storage))
-
-    def close(self) -> None:
-        """Write changes; leave the directory to a ZarrDataStore sharing it."""
-        if self._shared:
-            if not self._tree.closed:
-                self._tree.flush()
-            return
-        super().close()
