@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["median_time"]
+__all__ = ["disk_bytes", "median_time"]
 
 
 def median_time(
@@ -36,3 +36,19 @@ def median_time(
             if teardown is not None:
                 teardown(state)
     return statistics.median(times)
+
+
+def disk_bytes(path: Any) -> int:
+    """Bytes a file or directory takes on disk: its allocated blocks, so the holes of
+    sparse files (an uncompressed zarr chunk's zero padding) do not count."""
+    from pathlib import Path
+
+    path = Path(path)
+    files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
+    return sum(_allocated(p) for p in files)
+
+
+def _allocated(path: Any) -> int:
+    stat = path.stat()
+    blocks = getattr(stat, "st_blocks", None)
+    return stat.st_size if blocks is None else blocks * 512

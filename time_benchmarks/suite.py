@@ -23,6 +23,7 @@ import numpy as np
 
 from simrecorder import Recorder
 
+from ._timing import disk_bytes
 from .backends import Servers, make_store
 
 __all__ = ["WORKLOADS", "Workload", "make_workloads", "measure", "peak_memory"]
@@ -123,10 +124,7 @@ def _disk_bytes(store: Any) -> int | None:
     path = getattr(store, "path", None)
     if path is None:
         return None
-    path = Path(path)
-    if path.is_file():
-        return path.stat().st_size
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    return disk_bytes(path)
 
 
 def _remove(store: Any) -> None:

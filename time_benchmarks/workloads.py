@@ -18,7 +18,7 @@ import numpy as np
 
 from simrecorder import Recorder
 
-from ._timing import median_time
+from ._timing import disk_bytes, median_time
 from .backends import make_store
 
 __all__ = [
@@ -34,9 +34,7 @@ Row = dict[str, Any]
 
 
 def _disk_bytes(path: Path) -> int:
-    if path.is_file():
-        return path.stat().st_size
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    return disk_bytes(path)
 
 
 def scalar_baselines(backends: list[str], tmp: Path, n: int, repeats: int) -> list[Row]:
