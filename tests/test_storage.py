@@ -1016,3 +1016,32 @@ def test_json_reader_keeps_reading_its_sidecar_after_a_save_replaces_it(tmp_path
         save({"w": np.arange(100.0, 105.0), "x": 2}, path)  # another writer
         np.testing.assert_array_equal(root["w"], np.arange(5.0))  # not the new bytes
     np.testing.assert_array_equal(load(path, "w"), np.arange(100.0, 105.0))
+
+
+class _CountingStorable:
+    """A Storable that counts its ``_store`` calls."""
+
+    stored = 0
+
+    def __init__(self, value: int) -> None:
+        self.value = value
+
+    def _store(self, group):
+        type(self).stored += 1
+        group["value"] = self.value
+
+    @classmethod
+    def _restore(cls, group):
+        return cls(group["value"])
+
+
+def test_a_storable_inside_a_list_is_stored_once(tmp_path):
+    """The one-pass save leaves objects in lists to the general path before encoding
+    any (a review found ``_store`` called twice when it fell back)."""
+    _CountingStorable.stored = 0
+    path = save(
+        {"a": 1.0, "items": [_CountingStorable(3)], "big": np.zeros(1000)}, tmp_path / "x.h5"
+    )
+    assert _CountingStorable.stored == 1
+    (back,) = load(path, "items")
+    assert isinstance(back, _CountingStorable) and back.value == 3

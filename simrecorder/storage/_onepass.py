@@ -21,7 +21,7 @@ from .._keys import validate_key
 from ..errors import InvalidKeyError
 from . import _encoding as enc
 from ._base import JSONIndexBackend
-from ._core import PACKED, G, GenericStorage, encode_metadata, names_valid, object_value
+from ._core import PACKED, G, GenericStorage, encode_metadata, names_valid
 from ._errors import UnstorableValueError
 from ._index import FLOAT_BLOCK, FLOAT_COLUMN, FLOAT_COLUMN_MIN
 from ._versions import FORMAT_VERSION, current_versions
@@ -42,6 +42,12 @@ def _valid_key(key: str) -> bool:
 
 class _NotPlain(Exception):
     """The value holds what only :meth:`GenericStorage.dump` stores."""
+
+
+def _no_objects(value: Any) -> Any:
+    """Objects inside lists go to the general path: encoding one here would call a
+    Storable's ``_store`` a second time if the general path then wrote the value."""
+    raise _NotPlain
 
 
 def dump_plain(storage: GenericStorage, obj: Any, metadata: dict[str, Any]) -> bool:
@@ -69,15 +75,13 @@ def dump_plain(storage: GenericStorage, obj: Any, metadata: dict[str, Any]) -> b
         return False
     writer = _Writer(backend)
     try:
-        with enc.collecting_classes() as classes:
-            members = writer.members(obj)
+        members = writer.members(obj)
     except (_NotPlain, UnstorableValueError):
         return False
-    packages = {path.split(":")[0].split(".")[0] for path in classes}
     document: dict[str, Any] = {
         G: members,
         "@format": FORMAT_VERSION,
-        "@versions": current_versions(packages),
+        "@versions": current_versions(set()),  # no classes: objects take the other path
         "@meta": encode_metadata(metadata),
     }
     if writer.floats:
@@ -117,7 +121,7 @@ class _Writer:
             elif cls is np.ndarray:
                 out[key] = self.packed(item)
             elif cls in _ENCODED or isinstance(item, np.generic):
-                out[key] = enc.encode_value(item, object_value)
+                out[key] = enc.encode_value(item, _no_objects)
             else:
                 raise _NotPlain
         return out
@@ -126,7 +130,7 @@ class _Writer:
         """The entry of a dict: a group (a float column when it holds only floats), or
         an encoded dict when its keys are not names."""
         if not names_valid(mapping):
-            return enc.encode_value(mapping, object_value)
+            return enc.encode_value(mapping, _no_objects)
         values = mapping.values()
         if len(mapping) >= FLOAT_COLUMN_MIN:
             for value in values:
