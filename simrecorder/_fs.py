@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import io
 import os
 import secrets
 import time
@@ -231,9 +232,9 @@ class AtomicFile:
         directory = os.path.dirname(os.path.abspath(self.path))
         self.temp = temp or os.path.join(directory, TEMP_PREFIX + secrets.token_hex(8))
         try:
-            self._fd: int | None = os.open(
-                self.temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666
-            )
+            # a file object, not a raw descriptor: an interrupt that lands as open()
+            # returns drops the object, which closes its descriptor (a raw fd would leak)
+            self._file: io.FileIO | None = io.FileIO(self.temp, "xb")
         except OSError as exc:
             if not self.translate:
                 raise
@@ -241,13 +242,13 @@ class AtomicFile:
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
         """Append ``data`` (written whole); return its length."""
-        if self._fd is None:
+        if self._file is None:
             raise StoreWriteError(f"cannot write {self.path}: the temp file is closed")
         view = memoryview(data).cast("B")
         size = view.nbytes
         try:
             while view:
-                view = view[os.write(self._fd, view) :]
+                view = view[self._file.write(view) or 0 :]
         except OSError as exc:
             self.discard()
             if not self.translate:
@@ -259,12 +260,12 @@ class AtomicFile:
     def extend(self, size: int) -> None:
         """Make the file ``size`` bytes long if it is shorter: a hole that reads as
         zeros (padding that costs no disk where the file system has sparse files)."""
-        if self._fd is None:
+        if self._file is None:
             raise StoreWriteError(f"cannot write {self.path}: the temp file is closed")
         if size <= self.size:
             return
         try:
-            os.ftruncate(self._fd, size)
+            os.ftruncate(self._file.fileno(), size)
         except OSError as exc:
             self.discard()
             if not self.translate:
@@ -274,13 +275,13 @@ class AtomicFile:
 
     def commit(self) -> None:
         """Close the temp file and rename it over the destination."""
-        if self._fd is None:
+        if self._file is None:
             raise StoreWriteError(f"cannot commit {self.path}: the temp file is closed")
         try:
             if self.durable:
-                os.fsync(self._fd)
-            os.close(self._fd)
-            self._fd = None
+                os.fsync(self._file.fileno())
+            self._file.close()
+            self._file = None
             os.replace(self.temp, self.path)
             self.committed = True
             if self.durable:
@@ -294,12 +295,12 @@ class AtomicFile:
 
     def discard(self) -> None:
         """Close and remove the temp file (the destination is untouched)."""
-        if self._fd is not None:
+        if self._file is not None:
             try:
-                os.close(self._fd)
+                self._file.close()
             except OSError:
                 pass
-            self._fd = None
+            self._file = None
         if not self.committed:
             try:
                 os.unlink(self.temp)

@@ -10,6 +10,7 @@ import random
 import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -117,9 +118,15 @@ def _append_all(store, key, blocks, rng, longest) -> int:
     seconds after the call started); return how many interrupts landed."""
     interrupts = 0
     spec = infer_spec(blocks[0][0])
+    # the first block uninterrupted: how long an append takes here, so that the
+    # interrupts land inside it at random moments and an append can still complete
+    # (on a slow disk a fixed bound below its duration interrupts every try)
+    start = time.perf_counter()
+    store.append_block(key, spec, blocks[0])
+    longest = max(longest, 2 * (time.perf_counter() - start))
     _alarm["on"] = True
     try:
-        for block in blocks:
+        for block in blocks[1:]:
             while True:
                 signal.setitimer(signal.ITIMER_REAL, rng.uniform(0.00005, longest))
                 try:
@@ -185,7 +192,11 @@ def test_an_interrupted_append_block_takes_nothing(tmp_path, alarm, backend, kin
                   for n in range(0, count * 7 * 16, 7 * 16)]  # fmt: skip
     else:
         blocks = [[f"s{n}-{i}" for i in range(5)] for n in range(count)]
+    open_before = len(os.listdir("/proc/self/fd"))
     interrupts = _append_all(store, "x", blocks, rng, longest)
+    gc.collect()
+    # an interrupt as a temp file's open() returned used to leak its descriptor
+    assert len(os.listdir("/proc/self/fd")) < open_before + 20
     got = store.get_all("x")
     if kind == "dense":
         np.testing.assert_array_equal(np.asarray(got), np.concatenate(blocks))

@@ -1959,6 +1959,7 @@ def _write_atomic(path: str, data: _Data, durable: bool = False, size: int | Non
     durable: the file and its directory are fsynced. OSErrors propagate as they are
     (the store names the key and itself)."""
     temp = f"{path}.{uuid.uuid4().hex}.tmp"
+    out: AtomicFile | None = None
     try:
         try:
             out = AtomicFile(path, durable, temp=temp, translate=False)
@@ -1972,6 +1973,8 @@ def _write_atomic(path: str, data: _Data, durable: bool = False, size: int | Non
                 out.extend(size)
             out.commit()
     except BaseException:  # an interrupt may land before the `with` owns the temp file
+        if out is not None:
+            out.discard()  # closes its descriptor too
         with contextlib.suppress(OSError):
             os.remove(temp)
         raise
