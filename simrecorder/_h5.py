@@ -2,20 +2,21 @@
 
 One place opens HDF5 files (:func:`open_h5`: h5py's errors as simrecorder's, a stale
 "open for write" flag of a killed writer cleared), knows which files a store of this
-process writes (:func:`open_writer`; HDF5 allows one writer handle per file, so a
-storage on such a file goes through the store's handle), and clears a superblock's
+process writes (:data:`WRITERS`, the registry of :mod:`simrecorder._writers`; HDF5
+allows one writer handle per file, so a storage on such a file goes through the
+store's handle), and clears a superblock's
 write flag (:func:`clear_hdf5_consistency_flags`, as ``h5clear -s`` would).
 """
 
 from __future__ import annotations
 
 import os
-import weakref
 from typing import Any
 
 import h5py
 
 from ._fs import FileLock
+from ._writers import WRITERS
 from .errors import StoreFormatError, StoreLockedError
 
 __all__ = [
@@ -24,14 +25,10 @@ __all__ = [
     "clear_hdf5_consistency_flags",
     "lookup3",
     "open_h5",
-    "open_writer",
 ]
 
 #: File name suffixes of HDF5 files (the ``.h5`` of a URL or path picks HDF5).
 SUFFIXES = (".h5", ".hdf5", ".he5", ".hdf")
-#: The writer stores open in this process, by absolute path (an
-#: :class:`~simrecorder.datastores.HDF5DataStore` registers itself while it writes).
-WRITERS: weakref.WeakValueDictionary[str, Any] = weakref.WeakValueDictionary()
 
 _SIGNATURE = b"\x89HDF\r\n\x1a\n"
 #: where an HDF5 superblock may start (a user block of 512 * 2**n bytes before it)
@@ -178,11 +175,3 @@ def open_h5(path: str, mode: str, **options: Any) -> h5py.File:
         if "already open for write" in str(exc):
             hint = " (if its writer was killed, run `simrecorder recover FILE`)"
         raise StoreFormatError(f"cannot open {path!r} as HDF5: {exc}{hint}") from exc
-
-
-def open_writer(path: str | os.PathLike[str]) -> Any | None:
-    """The :class:`~simrecorder.datastores.HDF5DataStore` of this process writing the
-    file ``path``, if any (HDF5 allows one writer: a storage opened on that file goes
-    through it)."""
-    store = WRITERS.get(os.path.abspath(os.path.expanduser(os.fspath(path))))
-    return store if store is not None and not store.closed else None

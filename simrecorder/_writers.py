@@ -1,5 +1,6 @@
-"""The data stores of this process that write a directory (zarr): a storage opened on
-the same directory goes through the store's, so one process has one writer of it."""
+"""The data stores of this process that write a file or directory (HDF5, zarr): a
+storage opened on the same path goes through the store's, so one process has one
+writer of it (HDF5 allows only one handle anyway)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,10 @@ import os
 import weakref
 from typing import Any
 
-__all__ = ["register_writer", "unregister_writer", "writer_of"]
+__all__ = ["WRITERS", "register_writer", "unregister_writer", "writer_of"]
 
-_WRITERS: weakref.WeakValueDictionary[str, Any] = weakref.WeakValueDictionary()
+#: the writer stores open in this process, by absolute path
+WRITERS: weakref.WeakValueDictionary[str, Any] = weakref.WeakValueDictionary()
 
 
 def _key(path: str | os.PathLike[str]) -> str:
@@ -18,17 +20,17 @@ def _key(path: str | os.PathLike[str]) -> str:
 
 def register_writer(path: str | os.PathLike[str], store: Any) -> None:
     """Note that ``store`` writes ``path``."""
-    _WRITERS[_key(path)] = store
+    WRITERS[_key(path)] = store
 
 
 def unregister_writer(path: str | os.PathLike[str], store: Any) -> None:
     """Forget ``store`` as the writer of ``path`` (if it is)."""
     key = _key(path)
-    if _WRITERS.get(key) is store:
-        del _WRITERS[key]
+    if WRITERS.get(key) is store:
+        del WRITERS[key]
 
 
 def writer_of(path: str | os.PathLike[str]) -> Any | None:
     """The open store of this process that writes ``path``, or ``None``."""
-    store = _WRITERS.get(_key(path))
+    store = WRITERS.get(_key(path))
     return store if store is not None and not store.closed else None

@@ -232,10 +232,6 @@ def _temp_beside(path: str) -> str:
 def _refuse_open_writer(path: str, action: str) -> None:
     """A file a recorder of this process writes must not be replaced under it."""
     writer = writer_of(path)
-    if writer is None and path.lower().endswith((".h5", ".hdf5")):
-        from .._h5 import open_writer
-
-        writer = open_writer(path)
     if writer is not None:
         raise StoreLockedError(
             f"cannot {action} {path!r}: {writer!r} of this process is writing it "

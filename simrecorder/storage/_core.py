@@ -1297,6 +1297,12 @@ class GenericStorage:
     #: (``HDF5Storage.of_store``, ``ZarrStorage.of_store``): closing only writes changes
     _shared = False
 
+    def _share(self, shared: GenericStorage) -> None:
+        """Become another handle on ``shared``, the storage of a data store of this
+        process that writes the same file (its cached indexes are this storage's)."""
+        self._shared = True
+        self._tree = shared._tree
+
     def close(self) -> None:
         """Write changes and release the file or connection (idempotent); a storage
         sharing a data store's file leaves it open to the store."""

@@ -7,6 +7,7 @@ from typing import Any, cast
 
 import numpy as np
 
+from .._writers import writer_of
 from ..errors import KeyConflictError, StoreFormatError, StoreNotFoundError
 from ._base import (
     INDEX_NAME,
@@ -352,16 +353,14 @@ class HDF5Storage(GenericStorage):
     """
 
     def __init__(self, path: str | os.PathLike[str], mode: str = "a") -> None:
-        from .._h5 import open_h5, open_writer  # h5py only when an HDF5 file is opened
+        from .._h5 import open_h5  # h5py only when an HDF5 file is opened
 
         read_only, truncate = mode_flags(mode)
         self.path = os.path.abspath(os.fspath(path))
-        self._shared = False
-        writer = open_writer(self.path)
+        writer = writer_of(self.path)
         if writer is not None and not truncate:
             # a recorder of this process writes the file: HDF5 allows one handle
-            self._shared = True
-            self._tree = HDF5Storage.of_store(writer)._tree
+            self._share(HDF5Storage.of_store(writer))
             return
         exists = os.path.exists(self.path)
         if not exists and mode in ("r", "r+"):

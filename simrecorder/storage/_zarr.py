@@ -397,12 +397,10 @@ class ZarrStorage(GenericStorage):
     def __init__(self, path: str | os.PathLike[str], mode: str = "a") -> None:
         read_only, truncate = mode_flags(mode)
         self.path = os.path.abspath(os.fspath(path))
-        self._shared = False
         writer = writer_of(self.path)
         if writer is not None and not truncate:
             # a recorder of this process writes the directory: one writer of zarr.json
-            self._shared = True
-            self._tree = ZarrStorage.of_store(writer)._tree
+            self._share(ZarrStorage.of_store(writer))
             return
         exists = os.path.exists(self.path)
         if not exists and mode in ("r", "r+"):
