@@ -118,15 +118,16 @@ def _append_all(store, key, blocks, rng, longest) -> int:
     seconds after the call started); return how many interrupts landed."""
     interrupts = 0
     spec = infer_spec(blocks[0][0])
-    # the first block uninterrupted: how long an append takes here, so that the
+    # two blocks uninterrupted: how long an append takes here, so that the
     # interrupts land inside it at random moments and an append can still complete
     # (on a slow disk a fixed bound below its duration interrupts every try)
+    store.append_block(key, spec, blocks[0])  # (the first also makes the array)
     start = time.perf_counter()
-    store.append_block(key, spec, blocks[0])
+    store.append_block(key, spec, blocks[1])
     longest = max(longest, 2 * (time.perf_counter() - start))
     _alarm["on"] = True
     try:
-        for block in blocks[1:]:
+        for block in blocks[2:]:
             while True:
                 signal.setitimer(signal.ITIMER_REAL, rng.uniform(0.00005, longest))
                 try:
