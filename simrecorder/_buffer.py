@@ -195,6 +195,12 @@ ARENA_BYTES = 8 << 20
 #: ... if that takes at most this many blocks: small blocks (a small ``max_records``
 #: or ``max_bytes``) get no arena, whose huge pages could outweigh their data.
 ARENA_BLOCKS_MAX = 16
+#: The block of an array series that has not filled one yet holds at most this many
+#: bytes (rows aligned as the block's): the block grows to the full ``max_bytes`` once
+#: it fills. Thousands of quiet series then cost what they hold, not ``max_bytes``
+#: each (numpy backs blocks of 4 MiB and more with huge pages, which the first rows
+#: written would make resident).
+FIRST_BLOCK_BYTES = 1 << 20
 
 
 class ArrayBlock:
@@ -217,6 +223,10 @@ class ArrayBlock:
     per 4 KiB. A block handed over stays a view of its arena, which lives as long as
     any of its blocks; a series that never fills a block never gets an arena, nor
     does one whose blocks are small (see :data:`ARENA_BLOCKS_MAX`).
+
+    A series that is not busy gets blocks of ``first`` rows (see
+    :data:`FIRST_BLOCK_BYTES`); one that fills such a block grows it to
+    ``capacity`` rows (one copy of what it holds) and is busy from then on.
     """
 
     __slots__ = (
@@ -229,17 +239,26 @@ class ArrayBlock:
         "count",
         "dead",
         "dtype",
+        "first",
         "lock",
         "room",
         "row_shape",
         "shape",
     )
 
-    def __init__(self, spec: SeriesSpec, capacity: int, lock: Any, arena: bool = False) -> None:
+    def __init__(
+        self,
+        spec: SeriesSpec,
+        capacity: int,
+        lock: Any,
+        arena: bool = False,
+        first: int | None = None,
+    ) -> None:
         self.dtype = spec.dtype
         self.shape = spec.shape
         self.row_shape = spec.dense_shape
         self.capacity = capacity
+        self.first = capacity if first is None else max(1, min(first, capacity))
         self.lock = lock
         self.block: np.ndarray | None = None
         self.count = 0
@@ -277,15 +296,22 @@ class ArrayBlock:
         block = self.block
         if block is None:
             block = self.block = self._new_block()
-        elif self.count == len(block):  # only if an earlier flush of it failed
-            block = self.block = np.concatenate([block, np.empty_like(block)])
+        elif self.count == len(block):
+            # a first block that filled grows to a full one; a full one only grows if
+            # an earlier flush of it failed
+            more = self.capacity - len(block) if len(block) < self.capacity else len(block)
+            grown = np.empty((len(block) + more, *self.row_shape), dtype=self.dtype)
+            grown[: len(block)] = block
+            block = self.block = grown
         # the copy into the block is the snapshot: later in-place changes don't leak in
         block[self.count] = value
         self.count += 1
         self.update_room()
 
     def _new_block(self) -> np.ndarray:
-        if self.arena is None or not self.busy:
+        if not self.busy:
+            return np.empty((self.first, *self.row_shape), dtype=self.dtype)
+        if self.arena is None:
             return np.empty((self.capacity, *self.row_shape), dtype=self.dtype)
         start = self.arena_next
         if start + self.capacity > len(self.arena):
@@ -314,12 +340,18 @@ class ArrayBuffer(SeriesBuffer):
     __slots__ = ("rows",)
 
     def __init__(
-        self, key: str, spec: SeriesSpec, capacity: int, lock: Any = None, arena: bool = False
+        self,
+        key: str,
+        spec: SeriesSpec,
+        capacity: int,
+        lock: Any = None,
+        arena: bool = False,
+        first: int | None = None,
     ) -> None:
         super().__init__(key, spec, capacity)
         self.fast_type = np.ndarray
         lock = threading.RLock() if lock is None else lock
-        self.rows = ArrayBlock(spec, capacity, lock, arena)
+        self.rows = ArrayBlock(spec, capacity, lock, arena, first)
         self.values = self.rows  # type: ignore[assignment]
 
     def append(self, value: Any) -> bool:
@@ -500,7 +532,8 @@ def make_buffer(
         capacity = max(1, min(max_records, aligned_rows(max_bytes // nbytes)))
         if spec.shape == ():
             return ScalarBuffer(key, spec, capacity)
-        return ArrayBuffer(key, spec, capacity, lock, arena=copy_large)
+        first = aligned_rows(max(1, FIRST_BLOCK_BYTES // nbytes))
+        return ArrayBuffer(key, spec, capacity, lock, arena=copy_large, first=first)
     if spec.kind in (STR, BYTES, OBJECT):
         return ListBuffer(key, spec, max_records, max_bytes, nul_free_str)
     raise InvalidArgumentError(f"key {key!r}: unknown series kind {spec.kind!r}")

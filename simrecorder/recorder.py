@@ -139,9 +139,11 @@ class Recorder:
         Samples per block at most (per series).
     max_bytes
         Bytes per block at most (per series). The rows of a block of dense samples are
-        cut down to a multiple of a power of two (by less than a fifth: 131 samples of
-        8000 bytes become 128), so that blocks are whole chunks of the stores. A dense
-        sample at least this large is written directly, without buffering.
+        cut down to a multiple of a power of two (by less than a fifth: 524 samples of
+        8000 bytes become 512), so that blocks are whole chunks of the stores. An
+        array series starts with blocks of at most 1 MiB and gets full ones once it
+        fills one (quiet series cost what they hold). A dense sample at least this
+        large is written directly, without buffering.
     max_seconds
         Flush buffered samples about this many seconds after they were recorded;
         ``None`` disables the time limit. The check costs nothing per record: a
@@ -202,7 +204,7 @@ class Recorder:
         self,
         *datastores: DataStore | str,
         max_records: int = 1 << 20,
-        max_bytes: int = 1 << 20,
+        max_bytes: int = 4 << 20,
         max_seconds: float | None = 1.0,
         epoch_bytes: int = 8 << 20,
         attrs: Mapping[str, Any] | None = None,

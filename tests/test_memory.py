@@ -85,13 +85,14 @@ def test_views_read_between_records_stay_right_across_arenas():
     between and after arena boundaries see every row once, in order, and an earlier
     read is not changed by later rows or reads."""
     store = InMemoryDataStore()
-    rec = Recorder(store, max_seconds=None)  # 1 MiB blocks of 131 rows, arenas of 9 blocks
+    # a first block of 128 rows grows to 512 (4 MiB), then arenas of 3 such blocks
+    rec = Recorder(store, max_seconds=None)
     state = np.empty(1000)
     reads = {}
-    for i in range(2600):  # 20 blocks: 3 arenas
+    for i in range(2600):  # 6 blocks: 2 arenas
         state[:] = i
         rec.record("state", state)
-        if i in (0, 130, 131, 1178, 1179, 1500):
+        if i in (0, 127, 128, 511, 512, 2047, 2048, 2500):
             reads[i] = rec.get_all("state")
     state[:] = -1  # the caller changes its array after recording it
     got = rec.get_all("state")
@@ -129,6 +130,32 @@ def test_series_flushed_before_their_blocks_fill_or_with_small_blocks_get_no_are
     assert rec._buffers["small"].rows.arena is None  # 8 kB blocks: arenas off
     np.testing.assert_array_equal(rec.get_all("slow")[:, 9], np.arange(500.0))
     np.testing.assert_array_equal(rec.get_all("small")[:, 9], np.arange(500.0))
+    rec.close()
+
+
+def test_quiet_array_series_start_with_small_blocks_that_grow_when_filled():
+    """An array series holds a first block of at most 1 MiB; one that fills it grows
+    it to a full max_bytes block (the rows so far kept, in order) and, once it hands
+    a block over full, gets full blocks; one flushed before its block fills keeps
+    small blocks. Thousands of quiet series so cost what they hold."""
+    rec = Recorder(InMemoryDataStore(), max_seconds=None, max_bytes=4 << 20)
+    for i in range(200):
+        rec.record("busy", np.full(1000, float(i)))  # 8000 bytes: 128-row first block
+        if i < 10:
+            rec.record("quiet", np.full(1000, float(i)))
+    assert len(rec._buffers["quiet"].rows.block) == 128
+    assert len(rec._buffers["busy"].rows.block) == 512  # grew when it filled
+    rec.flush()
+    for i in range(200, 800):  # a 128-row block grown to 512, handed over full
+        rec.record("busy", np.full(1000, float(i)))
+        if i < 230:
+            rec.record("quiet", np.full(1000, float(i)))
+    assert len(rec._buffers["busy"].rows.block) == 512  # busy: full blocks from now on
+    assert len(rec._buffers["quiet"].rows.block) == 128  # flushed before it filled
+    np.testing.assert_array_equal(rec.get_all("busy")[:, 7], np.arange(800.0))
+    np.testing.assert_array_equal(
+        rec.get_all("quiet")[:, 0], np.r_[np.arange(10.0), np.arange(200.0, 230.0)]
+    )
     rec.close()
 
 

@@ -382,7 +382,8 @@ def test_object_series_reject_unencodable_values(store):
 
 def test_scalars_are_packed_into_numpy_parts_until_the_block_is_full():
     store = InMemoryDataStore()
-    rec = Recorder(store, max_seconds=None)  # 1 MiB blocks: 131072 float64 samples
+    # 1 MiB blocks: 131072 float64 samples
+    rec = Recorder(store, max_seconds=None, max_bytes=1 << 20)
     for i in range(20_000):
         rec.record("x", float(i))
     buf = rec._buffers["x"]
