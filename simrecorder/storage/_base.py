@@ -62,6 +62,14 @@ class JSONIndexBackend(Backend):
         """Write the index document of the physical group ``path`` (:func:`to_document`)."""
         raise NotImplementedError
 
+    #: :meth:`save_text` takes the index as JSON text (made while walking a value,
+    #: without a document to encode)
+    writes_text = False
+
+    def save_text(self, path: Path, text: str) -> None:
+        """Write the index of ``path`` given as the JSON text of its document."""
+        self.save_document(path, parse(text, index_where(self, path)))
+
 
 def index_where(backend: Backend, path: Path) -> str:
     """The index of ``path`` in ``backend``, for messages."""

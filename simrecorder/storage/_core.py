@@ -44,6 +44,8 @@ PACKED = "@p"  # a small array as raw bytes in its physical group's pack: [dtype
 _WASTE = "@pw"  # bytes of a pack no entry refers to any more (index key)
 #: a pack is rewritten at flush when this much of it, and more than half, is waste
 REPACK_BYTES = 64 << 10
+#: whole loads make the arrays of a pack up to this size views of one copy of it
+VIEW_PACK_LIMIT = 1 << 20
 
 
 class Backend(abc.ABC):
@@ -99,6 +101,11 @@ class Backend(abc.ABC):
     def read_array(self, path: Path, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
         """Read the dataset ``path`` whole."""
         raise NotImplementedError
+
+    def read_whole_pack(self, path: Path) -> bytes | bytearray:
+        """All the bytes of the pack of ``path`` (``b""`` when it has none)."""
+        length = self.pack_length(path)
+        return self.read_pack(path, 0, length) if length else b""
 
     def pack_length(self, path: Path) -> int:
         """Bytes in the pack of the physical group ``path`` (0 when it has none)."""
@@ -161,7 +168,8 @@ class _Tree:
         self.closed = False
         self._pack_length: dict[Path, int] = {}  # bytes of each pack in the backend
         self._pack_new: dict[Path, bytearray] = {}  # bytes appended since, not written
-        self._pack_whole: dict[Path, bytes] = {}  # packs read whole (by whole loads)
+        #: packs read whole (by whole loads)
+        self._pack_whole: dict[Path, bytes | bytearray] = {}
         #: indexes as stored, not yet expanded (read by a whole load: see _fast_python)
         self._documents: dict[Path, dict[str, Any]] = {}
         #: held by every change and by flush: a recorder's timer thread flushes the
@@ -235,6 +243,26 @@ class _Tree:
                 "its index says"
             )
         return np.frombuffer(data, dtype=dtype).reshape(shape).copy()  # owned, writable
+
+    def private_pack(self, phys: Path) -> bytearray | None:
+        """A copy of the pack of ``phys`` as stored, for one whole load's arrays to be
+        views of (read straight into it when it is not cached: one copy, not one per
+        array); ``None`` for a pack above :data:`VIEW_PACK_LIMIT`, then kept whole for
+        :meth:`pack_get` to copy each array from (a fresh copy of many megabytes costs
+        more than copies of its arrays)."""
+        pack: bytes | bytearray | None = self._pack_whole.get(phys)
+        if pack is None:
+            length = self._pack_length.get(phys)
+            if length is None:  # one read for its length and bytes
+                pack = self.backend.read_whole_pack(phys)
+                self._pack_length[phys] = len(pack)
+            else:
+                pack = self.backend.read_pack(phys, 0, length) if length else b""
+            if len(pack) > VIEW_PACK_LIMIT:
+                self._pack_whole[phys] = pack
+                return None
+            return pack if isinstance(pack, bytearray) else bytearray(pack)
+        return bytearray(pack) if len(pack) <= VIEW_PACK_LIMIT else None
 
     def waste(self, phys: Path, entry: Any) -> None:
         """Count the packed bytes an entry being dropped leaves behind in ``phys``."""
@@ -405,7 +433,7 @@ def _dtype_text(dtype: np.dtype) -> str:
     return text
 
 
-def _from_pack(pack: bytes, entry: list[Any]) -> np.ndarray | None:
+def _from_pack(pack: bytes | bytearray, entry: list[Any]) -> np.ndarray | None:
     """The array of a packed entry within the bytes ``pack`` read whole, as an owned
     writable copy (``None`` when it does not lie within them, or is of an odd dtype:
     :meth:`_Tree.pack_get` then reads it, or says what is wrong)."""
@@ -1069,22 +1097,53 @@ class _Fallback(Exception):
 def _fast_python(tree: _Tree, phys: Path) -> Any:
     """The physical group ``phys`` as Python data, read in one pass over its index as
     stored (float columns and packed arrays turned into values directly, not through
-    the expanded index); :class:`_Fallback` when it holds objects or anything odd."""
+    the expanded index); :class:`_Fallback` when it holds objects or anything odd.
+
+    Its packed arrays are views of one copy of the pack made for this load (writable,
+    and shared with nothing else: not a copy each)."""
     document = tree.document(phys)
     if document is None or "@c" in document or "@k" in document:
         raise _Fallback
     floats = float_block(document, tree.where(phys)) if FLOAT_BLOCK in document else []
     try:
-        return _fast_members(tree, phys, (), document[G], floats)
+        return _fast_members(tree, phys, (), document[G], floats, [])
     except (TypeError, ValueError, KeyError, IndexError, AttributeError) as exc:
         if isinstance(exc, SimRecorderError):
             raise
         raise _Fallback from exc  # damage: the general reader names it
 
 
+def _pack_view(
+    tree: _Tree, phys: Path, spec: Any, pack: list[bytearray | None]
+) -> np.ndarray | None:
+    """The packed array ``spec`` of ``phys`` as a view of this load's copy of the pack
+    (``pack``: ``[]`` until it is read), or a copy when it is not aligned; ``None``
+    when the pack is large (each array is then copied) or the entry is odd."""
+    try:
+        dtype = _DTYPES.get(spec[0])
+        if dtype is None or not dtype.itemsize or spec[2].__class__ is not int or spec[2] < 0:
+            return None
+        if not pack:
+            pack.append(tree.private_pack(phys))
+        if pack[0] is None:  # a large pack: a copy of each array
+            return None
+        array = np.ndarray(tuple(spec[1]), dtype, pack[0], spec[2])
+    except (TypeError, ValueError, IndexError):  # odd: the general read says what is wrong
+        return None
+    # a view when aligned (numpy's routines expect it), else a copy
+    return array if not spec[2] % dtype.alignment else array.copy()
+
+
 def _fast_members(
-    tree: _Tree, phys: Path, inner: Path, members: dict[str, Any], floats: list[float]
+    tree: _Tree,
+    phys: Path,
+    inner: Path,
+    members: dict[str, Any],
+    floats: list[float],
+    pack: list[bytearray | None],
 ) -> dict[str, Any]:
+    """The members of a group of the document of ``phys`` (``pack``: ``[]``, or the
+    copy of its pack the arrays read so far are views of)."""
     data = {}
     for name, entry in members.items():
         cls = entry.__class__
@@ -1101,11 +1160,14 @@ def _fast_members(
                 if stop > len(floats):
                     read_column(entry[tag], floats, tree.where(phys), (*inner, name))
             elif tag == PACKED:
-                data[name] = tree.pack_get(phys, entry[PACKED], whole=True)
+                spec = entry[PACKED]
+                array = _pack_view(tree, phys, spec, pack)
+                # the general read copies, or says what is wrong
+                data[name] = tree.pack_get(phys, spec, whole=True) if array is None else array
             elif tag == G:
                 if "@c" in entry or "@k" in entry or entry[G].__class__ is not dict:
                     raise _Fallback
-                data[name] = _fast_members(tree, phys, (*inner, name), entry[G], floats)
+                data[name] = _fast_members(tree, phys, (*inner, name), entry[G], floats, pack)
             elif tag == PG:
                 data[name] = _fast_python(tree, (*phys, *inner, name))
             elif tag == EA:

@@ -45,6 +45,8 @@ class HDF5Backend(JSONIndexBackend):
         Refuse writes.
     created
         The file was just created (empty).
+    path
+        The file's path (default: asked of ``file``).
     """
 
     name = "hdf5"
@@ -52,12 +54,17 @@ class HDF5Backend(JSONIndexBackend):
     packs = True
 
     def __init__(
-        self, file: Any, owned: bool = True, read_only: bool = False, created: bool = False
+        self,
+        file: Any,
+        owned: bool = True,
+        read_only: bool = False,
+        created: bool = False,
+        path: str | None = None,
     ) -> None:
         self.file = file
         self.owned = owned
         self.read_only = read_only
-        self.path = file.filename
+        self.path = file.filename if path is None else path
         #: called with a byte count before each write (an HDF5DataStore sharing the
         #: file reserves disk space and takes its writer lock there)
         self.before_write: Any = None
@@ -78,7 +85,9 @@ class HDF5Backend(JSONIndexBackend):
 
     def load_document(self, path: Path) -> dict[str, Any] | None:
         group = self._group(path)
-        raw = group.attrs.get(INDEX_NAME)
+        raw = _read_index_attr(group.id)
+        if raw is _OTHER:  # not the scalar text attribute saves write: let h5py convert
+            raw = group.attrs.get(INDEX_NAME)
         if raw is None:
             return None
         if isinstance(raw, bytes):
@@ -87,11 +96,19 @@ class HDF5Backend(JSONIndexBackend):
             raw = group[_INDEX_DATASET][()].tobytes()
         return cast(dict[str, Any], parse(raw, index_where(self, path)))
 
+    writes_text = True
+
     def save_document(self, path: Path, document: dict[str, Any]) -> None:
+        self.save_text(path, encode(document))
+
+    def save_text(self, path: Path, text: str) -> None:
         group = self._group(path)
-        text = encode(document)
         self._reserve(len(text))
         if len(text) <= _ATTR_LIMIT:
+            if self._known_absent((*path, INDEX_NAME)):  # a new group's first index
+                _create_text_attr(group.id, INDEX_NAME, text)
+                self._written.add((*path, INDEX_NAME))
+                return
             group.attrs[INDEX_NAME] = text
             if not self._known_absent((*path, _INDEX_DATASET)) and _INDEX_DATASET in group:
                 del group[_INDEX_DATASET]
@@ -118,6 +135,12 @@ class HDF5Backend(JSONIndexBackend):
             self,
             (*path, PACK_NAME),
             lambda: _read_range(_open_pack(self._group(path)), start, stop),
+        )
+
+    def read_whole_pack(self, path: Path) -> bytes | bytearray:
+        return cast(
+            bytearray,
+            read_node(self, (*path, PACK_NAME), lambda: _read_whole(self._group(path))),
         )
 
     def write_pack(self, path: Path, start: int, data: bytes | bytearray) -> None:
@@ -252,6 +275,21 @@ def _create_dataset(parent: Any, name: str, data: np.ndarray) -> None:
     mark.write(_MARK)
 
 
+def _create_text_attr(gid: Any, name: str, text: str) -> None:
+    """``attrs[name] = text`` (a scalar variable-length UTF-8 string, as h5py writes a
+    ``str``) for an attribute not there yet, through h5py's low-level API."""
+    import h5py
+
+    if "lcpl" not in _h5:
+        _init_h5()
+    string = _h5.get("str")
+    if string is None:
+        string = _h5["str"] = h5py.string_dtype("utf-8")
+        _h5["str_type"] = h5py.h5t.py_create(string, logical=True)
+    attr = h5py.h5a.create(gid, name.encode("utf-8"), _h5["str_type"], _h5["scalar"])
+    attr.write(np.array(text, dtype=string))
+
+
 def _create_pack(group: Any, data: np.ndarray) -> None:
     """``group.create_dataset(PACK_NAME, data=data, maxshape=(None,),
     chunks=(pack_chunk(len(data)),))`` plus its ``simrecorder_storage_array`` attribute,
@@ -296,6 +334,42 @@ def _read_range(dataset: Any, start: int, stop: int) -> bytes:
     return out.tobytes()
 
 
+def _read_whole(group: Any) -> bytearray:
+    """All the bytes of a group's pack (empty when it has none), one dataset open."""
+    import h5py
+
+    try:
+        dataset = h5py.h5d.open(group.id, PACK_NAME.encode("utf-8"))
+    except KeyError:  # no pack (one name lookup, not two)
+        return bytearray()
+    out = bytearray(int(dataset.shape[0]))
+    if out:
+        dataset.read(h5py.h5s.ALL, h5py.h5s.ALL, np.frombuffer(out, dtype=np.uint8))
+    return out
+
+
+_OTHER = object()  # an index attribute h5py's high-level API must convert
+
+
+def _read_index_attr(gid: Any) -> Any:
+    """The text (``bytes``) of the index attribute of the group ``gid`` through h5py's
+    low-level API (``None`` when it has none; :data:`_OTHER` when it is not a scalar
+    variable-length string, as a save writes it)."""
+    import h5py
+
+    try:
+        attr = h5py.h5a.open(gid, INDEX_NAME.encode("utf-8"))
+    except KeyError:  # none (one lookup, not two)
+        return None
+    dtype = attr.dtype
+    if attr.shape != () or dtype.kind != "O" or h5py.check_string_dtype(dtype) is None:
+        return _OTHER
+    out = np.empty((), dtype=dtype)
+    attr.read(out)
+    raw = out[()]
+    return raw if isinstance(raw, (bytes, str)) else _OTHER
+
+
 _SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
 
@@ -311,6 +385,54 @@ def _is_hdf5(path: str) -> bool:
     except OSError:
         return False
     return bool(h5py.is_hdf5(path))
+
+
+def _file_plists() -> tuple[Any, Any]:
+    """``(fapl, fcpl)`` as ``h5py.File(path, 'w', fs_strategy='fsm', fs_persist=True)``
+    makes them (made once: HDF5 copies a property list where it is used)."""
+    plists = _h5.get("file")
+    if plists is None:
+        import h5py
+        from h5py import h5f, h5p
+
+        fapl = h5p.create(h5p.FILE_ACCESS)
+        fapl.set_libver_bounds(h5f.LIBVER_EARLIEST, h5f.LIBVER_LATEST)
+        fcpl = h5p.create(h5p.FILE_CREATE)
+        fcpl.set_obj_track_times(False)
+        fcpl.set_file_space_strategy(h5f.FSPACE_STRATEGY_FSM_AGGR, True, 1)
+        plists = _h5["file"] = (fapl, fcpl)
+        _h5["File"] = h5py.File
+    return cast(tuple[Any, Any], plists)
+
+
+def _create_file(path: str) -> Any:
+    """A new (truncated) HDF5 file at ``path``, as ``open_h5(path, 'w',
+    fs_strategy='fsm', fs_persist=True)`` opens it, through h5py's low-level API (the
+    high-level one builds its property lists anew: a third of the time of a small
+    save); ``None`` when that fails (``open_h5`` then says why)."""
+    import h5py
+
+    fapl, fcpl = _file_plists()
+    try:
+        fid = h5py.h5f.create(os.fsencode(path), h5py.h5f.ACC_TRUNC, fapl=fapl, fcpl=fcpl)
+    except (OSError, ValueError, TypeError):
+        return None
+    return h5py.File(fid)
+
+
+def _open_file(path: str, read_only: bool) -> Any:
+    """The existing HDF5 file ``path`` opened as ``open_h5(path, 'r' or 'r+')`` opens
+    it, through h5py's low-level API (as :func:`_create_file`); ``None`` when that
+    fails (``open_h5`` then clears a stale write flag, or names the problem)."""
+    import h5py
+
+    fapl = _file_plists()[0]
+    flags = h5py.h5f.ACC_RDONLY if read_only else h5py.h5f.ACC_RDWR
+    try:
+        fid = h5py.h5f.open(os.fsencode(path), flags, fapl=fapl)
+    except (OSError, ValueError, TypeError):
+        return None
+    return h5py.File(fid)
 
 
 def _shared_storage(file: Any, read_only: bool, before_write: Any) -> GenericStorage:
@@ -365,14 +487,18 @@ class HDF5Storage(GenericStorage):
         exists = os.path.exists(self.path)
         if not exists and mode in ("r", "r+"):
             raise StoreNotFoundError(f"no HDF5 storage at {self.path!r}")
-        if exists and not truncate and not _is_hdf5(self.path):
-            raise StoreFormatError(f"{self.path!r} exists but is not an HDF5 file")
         created = truncate or not exists
         if created:  # free space is tracked across sessions: updates reuse it
-            file = open_h5(self.path, "w", fs_strategy="fsm", fs_persist=True)
+            file = _create_file(self.path) or open_h5(
+                self.path, "w", fs_strategy="fsm", fs_persist=True
+            )
         else:
-            file = open_h5(self.path, "r" if read_only else "r+")
-        backend = HDF5Backend(file, owned=True, read_only=read_only, created=created)
+            file = _open_file(self.path, read_only)
+            if file is None:  # say why: not HDF5, locked, a stale write flag, ...
+                if not _is_hdf5(self.path):
+                    raise StoreFormatError(f"{self.path!r} exists but is not an HDF5 file")
+                file = open_h5(self.path, "r" if read_only else "r+")
+        backend = HDF5Backend(file, True, read_only, created, self.path)
         super().__init__(backend, created=created)
 
     @staticmethod

@@ -19,6 +19,7 @@ __all__ = [
     "FLOAT_COLUMN",
     "dumps",
     "encode",
+    "encoder",
     "float_block",
     "from_document",
     "loads",
@@ -38,6 +39,8 @@ FLOAT_BLOCK = "@gv"
 #: groups with fewer floats than this stay plain JSON
 FLOAT_COLUMN_MIN = 2
 _encoder = json.JSONEncoder(separators=(",", ":"), check_circular=False)
+#: the encoder of index texts (compact, strict ASCII)
+encoder = _encoder
 
 
 def dumps(node: dict[str, Any]) -> str:
