@@ -6,6 +6,7 @@ Each function returns a list of result rows (dicts) with at least ``workload``,
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import statistics
@@ -415,28 +416,32 @@ def vectors(
 ) -> list[Row]:
     """``count`` float64 vectors of ``size`` (a state vector per step), recorded one by
     one; MB/s against a plain write of the same bytes (write + flush, no fsync), the
-    memory store's time against a list of copies; the subjects take turns."""
+    memory store's time against a list of copies; the subjects take turns.
+
+    Each run starts after ``os.sync()``, and the files are deleted only at the end:
+    the writeback of the previous run's bytes, and the discards that deleting its
+    files makes on this disk (mounted with ``discard``), would slow whichever run comes
+    next (see :func:`large_arrays`)."""
     rng = np.random.default_rng(0)
     arrays = list(rng.random((count, size)))
     payload = count * size * 8
+    runs = itertools.count()
+    scratch = tmp / "vectors"
+    scratch.mkdir(exist_ok=True)
 
     def recorder_run(backend: str) -> float:
-        store = make_store(backend, tmp, "vectors")
+        store = make_store(backend, scratch, f"vectors{next(runs)}")
         rec = Recorder(store, max_seconds=None)
         start = time.perf_counter()
         for array in arrays:
             rec.record("state", array)
         rec.close()
-        seconds = time.perf_counter() - start
-        _remove_store(store)
-        return seconds
+        return time.perf_counter() - start
 
     def plain_run() -> float:
         start = time.perf_counter()
-        _plain_write(tmp / "plain-vectors.bin", arrays, False)
-        seconds = time.perf_counter() - start
-        (tmp / "plain-vectors.bin").unlink()
-        return seconds
+        _plain_write(scratch / f"plain{next(runs)}.bin", arrays, False)
+        return time.perf_counter() - start
 
     def copies_run() -> float:
         start = time.perf_counter()
@@ -451,7 +456,9 @@ def vectors(
     times: dict[str, list[float]] = {name: [] for name in subjects}
     for _ in range(repeats):
         for name, run in subjects.items():
+            os.sync()
             times[name].append(run())
+    shutil.rmtree(scratch)
     plain = statistics.median(times["limit/plain write"])
     copies = statistics.median(times["limit/list of copies"])
     rows = []
