@@ -225,8 +225,9 @@ class ArrayBlock:
     does one whose blocks are small (see :data:`ARENA_BLOCKS_MAX`).
 
     A series that is not busy gets blocks of ``first`` rows (see
-    :data:`FIRST_BLOCK_BYTES`); one that fills such a block grows it to
-    ``capacity`` rows (one copy of what it holds) and is busy from then on.
+    :data:`FIRST_BLOCK_BYTES`); one that fills such a block grows it (4x at a time, up
+    to ``capacity`` rows; a copy of what it holds), and one that hands a block over full
+    is busy: its next blocks have ``capacity`` rows.
     """
 
     __slots__ = (
@@ -297,9 +298,12 @@ class ArrayBlock:
         if block is None:
             block = self.block = self._new_block()
         elif self.count == len(block):
-            # a first block that filled grows to a full one; a full one only grows if
-            # an earlier flush of it failed
-            more = self.capacity - len(block) if len(block) < self.capacity else len(block)
+            # a first block that filled grows towards a full one (4x at a time: a huge
+            # max_bytes is not allocated at once); a full one only grows if an earlier
+            # flush of it failed
+            more = len(block)
+            if len(block) < self.capacity:
+                more = min(self.capacity - len(block), 3 * len(block))
             grown = np.empty((len(block) + more, *self.row_shape), dtype=self.dtype)
             grown[: len(block)] = block
             block = self.block = grown

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -87,7 +88,7 @@ class SeriesSpec:
         """Bytes of one dense sample (an estimate of 64 for other kinds)."""
         if self.kind != DENSE:
             return 64
-        return int(self.dense_dtype.itemsize * int(np.prod(self.dense_shape, dtype=np.int64)))
+        return int(self.dense_dtype.itemsize * math.prod(self.dense_shape))
 
     def describe(self) -> str:
         """Short human-readable form used in error messages."""

@@ -195,3 +195,14 @@ def test_reads_after_every_record_each_see_the_series_so_far():
         np.testing.assert_array_equal(view, final[: len(view)])
     assert [len(v) for v in views] == sorted(len(v) for v in views)
     rec.close()
+
+
+def test_a_huge_max_bytes_grows_the_block_step_by_step():
+    """A first block that fills grows 4x at a time, not to max_bytes at once (a huge
+    max_bytes would otherwise allocate terabytes at the 129th sample)."""
+    rec = Recorder(InMemoryDataStore(), max_seconds=None, max_bytes=1 << 40, max_records=1 << 30)
+    for i in range(600):
+        rec.record("v", np.full(1000, float(i)))
+    assert len(rec._buffers["v"].rows.block) == 2048  # 128 -> 512 -> 2048
+    np.testing.assert_array_equal(rec.get_all("v")[:, 5], np.arange(600.0))
+    rec.close()

@@ -8,6 +8,7 @@ import errno
 import functools
 import glob
 import json
+import math
 import os
 import re
 import shutil
@@ -1578,7 +1579,7 @@ class _ChunkWriter:
         self.dtype = np.dtype(meta["data_type"])
         self.sample = tuple(meta["shape"][1:])
         self.rows = int(meta["chunk_grid"]["configuration"]["chunk_shape"][0])
-        self.row_nbytes = int(np.prod(self.sample, dtype=np.int64)) * self.dtype.itemsize
+        self.row_nbytes = int(math.prod(self.sample)) * self.dtype.itemsize
         #: the size an uncompressed chunk is padded to (with zeros) by the store
         self.padded = self.rows * self.row_nbytes if codec.compressor is None else None
         self.meta_key = _meta_key(key)
@@ -1864,7 +1865,7 @@ class _BloscBlocks:
         zero = self.zeros(shape, rows.dtype)
         if zero is None:
             return None
-        row_nbytes = rows.itemsize * int(np.prod(shape[1:], dtype=np.int64))
+        row_nbytes = rows.itemsize * int(math.prod(shape[1:]))
         nbytes, size, count = shape[0] * row_nbytes, zero.blocksize, len(zero.streams)
         lo, hi = at * row_nbytes, (at + len(rows)) * row_nbytes
         first, stop = lo // size, min(-(-hi // size), count)
