@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from stat import S_ISREG
 from typing import Any, cast
 
 import numpy as np
@@ -123,6 +124,7 @@ class HDF5Backend(JSONIndexBackend):
             ds.resize(data.shape)
             ds[...] = data
         group.attrs[INDEX_NAME] = "@dataset"
+        self._written.add((*path, INDEX_NAME))  # there now: a later save must not create it
 
     def pack_length(self, path: Path) -> int:
         group = self._group(path)
@@ -484,9 +486,16 @@ class HDF5Storage(GenericStorage):
             # a recorder of this process writes the file: HDF5 allows one handle
             self._share(HDF5Storage.of_store(writer))
             return
-        exists = os.path.exists(self.path)
+        try:  # one stat: whether it exists (as os.path.exists says) and is empty
+            status: os.stat_result | None = os.stat(self.path)
+        except (OSError, ValueError):
+            status = None
+        exists = status is not None
         if not exists and mode in ("r", "r+"):
             raise StoreNotFoundError(f"no HDF5 storage at {self.path!r}")
+        if status is not None and not status.st_size and not truncate and S_ISREG(status.st_mode):
+            # HDF5 would open an empty file for writing as a new one
+            raise StoreFormatError(f"{self.path!r} exists but is not an HDF5 file (it is empty)")
         created = truncate or not exists
         if created:  # free space is tracked across sessions: updates reuse it
             file = _create_file(self.path) or open_h5(
