@@ -197,3 +197,38 @@ def test_samples_between_1_and_4_mib_are_copied_when_recorded(tmp_path, kind):
     np.testing.assert_array_equal(got.min(axis=1), np.arange(5.0))
     np.testing.assert_array_equal(got.max(axis=1), np.arange(5.0))
     assert os.path.exists(tmp_path / "x.h5") == (kind == "hdf5")
+
+
+def test_reads_wait_for_a_flush_of_the_same_storage_in_another_thread(tmp_path):
+    """A recorder's timer thread flushes (and may repack) its storage under the
+    storage's lock: a load or a read in the user's thread waits for it, instead of
+    reading a pack being rewritten."""
+    import time
+
+    from simrecorder.storage import open_storage
+
+    path = save({"a": np.arange(10.0), "g": {"b": 1.5}}, tmp_path / "x.h5")
+    with open_storage(path) as storage:
+        tree = storage._tree
+        held = threading.Event()
+
+        def flush_slowly() -> None:
+            with tree.lock:
+                held.set()
+                time.sleep(0.3)
+
+        worker = threading.Thread(target=flush_slowly)
+        worker.start()
+        held.wait()
+        start = time.perf_counter()
+        np.testing.assert_array_equal(storage.load()["a"], np.arange(10.0))
+        assert time.perf_counter() - start > 0.2
+        worker.join()
+        worker = threading.Thread(target=flush_slowly)
+        held.clear()
+        worker.start()
+        held.wait()
+        start = time.perf_counter()
+        assert storage["g/b"] == 1.5
+        assert time.perf_counter() - start > 0.2
+        worker.join()

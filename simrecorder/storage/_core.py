@@ -614,8 +614,9 @@ class _Group(StorageGroup):
     def __getitem__(self, key: str) -> Any:
         self._tree.check_open()
         parts = self._split(key)
-        parent = self._walk(parts[:-1], create=False)
-        return parent._get(parts[-1])
+        with self._tree.lock:  # not while a recorder's timer thread flushes (repacks)
+            parent = self._walk(parts[:-1], create=False)
+            return parent._get(parts[-1])
 
     def _get(self, name: str) -> Any:
         entries = self._node()[G]
@@ -778,15 +779,16 @@ class _Group(StorageGroup):
     # -- whole-group reads --------------------------------------------------------------
     def load(self, key: str | None = None) -> Any:
         self._tree.check_open()
-        if key is not None and key not in ("", "/"):
-            value = self[key]
-            return value.load() if isinstance(value, _Group) else value
-        if not self._phys and not self._inner:
-            try:
-                return _fast_python(self._tree, ())
-            except _Fallback:
-                pass
-        return _to_python(self)
+        with self._tree.lock:  # not while a recorder's timer thread flushes (repacks)
+            if key is not None and key not in ("", "/"):
+                value = self[key]
+                return value.load() if isinstance(value, _Group) else value
+            if not self._phys and not self._inner:
+                try:
+                    return _fast_python(self._tree, ())
+                except _Fallback:
+                    pass
+            return _to_python(self)
 
 
 class _Attrs(MutableMapping[str, Any]):
