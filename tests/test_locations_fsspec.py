@@ -9,6 +9,7 @@ import subprocess
 import time
 import tracemalloc
 import uuid
+from typing import Any
 
 import pytest
 
@@ -370,3 +371,30 @@ def test_server_stop_ends_the_process(tmp_path):
     assert server.pid is None
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
+
+
+def _write_in_new_folders(url: str, tag: int, barrier: Any, rounds: int) -> None:
+    location = open_location(url)
+    for round_number in range(rounds):
+        barrier.wait(timeout=60)
+        assert location.write(f"r{round_number}/deep/k{tag}", b"x" * 10)
+
+
+def test_sftp_processes_making_the_same_folder_at_once_all_write(sshd_server, tmp_path):
+    """Writers whose keys need the same new folder race to make it: fsspec's SFTP
+    checks, then creates, and the loser got the server's "Failure" (CI saw it)."""
+    import multiprocessing
+
+    url = sftp_url(sshd_server, tmp_path / "race")
+    context = multiprocessing.get_context("spawn")
+    barrier = context.Barrier(4)
+    workers = [
+        context.Process(target=_write_in_new_folders, args=(url, i, barrier, 15)) for i in range(4)
+    ]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=180)
+    assert [worker.exitcode for worker in workers] == [0, 0, 0, 0]
+    location = open_location(url)
+    assert sorted(location.keys()) == sorted(f"r{r}/deep/k{i}" for r in range(15) for i in range(4))

@@ -369,7 +369,7 @@ class FsspecLocation(Location):
         try:
             out = self.fs.open(temp, "wb", block_size=BLOCK_BYTES)
         except FileNotFoundError:
-            self.fs.makedirs(parent, exist_ok=True)
+            self._make_parent(parent)
             out = self.fs.open(temp, "wb", block_size=BLOCK_BYTES)
         try:
             if hasattr(out, "set_pipelined"):  # paramiko: don't wait for each write's reply
@@ -381,6 +381,20 @@ class FsspecLocation(Location):
         except BaseException:
             self._remove_quietly(temp)
             raise
+
+    def _make_parent(self, parent: str) -> None:
+        """``makedirs(parent, exist_ok=True)``, also when another process makes it at
+        the same time (fsspec's SFTP checks, then creates: the loser of that race
+        gets the server's generic "Failure")."""
+        for attempt in range(4):  # each retry gets past a folder another made meanwhile
+            try:
+                self.fs.makedirs(parent, exist_ok=True)
+                return
+            except OSError:
+                if self.fs.isdir(parent):
+                    return
+                if attempt == 3:
+                    raise
 
     def _write_upload(self, path: str, data: Data) -> None:
         # autocommit=False: the object appears only on commit(); discard() aborts the upload
