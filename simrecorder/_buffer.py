@@ -196,8 +196,8 @@ ARENA_BYTES = 8 << 20
 #: or ``max_bytes``) get no arena, whose huge pages could outweigh their data.
 ARENA_BLOCKS_MAX = 16
 #: The block of an array series that has not filled one yet holds at most this many
-#: bytes (rows aligned as the block's): the block grows to the full ``max_bytes`` once
-#: it fills. Thousands of quiet series then cost what they hold, not ``max_bytes``
+#: bytes (rows aligned as the block's): it grows (4x at a time) towards the full
+#: ``max_bytes`` as it fills. Thousands of quiet series then cost what they hold, not ``max_bytes``
 #: each (numpy backs blocks of 4 MiB and more with huge pages, which the first rows
 #: written would make resident).
 FIRST_BLOCK_BYTES = 1 << 20
