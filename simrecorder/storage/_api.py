@@ -340,8 +340,9 @@ def _kind_of_file(path: str) -> str:
     return "json"
 
 
-def _open_read(path: str) -> GenericStorage:
-    name = _kind_of_file(path)
+def _open_read(path: str, name: str | None = None) -> GenericStorage:
+    """The storage at ``path`` opened read-only (``name``: its kind, when known)."""
+    name = name or _kind_of_file(path)
     try:
         return _storage_class(name)(path, "r")
     except SimRecorderError:
@@ -394,11 +395,12 @@ def load(
             f"version_policy must be one of {POLICIES}, got {version_policy!r}"
         )
     path = _resolve(filename)
-    if _kind_of_file(path) == "pickle":
+    kind = _kind_of_file(path)
+    if kind == "pickle":
         header, data = _read_pickle(path, whole=True)
         check_versions(header.get("versions", {}), version_policy, repr(path))
         return data if key is None else _pickle_member(data, key, path)
-    storage = _open_read(path)
+    storage = _open_read(path, kind)
     with storage:
         check_versions(storage.versions, version_policy, repr(path))
         try:
