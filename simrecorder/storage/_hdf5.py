@@ -389,54 +389,6 @@ def _is_hdf5(path: str) -> bool:
     return bool(h5py.is_hdf5(path))
 
 
-def _file_plists() -> tuple[Any, Any]:
-    """``(fapl, fcpl)`` as ``h5py.File(path, 'w', fs_strategy='fsm', fs_persist=True)``
-    makes them (made once: HDF5 copies a property list where it is used)."""
-    plists = _h5.get("file")
-    if plists is None:
-        import h5py
-        from h5py import h5f, h5p
-
-        fapl = h5p.create(h5p.FILE_ACCESS)
-        fapl.set_libver_bounds(h5f.LIBVER_EARLIEST, h5f.LIBVER_LATEST)
-        fcpl = h5p.create(h5p.FILE_CREATE)
-        fcpl.set_obj_track_times(False)
-        fcpl.set_file_space_strategy(h5f.FSPACE_STRATEGY_FSM_AGGR, True, 1)
-        plists = _h5["file"] = (fapl, fcpl)
-        _h5["File"] = h5py.File
-    return cast(tuple[Any, Any], plists)
-
-
-def _create_file(path: str) -> Any:
-    """A new (truncated) HDF5 file at ``path``, as ``open_h5(path, 'w',
-    fs_strategy='fsm', fs_persist=True)`` opens it, through h5py's low-level API (the
-    high-level one builds its property lists anew: a third of the time of a small
-    save); ``None`` when that fails (``open_h5`` then says why)."""
-    import h5py
-
-    fapl, fcpl = _file_plists()
-    try:
-        fid = h5py.h5f.create(os.fsencode(path), h5py.h5f.ACC_TRUNC, fapl=fapl, fcpl=fcpl)
-    except (OSError, ValueError, TypeError):
-        return None
-    return h5py.File(fid)
-
-
-def _open_file(path: str, read_only: bool) -> Any:
-    """The existing HDF5 file ``path`` opened as ``open_h5(path, 'r' or 'r+')`` opens
-    it, through h5py's low-level API (as :func:`_create_file`); ``None`` when that
-    fails (``open_h5`` then clears a stale write flag, or names the problem)."""
-    import h5py
-
-    fapl = _file_plists()[0]
-    flags = h5py.h5f.ACC_RDONLY if read_only else h5py.h5f.ACC_RDWR
-    try:
-        fid = h5py.h5f.open(os.fsencode(path), flags, fapl=fapl)
-    except (OSError, ValueError, TypeError):
-        return None
-    return h5py.File(fid)
-
-
 def _shared_storage(file: Any, read_only: bool, before_write: Any) -> GenericStorage:
     """A storage over the open ``file`` of an HDF5DataStore (see ``HDF5Storage.of_store``)."""
     backend = HDF5Backend(file, owned=False, read_only=read_only)
@@ -477,7 +429,8 @@ class HDF5Storage(GenericStorage):
     """
 
     def __init__(self, path: str | os.PathLike[str], mode: str = "a") -> None:
-        from .._h5 import open_h5  # h5py only when an HDF5 file is opened
+        # h5py only when an HDF5 file is opened
+        from .._h5 import create_h5_quickly, open_h5, open_h5_quickly
 
         read_only, truncate = mode_flags(mode)
         self.path = os.path.abspath(os.fspath(path))
@@ -498,11 +451,11 @@ class HDF5Storage(GenericStorage):
             raise StoreFormatError(f"{self.path!r} exists but is not an HDF5 file (it is empty)")
         created = truncate or not exists
         if created:  # free space is tracked across sessions: updates reuse it
-            file = _create_file(self.path) or open_h5(
+            file = create_h5_quickly(self.path) or open_h5(
                 self.path, "w", fs_strategy="fsm", fs_persist=True
             )
         else:
-            file = _open_file(self.path, read_only)
+            file = open_h5_quickly(self.path, read_only)
             if file is None:  # say why: not HDF5, locked, a stale write flag, ...
                 if not _is_hdf5(self.path):
                     raise StoreFormatError(f"{self.path!r} exists but is not an HDF5 file")
